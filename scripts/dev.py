@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""One entry point for routine tasks; needs only Python 3.11+ (stdlib) to start.
+
+    python3 scripts/dev.py demo     # offline demo on the embedded defaults
+    python3 scripts/dev.py test     # install what tests need, then run them
+    python3 scripts/dev.py lint     # ruff + mypy --strict
+    python3 scripts/dev.py bench    # benchmarks in bench/
+
+Everything is installed into ./.venv; the install is repeated only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+
+
+def run(*cmd: str | Path, check: bool = True, env: dict[str, str] | None = None) -> int:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    code = subprocess.call([str(c) for c in cmd], cwd=ROOT, env=env)
+    if check and code != 0:
+        sys.exit(code)
+    return code
+
+
+def ensure_venv(extras: str) -> None:
+    """Create .venv and install the project with ``extras`` unless already up to date."""
+    if sys.version_info < (3, 11):  # noqa: UP036 - run by whatever python3 the user has
+        sys.exit("actiongate needs Python 3.11 or newer")
+    if not PY.exists():
+        run(sys.executable, "-m", "venv", VENV)
+    stamp = VENV / f".installed-{extras or 'base'}"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    target = f".[{extras}]" if extras else "."
+    run(PY, "-m", "pip", "install", "--quiet", "-e", target)
+    stamp.write_text(digest)
+
+
+def ensure_chromium() -> None:
+    """Install Debian's chromium for the browser tests when it is missing (needs root/apt)."""
+    if shutil.which("chromium"):
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        run("apt-get", "update", "-qq")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run("apt-get", "install", "-y", "-qq", "chromium", "chromium-driver", env=env)
+    else:
+        print("chromium not found and cannot be installed here: browser tests will be skipped")
+
+
+def cmd_demo(args: list[str]) -> None:
+    ensure_venv("")
+    os.execv(str(BIN / "actiongate"), [str(BIN / "actiongate"), "demo", *args])
+
+
+def cmd_test(args: list[str]) -> None:
+    ensure_venv("test")
+    if (ROOT / "tests" / "browser").exists():
+        ensure_chromium()
+    code = run(PY, "-m", "pytest", *args, check=False)
+    if code == 5:
+        sys.exit("pytest collected no tests: that is a failure, not a pass")
+    sys.exit(code)
+
+
+def cmd_lint(args: list[str]) -> None:
+    ensure_venv("test")
+    run(BIN / "ruff", "check", ".")
+    run(BIN / "ruff", "format", "--check", ".")
+    run(BIN / "mypy")
+
+
+def cmd_bench(args: list[str]) -> None:
+    ensure_venv("test")
+    for script in sorted((ROOT / "bench").glob("bench_*.py")):
+        run(PY, script, *args)
+
+
+COMMANDS = {"demo": cmd_demo, "test": cmd_test, "lint": cmd_lint, "bench": cmd_bench}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(f"usage: python3 scripts/dev.py {{{'|'.join(COMMANDS)}}} [args...]")
+    COMMANDS[sys.argv[1]](sys.argv[2:])
