@@ -16,6 +16,17 @@ from gateway.errors import ActionGateError, ConfigError
 from gateway.rendering import body_variables, required_variables
 from gateway.templating import analyze
 
+OUTCOMES = (
+    "success",
+    "http_error",
+    "timeout",
+    "connect_error",
+    "blocked",
+    "rejected",
+    "pending_confirmation",
+    "declined",
+)
+
 __all__ = ["main"]
 
 Handler = Callable[[argparse.Namespace], int]
@@ -73,6 +84,89 @@ def cmd_export(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(items: Sequence[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r}: expected NAME=VALUE")
+        out[key] = value
+    return out
+
+
+def _typed_args(action: Any, raw: dict[str, str]) -> dict[str, Any]:
+    """Convert ``--arg k=v`` strings to the declared parameter types."""
+    params = getattr(action, "parameters", {})
+    out: dict[str, Any] = {}
+    for key, text in raw.items():
+        kind = params[key].type if key in params else "string"
+        try:
+            if kind == "integer":
+                out[key] = int(text)
+            elif kind == "number":
+                out[key] = float(text)
+            elif kind == "boolean":
+                out[key] = {"true": True, "false": False}[text.lower()]
+            elif kind in {"array", "object"}:
+                out[key] = json.loads(text)
+            else:
+                out[key] = text
+        except (ValueError, KeyError) as e:
+            raise ConfigError(f"--arg {key}: expected a {kind}, got {text!r}") from e
+    return out
+
+
+def cmd_test(ns: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.testrun import run_test
+
+    config = load_config(ns.file)
+    variables = _pairs(ns.var, "--var")
+    raw_args = _pairs(ns.arg, "--arg")
+    action = next((a for a in config.actions if a.tool_name == ns.tool_name), None)
+    if action is None:
+        known = ", ".join(a.tool_name for a in config.actions) or "none"
+        raise ConfigError(f"unknown action {ns.tool_name!r} (actions: {known})")
+    result = asyncio.run(
+        run_test(
+            config,
+            action,
+            variables,
+            _typed_args(action, raw_args),
+            dry_run=ns.dry_run,
+            database=ns.db,
+            warn=_warn,
+        )
+    )
+    if ns.json:
+        _print_json(result.as_json())
+    else:
+        sys.stdout.write(result.as_text())
+    return 0 if result.passed else 1
+
+
+def cmd_logs(ns: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.logview import show_logs
+
+    database = ns.db
+    if database is None and ns.config:
+        database = load_config(ns.config).database
+    filters = {
+        "action": ns.action,
+        "agent": ns.agent,
+        "conversation_id": ns.conversation,
+        "outcome": ns.outcome,
+    }
+    try:
+        asyncio.run(show_logs(database, filters, limit=ns.limit, as_json=ns.json, follow=ns.follow))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``actiongate`` argument parser."""
     from adapters import FORMATS
@@ -91,6 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=sorted(FORMATS))
     p.add_argument("--agent", metavar="ID", help="only this agent's enabled actions")
     p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("test", help="run one action once and show what the model would get")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("tool_name", metavar="TOOL_NAME")
+    p.add_argument("--var", action="append", metavar="NAME=VALUE", help="e.g. lead.email=a@b.c")
+    p.add_argument("--arg", action="append", metavar="NAME=VALUE", help="a model argument")
+    p.add_argument("--dry-run", action="store_true", help="render the request, do not send it")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--db", metavar="URL", help="log database (default: the config's)")
+    p.set_defaults(handler=cmd_test)
+
+    p = sub.add_parser("logs", help="show execution logs, newest first")
+    p.add_argument("--config", metavar="FILE", help="read the database URL from this config")
+    p.add_argument("--db", metavar="URL", help="database URL (default sqlite:///actiongate.db)")
+    p.add_argument("--action", metavar="TOOL_NAME")
+    p.add_argument("--agent", metavar="ID")
+    p.add_argument("--conversation", metavar="ID")
+    p.add_argument("--outcome", choices=OUTCOMES)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="one JSON record per line")
+    p.add_argument("--follow", action="store_true", help="keep printing new records")
+    p.set_defaults(handler=cmd_logs)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)

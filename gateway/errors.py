@@ -62,8 +62,8 @@ class MissingVariableError(ExecutionRefused):
     def __init__(self, variable: str) -> None:
         self.variable = variable
         super().__init__(
-            f"the value '{variable}' is missing, so the action was not run; "
-            f"ask the customer for it (or supply it) before using this action"
+            f"the value '{variable}' is missing; "
+            "ask the customer for it (or supply it) before using this action"
         )
 
 
