@@ -167,6 +167,33 @@ def cmd_logs(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(ns: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    config = load_config(ns.config)
+    if config.unset_env:
+        names = ", ".join(f"${{{n}}}" for n in config.unset_env)
+        raise ConfigError(f"not starting: environment variables not set: {names}")
+    app = create_app(config, database=ns.db)
+    uvicorn.run(
+        app,
+        host=ns.host,
+        port=ns.port,
+        log_level=ns.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(port=ns.port, check=ns.check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``actiongate`` argument parser."""
     from adapters import FORMATS
@@ -208,12 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep printing new records")
     p.set_defaults(handler=cmd_logs)
 
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    p = sub.add_parser("serve", help="run the proxy (and admin API) on one port")
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--db", metavar="URL", help="database URL (default: the config's)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("demo", help="offline demo: gateway + scripted model + sample API")
+    p.add_argument("--port", type=int, default=8080, help="gateway port")
+    p.add_argument("--check", action="store_true", help="run the scripted tour, then exit")
+    p.set_defaults(handler=cmd_demo)
     return parser
-
-
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ The hierarchy::
     │   ├── HeaderValueError     a rendered header value is unsafe
     │   └── ArgumentError        the model's arguments are malformed or do not fit the schema
     ├── EgressBlocked            the destination is not allowed (outcome ``blocked``)
+    ├── RequestError             a client request the proxy refuses (status, code, param)
     └── UpstreamError            the LLM upstream failed (carries the HTTP status to answer with)
 
 A failed action is a *result* (a log record plus a tool message the model reads); only upstream
@@ -27,6 +28,7 @@ __all__ = [
     "ExecutionRefused",
     "HeaderValueError",
     "MissingVariableError",
+    "RequestError",
     "UpstreamError",
 ]
 
@@ -94,4 +96,22 @@ class UpstreamError(ActionGateError):
     def __init__(self, status: int, message: str, code: str = "upstream_error") -> None:
         self.status = status
         self.code = code
+        super().__init__(message)
+
+
+class RequestError(ActionGateError):
+    """A client request the proxy refuses; answered in OpenAI's error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str = "invalid_request",
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.param = param
+        self.kind = kind
         super().__init__(message)

@@ -1,0 +1,166 @@
+"""The ASGI application: the OpenAI-compatible proxy (and, later, the admin API and dashboard).
+
+:func:`create_app` takes its dependencies, so tests can build an app around a scripted upstream
+and a temporary database; :func:`app_from_config` builds everything from a config file's model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway import __version__
+from gateway.config import Config
+from gateway.errors import RequestError, UpstreamError
+from gateway.proxy import Proxy
+from gateway.runtime import Runtime, open_runtime
+from gateway.state import ConversationStore
+from gateway.upstream import Upstream
+from gateway.workspace import Workspace
+
+__all__ = ["MAX_REQUEST_BYTES", "Services", "create_app"]
+
+MAX_REQUEST_BYTES = 4 << 20
+log = logging.getLogger("actiongate")
+
+
+@dataclass(slots=True)
+class Services:
+    """What the routes use; built at start-up by the lifespan."""
+
+    runtime: Runtime
+    workspace: Workspace
+    proxy: Proxy
+    upstream: Upstream
+
+
+def error_response(
+    status: int, message: str, kind: str, code: str | None, param: str | None = None
+) -> Response:
+    """An error in OpenAI's shape."""
+    body = {"error": {"message": message, "type": kind, "code": code, "param": param}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def _client_key(request: Request) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def _read_body(request: Request) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise RequestError(413, f"request body larger than {MAX_REQUEST_BYTES} bytes", "too_large")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > MAX_REQUEST_BYTES:
+            raise RequestError(
+                413, f"request body larger than {MAX_REQUEST_BYTES} bytes", "too_large"
+            )
+    try:
+        return orjson.loads(chunks)
+    except orjson.JSONDecodeError as e:
+        raise RequestError(
+            400, f"the request body is not valid JSON: {e}", "invalid_json"
+        ) from None
+
+
+def create_app(config: Config, *, database: str | None = None) -> FastAPI:
+    """Build the application; its lifespan opens the database and clients and closes them."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await open_runtime(config, database=database)
+        workspace = Workspace(config)
+        upstream = Upstream()
+        proxy = Proxy(workspace, runtime.executor, upstream, ConversationStore(runtime.engine))
+        app.state.services = Services(runtime, workspace, proxy, upstream)
+        try:
+            yield
+        finally:
+            await upstream.close()
+            await runtime.close()
+
+    app = FastAPI(title="actiongate", version=__version__, lifespan=lifespan)
+
+    def services(request: Request) -> Services:
+        result: Services = request.app.state.services
+        return result
+
+    @app.exception_handler(RequestError)
+    async def on_request_error(_request: Request, e: RequestError) -> Response:
+        return error_response(e.status, str(e), e.kind, e.code, e.param)
+
+    @app.exception_handler(UpstreamError)
+    async def on_upstream_error(_request: Request, e: UpstreamError) -> Response:
+        return error_response(e.status, str(e), "upstream_error", e.code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_request: Request, e: StarletteHTTPException) -> Response:
+        return error_response(e.status_code, str(e.detail), "invalid_request_error", None)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_request: Request, e: Exception) -> Response:
+        log.exception("unexpected error")  # the trace goes to the log, never to the client
+        return error_response(500, "internal error", "server_error", "internal_error")
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> Response:
+        """OpenAI Chat Completions, streamed or not, with the agent's actions as tools."""
+        svc = services(request)
+        body = await _read_body(request)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        turn = await svc.proxy.prepare(body, headers, _client_key(request))
+        if not turn.stream:
+            return _json(await svc.proxy.complete(turn))
+        events = svc.proxy.stream(turn)
+        first = await events.__anext__()  # an upstream failing at once is still an HTTP error
+
+        async def body_events() -> AsyncIterator[bytes]:
+            yield first
+            async for event in events:
+                yield event
+
+        return StreamingResponse(
+            body_events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/v1/models", response_model=None)
+    async def models(request: Request) -> Response:
+        """The agents this client key may use."""
+        svc = services(request)
+        key = _client_key(request)
+        data = []
+        for agent_id in svc.workspace.agents:
+            view = svc.workspace.view(agent_id)
+            if view is not None and view.accepts(key):
+                data.append(
+                    {"id": agent_id, "object": "model", "created": 0, "owned_by": "actiongate"}
+                )
+        return _json({"object": "list", "data": data})
+
+    @app.get("/healthz", response_model=None)
+    async def health(request: Request) -> Response:
+        """Liveness plus the log writer's counters."""
+        svc = services(request)
+        return _json(
+            {"status": "ok", "version": __version__, "log": dict(svc.runtime.logstore.stats())}
+        )
+
+    return app
