@@ -6,6 +6,7 @@ and a temporary database; :func:`app_from_config` builds everything from a confi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,11 +15,15 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
+from gateway.admin import Admin
+from gateway.api import AdminToken, build_router, ensure_admin_token
 from gateway.config import Config
+from gateway.definitions import DefinitionStore
 from gateway.errors import RequestError, UpstreamError
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime, open_runtime
@@ -32,6 +37,10 @@ MAX_REQUEST_BYTES = 4 << 20
 log = logging.getLogger("actiongate")
 
 
+REFRESH_INTERVAL_S = 2.0
+"""How often a replica checks the database for definitions another replica changed."""
+
+
 @dataclass(slots=True)
 class Services:
     """What the routes use; built at start-up by the lifespan."""
@@ -40,6 +49,17 @@ class Services:
     workspace: Workspace
     proxy: Proxy
     upstream: Upstream
+    admin: Admin
+    token: AdminToken
+
+
+async def _refresh_forever(admin: Admin) -> None:
+    while True:
+        await asyncio.sleep(REFRESH_INTERVAL_S)
+        try:
+            await admin.refresh()
+        except Exception:  # a failed poll must not stop the next one
+            log.exception("could not refresh definitions")
 
 
 def error_response(
@@ -88,10 +108,15 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
         workspace = Workspace(config)
         upstream = Upstream()
         proxy = Proxy(workspace, runtime.executor, upstream, ConversationStore(runtime.engine))
-        app.state.services = Services(runtime, workspace, proxy, upstream)
+        admin = Admin(config, workspace, DefinitionStore(runtime.engine), runtime)
+        await admin.refresh(force=True)
+        token = await ensure_admin_token(runtime.engine)
+        app.state.services = Services(runtime, workspace, proxy, upstream, admin, token)
+        poller = asyncio.create_task(_refresh_forever(admin))
         try:
             yield
         finally:
+            poller.cancel()
             await upstream.close()
             await runtime.close()
 
@@ -108,6 +133,14 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
     @app.exception_handler(UpstreamError)
     async def on_upstream_error(_request: Request, e: UpstreamError) -> Response:
         return error_response(e.status, str(e), "upstream_error", e.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_request: Request, e: RequestValidationError) -> Response:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"][1:]) or None
+        return error_response(
+            422, f"{field}: {err['msg']}", "invalid_request_error", "invalid_request", field
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_request: Request, e: StarletteHTTPException) -> Response:
@@ -163,4 +196,5 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
             {"status": "ok", "version": __version__, "log": dict(svc.runtime.logstore.stats())}
         )
 
+    app.include_router(build_router())
     return app

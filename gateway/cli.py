@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -177,6 +178,10 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         names = ", ".join(f"${{{n}}}" for n in config.unset_env)
         raise ConfigError(f"not starting: environment variables not set: {names}")
     app = create_app(config, database=ns.db)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal through the
+    # handler that was installed before it started; a no-op one lets the process exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(
         app,
         host=ns.host,

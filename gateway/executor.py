@@ -161,7 +161,10 @@ class Executor:
         )
         try:
             run.rendered = render_request(request, values, required_args=required_args)
-            if request.auth is not None:
+            if dry_run and isinstance(request.auth, OAuth2ClientCredentials):
+                # A preview must not reach the token endpoint (nor anything else).
+                run.rendered.headers["Authorization"] = "Bearer (OAuth token, fetched when sent)"
+            elif request.auth is not None:
                 await apply_auth(
                     request.auth,
                     run.rendered,

@@ -102,6 +102,8 @@ class Proxy:
                 yield sse(last)
                 last = {**turn.chunk({}), "choices": [], "usage": turn.usage}
             last["actiongate"] = turn.extension()
+            # Saved before the last event: a client may answer a form the moment it reads it.
+            await self._save(turn)
             yield sse(last)
             yield DONE
         except (UpstreamError, RequestError) as e:
@@ -276,6 +278,7 @@ class Proxy:
     async def _save(self, turn: Turn) -> None:
         if turn.state_changed():
             await self.states.save(turn.conversation.id, turn.agent.config.id, turn.state)
+            turn.loaded_state = orjson.dumps(turn.state)
 
 
 def _done(execution: Execution) -> asyncio.Task[Execution]:

@@ -12,7 +12,7 @@ from gateway.conversation import Conversation
 from gateway.errors import ConfigError
 from gateway.executor import Execution
 from gateway.rendering import render_request
-from gateway.runtime import open_runtime
+from gateway.runtime import Runtime, open_runtime
 
 __all__ = ["TestResult", "run_test"]
 
@@ -68,7 +68,7 @@ class TestResult:
         return "\n".join(lines) + "\n"
 
 
-def _request_of(action: Action, variables: Mapping[str, Any]) -> HttpRequest | None:
+def _request_of(action: Action) -> HttpRequest | None:
     if isinstance(action, HttpAction):
         return action
     if isinstance(action, FormAction):
@@ -92,40 +92,48 @@ async def run_test(
     warn: Callable[[str], None] = lambda _m: None,
 ) -> TestResult:
     """Run ``action`` once with the given variables and arguments, logging the execution."""
-    conversation = Conversation.from_variables(variables)
-    request = _request_of(action, variables)
-    if request is None:
-        assert isinstance(action, ButtonAction)
-        navigate = HttpRequest(url=getattr(action.on_click, "navigate", ""))
-        rendered = render_request(navigate, conversation.values())
-        return TestResult(None, navigate_url=rendered.url)
-    if not dry_run and request.method != "GET":
+    request = _request_of(action)
+    if request is not None and not dry_run and request.method != "GET":
         warn(
             f"{request.method} runs for real without asking for confirmation: "
             "it may change real data"
         )
     runtime = await open_runtime(config, database=database)
     try:
-        if isinstance(action, HttpAction):
-            execution = await runtime.executor.execute_action(
-                action, conversation, dict(args), dry_run=dry_run
-            )
-        else:
-            form = {
-                k.removeprefix("form."): v
-                for k, v in _flat(variables).items()
-                if k.startswith("form.")
-            }
-            values = conversation.values(form=form, secrets=config.secrets)
-            execution = await runtime.executor.execute_request(
-                request,
-                tool=action.tool_name,
-                conversation=conversation,
-                values=values,
-                dry_run=dry_run,
-            )
+        return await run_test_with(runtime, action, variables, args, dry_run=dry_run)
     finally:
         await runtime.close()
+
+
+async def run_test_with(
+    runtime: Runtime,
+    action: Action,
+    variables: Mapping[str, Any],
+    args: Mapping[str, Any],
+    *,
+    dry_run: bool = False,
+) -> TestResult:
+    """Run ``action`` once on an open runtime (the CLI's and the admin API's test)."""
+    conversation = Conversation.from_variables(variables)
+    request = _request_of(action)
+    if request is None:
+        assert isinstance(action, ButtonAction)
+        navigate = HttpRequest(url=getattr(action.on_click, "navigate", ""))
+        rendered = render_request(navigate, conversation.values())
+        return TestResult(None, navigate_url=rendered.url)
+    executor = runtime.executor
+    if isinstance(action, HttpAction):
+        execution = await executor.execute_action(action, conversation, dict(args), dry_run=dry_run)
+    else:
+        flat = _flat(variables)
+        form = {k.removeprefix("form."): v for k, v in flat.items() if k.startswith("form.")}
+        execution = await executor.execute_request(
+            request,
+            tool=action.tool_name,
+            conversation=conversation,
+            values=conversation.values(form=form, secrets=executor.secrets),
+            dry_run=dry_run,
+        )
     return TestResult(execution)
 
 
