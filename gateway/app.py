@@ -23,6 +23,7 @@ from gateway import __version__
 from gateway.admin import Admin
 from gateway.api import AdminToken, build_router, ensure_admin_token
 from gateway.config import Config
+from gateway.dashboard import build_dashboard, mount_static
 from gateway.definitions import DefinitionStore
 from gateway.errors import RequestError, UpstreamError
 from gateway.proxy import Proxy
@@ -197,4 +198,6 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
         )
 
     app.include_router(build_router())
+    app.include_router(build_dashboard(services))
+    mount_static(app)
     return app
