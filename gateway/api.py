@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -105,22 +105,15 @@ async def require_admin(request: Request) -> Admin:
 
 
 AdminDep = Annotated[Admin, Depends(require_admin)]
+JSONBody = Annotated[
+    dict[str, Any], Body(description="A definition in the file format (SPEC §1/§3).")
+]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 
 
 def build_router() -> APIRouter:
     """The ``/api`` routes (they find the services in ``app.state.services``)."""
     router = APIRouter(prefix="/api", tags=["admin"])
-
-    async def body(request: Request) -> Any:
-        import orjson
-
-        try:
-            return orjson.loads(await request.body())
-        except orjson.JSONDecodeError as e:
-            raise RequestError(
-                400, f"the request body is not valid JSON: {e}", "invalid_json"
-            ) from None
 
     @router.get("/actions")
     async def list_actions(
@@ -130,9 +123,9 @@ def build_router() -> APIRouter:
         return _page(admin.list_actions(), "tool_name", cursor, limit)
 
     @router.post("/actions", status_code=201)
-    async def create_action(request: Request, admin: AdminDep) -> dict[str, Any]:
+    async def create_action(data: JSONBody, admin: AdminDep) -> dict[str, Any]:
         """Create an action from a definition in the file format."""
-        return await admin.create_action(await body(request))
+        return await admin.create_action(data)
 
     @router.get("/actions/{tool_name}")
     async def get_action(tool_name: str, admin: AdminDep) -> dict[str, Any]:
@@ -140,14 +133,14 @@ def build_router() -> APIRouter:
         return admin.get_action(tool_name)
 
     @router.put("/actions/{tool_name}")
-    async def replace_action(tool_name: str, request: Request, admin: AdminDep) -> dict[str, Any]:
+    async def replace_action(tool_name: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
         """Replace an action; masked values sent back keep the stored credential."""
-        return await admin.replace_action(tool_name, await body(request))
+        return await admin.replace_action(tool_name, data)
 
     @router.patch("/actions/{tool_name}")
-    async def patch_action(tool_name: str, request: Request, admin: AdminDep) -> dict[str, Any]:
+    async def patch_action(tool_name: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
         """Merge fields into an action (JSON merge patch)."""
-        return await admin.patch_action(tool_name, await body(request))
+        return await admin.patch_action(tool_name, data)
 
     @router.delete("/actions/{tool_name}", status_code=204)
     async def delete_action(tool_name: str, admin: AdminDep) -> Response:
@@ -174,9 +167,9 @@ def build_router() -> APIRouter:
         return _page(admin.list_agents(), "id", cursor, limit)
 
     @router.post("/agents", status_code=201)
-    async def create_agent(request: Request, admin: AdminDep) -> dict[str, Any]:
+    async def create_agent(data: JSONBody, admin: AdminDep) -> dict[str, Any]:
         """Create an agent."""
-        return await admin.save_agent(None, await body(request))
+        return await admin.save_agent(None, data)
 
     @router.get("/agents/{agent_id}")
     async def get_agent(agent_id: str, admin: AdminDep) -> dict[str, Any]:
@@ -184,14 +177,14 @@ def build_router() -> APIRouter:
         return admin.get_agent(agent_id)
 
     @router.put("/agents/{agent_id}")
-    async def replace_agent(agent_id: str, request: Request, admin: AdminDep) -> dict[str, Any]:
+    async def replace_agent(agent_id: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
         """Replace an agent."""
-        return await admin.save_agent(agent_id, await body(request))
+        return await admin.save_agent(agent_id, data)
 
     @router.patch("/agents/{agent_id}")
-    async def patch_agent(agent_id: str, request: Request, admin: AdminDep) -> dict[str, Any]:
+    async def patch_agent(agent_id: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
         """Merge fields into an agent."""
-        return await admin.save_agent(agent_id, await body(request), merge=True)
+        return await admin.save_agent(agent_id, data, merge=True)
 
     @router.delete("/agents/{agent_id}", status_code=204)
     async def delete_agent(agent_id: str, admin: AdminDep) -> Response:
