@@ -137,7 +137,8 @@ class Turn:
 
     def state_changed(self) -> bool:
         """Whether the conversation state must be saved."""
-        self.state["lead"] = self.conversation.lead
+        if self.conversation.lead or "lead" in self.state:
+            self.state["lead"] = self.conversation.lead
         return orjson.dumps(self.state) != self.loaded_state
 
 
