@@ -194,7 +194,12 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
         """Liveness plus the log writer's counters."""
         svc = services(request)
         return _json(
-            {"status": "ok", "version": __version__, "log": dict(svc.runtime.logstore.stats())}
+            {
+                "status": "ok",
+                "version": __version__,
+                "log": dict(svc.runtime.logstore.stats()),
+                "actions": svc.runtime.executor.limits.snapshot(),
+            }
         )
 
     app.include_router(build_router())

@@ -22,6 +22,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from gateway.actions import Action
 from gateway.errors import ConfigError, DefinitionError
+from gateway.limits import LimitsConfig
 from gateway.validation import validate_actions
 
 __all__ = [
@@ -94,6 +95,7 @@ class Config(_Model):
     database: str = DEFAULT_DATABASE
     egress: EgressConfig = Field(default_factory=EgressConfig)
     secrets: dict[str, str] = Field(default_factory=dict)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     agents: list[AgentConfig] = Field(default_factory=list)
     actions: list[Action] = Field(default_factory=list)
     unset_env: list[str] = Field(default_factory=list, exclude=True)

@@ -30,6 +30,7 @@ from gateway.arguments import parse_arguments
 from gateway.auth import AuthError, OAuthTokens, apply_auth, bearer_token
 from gateway.conversation import Conversation
 from gateway.errors import EgressBlocked, ExecutionRefused
+from gateway.limits import Limits
 from gateway.logstore import ExecutionRecord, LogStore, Outcome, new_record
 from gateway.outbound import ConnectFailed, Outbound, OutboundResponse
 from gateway.redaction import Redactor
@@ -92,8 +93,10 @@ class Executor:
         logstore: LogStore | None = None,
         redactor: Redactor | None = None,
         oauth: OAuthTokens | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.outbound = outbound
+        self.limits = limits or Limits()
         self.secrets = dict(secrets or {})
         self.logstore = logstore
         self.redactor = redactor or Redactor()
@@ -233,10 +236,29 @@ class Executor:
         return self._finish(run, None, outcome, content, reason, request=request)
 
     async def _send(self, request: HttpRequest, run: _Run, values: Mapping[str, Any]) -> Execution:
+        tool = run.tool
+        deadline = asyncio.get_running_loop().time() + request.timeout_s
+        conversation_id = run.conversation.id if run.conversation else None
+        permit = self.limits.acquire(tool, conversation_id)
+        if isinstance(permit, str):
+            return self._finish(run, None, "rejected", error_message(tool, permit), permit)
+        failed = False  # a cancelled call says nothing about the API's health
+        try:
+            execution = await self._send_permitted(request, run, values, deadline)
+            failed = execution.outcome in {"timeout", "connect_error"} or (
+                execution.record.response is not None
+                and execution.record.response["status_code"] >= 500
+            )
+            return execution
+        finally:
+            self.limits.release(permit, failed=failed)
+
+    async def _send_permitted(
+        self, request: HttpRequest, run: _Run, values: Mapping[str, Any], deadline: float
+    ) -> Execution:
         rendered = run.rendered
         assert rendered is not None
         tool = run.tool
-        deadline = asyncio.get_running_loop().time() + request.timeout_s
         try:
             response = await self.outbound.send(
                 rendered.method,

@@ -14,6 +14,7 @@ from gateway.config import Config
 from gateway.db import create_engine, migrate
 from gateway.egress import EgressPolicy
 from gateway.executor import Executor
+from gateway.limits import Limits
 from gateway.logstore import LogStore
 from gateway.outbound import Outbound
 from gateway.redaction import Redactor
@@ -48,5 +49,11 @@ async def open_runtime(config: Config, *, database: str | None = None) -> Runtim
     await logstore.start()
     policy = EgressPolicy(config.egress.allow, enabled=config.egress.enabled)
     outbound = Outbound(policy)
-    executor = Executor(outbound, secrets=config.secrets, logstore=logstore, redactor=redactor)
+    executor = Executor(
+        outbound,
+        secrets=config.secrets,
+        logstore=logstore,
+        redactor=redactor,
+        limits=Limits(config.limits),
+    )
     return Runtime(config, engine, logstore, outbound, executor, redactor)

@@ -1,0 +1,138 @@
+"""Protection for the APIs behind actions, and for the gateway (per process).
+
+- **Circuit breaker per action**: after ``failures`` consecutive failures (timeouts, connection
+  errors, 5xx) the action fails fast for ``cooldown_s``; then one trial call is let through,
+  and its result closes or re-opens the circuit.
+- **Concurrency cap per action**: at most ``concurrency`` calls to one action at once.
+- **Rate limit per conversation**: at most ``rate`` action calls per ``per_s`` seconds in one
+  conversation (a sliding window).
+
+Each refusal is a reason the model reads; the executor logs it as ``rejected``. State lives in
+this process only: with several replicas each keeps its own breaker and counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Limits", "LimitsConfig", "Permit"]
+
+_MAX_CONVERSATIONS = 100_000
+
+
+class LimitsConfig(BaseModel):
+    """The ``limits:`` section of the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    concurrency: int = Field(default=32, ge=1, le=10_000)
+    """Calls to one action running at once."""
+    rate: int = Field(default=30, ge=1, le=100_000)
+    """Action calls allowed per conversation per ``per_s`` seconds."""
+    per_s: float = Field(default=60.0, gt=0, le=86_400)
+    failures: int = Field(default=5, ge=1, le=1_000)
+    """Consecutive failures that open an action's circuit."""
+    cooldown_s: float = Field(default=30.0, gt=0, le=3_600)
+    """How long an open circuit fails fast before one trial call."""
+
+
+@dataclass(slots=True)
+class _Breaker:
+    failures: int = 0
+    opened_at: float | None = None
+    trial_running: bool = False
+
+
+@dataclass(slots=True)
+class _Action:
+    running: int = 0
+    breaker: _Breaker = field(default_factory=_Breaker)
+
+
+@dataclass(slots=True)
+class Permit:
+    """Permission for one call; :meth:`Limits.release` must be called with its result."""
+
+    tool: str
+    trial: bool = False
+
+
+class Limits:
+    """Circuit breakers, concurrency caps and conversation rate limits."""
+
+    def __init__(
+        self, config: LimitsConfig | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config or LimitsConfig()
+        self._clock = clock
+        self._actions: dict[str, _Action] = {}
+        self._calls: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def acquire(self, tool: str, conversation_id: str | None) -> Permit | str:
+        """A :class:`Permit`, or the reason (for the model) why the call may not run now."""
+        cfg = self.config
+        now = self._clock()
+        state = self._actions.setdefault(tool, _Action())
+        breaker = state.breaker
+        trial = False
+        if breaker.opened_at is not None:
+            wait = breaker.opened_at + cfg.cooldown_s - now
+            if wait > 0 or breaker.trial_running:
+                return (
+                    "the API behind this action is failing right now, so the gateway is not "
+                    f"calling it for about {max(1, round(wait))} s; tell the customer and do not "
+                    "retry at once"
+                )
+            trial = True
+        if state.running >= cfg.concurrency:
+            return "too many calls to this action are running at once; try again shortly"
+        if conversation_id is not None:
+            window = self._calls.get(conversation_id)
+            if window is None:
+                window = self._calls[conversation_id] = deque()
+                if len(self._calls) > _MAX_CONVERSATIONS:
+                    self._calls.popitem(last=False)
+            else:
+                self._calls.move_to_end(conversation_id)
+            while window and window[0] <= now - cfg.per_s:
+                window.popleft()
+            if len(window) >= cfg.rate:
+                return (
+                    f"this conversation made {cfg.rate} action calls in {cfg.per_s:g} s, the "
+                    "most allowed; wait before calling actions again"
+                )
+            window.append(now)
+        state.running += 1
+        if trial:
+            breaker.trial_running = True
+        return Permit(tool, trial)
+
+    def release(self, permit: Permit, *, failed: bool) -> None:
+        """Record a call's result: failures count towards opening the circuit."""
+        state = self._actions[permit.tool]
+        state.running -= 1
+        breaker = state.breaker
+        if permit.trial:
+            breaker.trial_running = False
+        if not failed:
+            breaker.failures = 0
+            breaker.opened_at = None
+            return
+        breaker.failures += 1
+        if permit.trial or breaker.failures >= self.config.failures:
+            breaker.opened_at = self._clock()
+
+    def snapshot(self) -> dict[str, dict[str, object]]:
+        """Per-action state for health checks."""
+        return {
+            tool: {
+                "running": s.running,
+                "consecutive_failures": s.breaker.failures,
+                "circuit": "open" if s.breaker.opened_at is not None else "closed",
+            }
+            for tool, s in self._actions.items()
+        }

@@ -1,0 +1,136 @@
+"""Circuit breaker, concurrency cap and conversation rate limit: unit rules with a fake clock,
+then through the executor against a real local API (refusals logged, nothing sent)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.actions import HttpAction
+from gateway.config import parse_action
+from gateway.conversation import Conversation
+from gateway.db import create_engine, migrate
+from gateway.egress import EgressPolicy
+from gateway.executor import Executor
+from gateway.limits import Limits, LimitsConfig, Permit
+from gateway.logstore import LogStore
+from gateway.outbound import Outbound
+from tests.support.action_api import ActionAPI, running_api
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_consecutive_failures_and_trial_recovers() -> None:
+    clock = Clock()
+    limits = Limits(LimitsConfig(failures=3, cooldown_s=10), clock=clock)
+    for _ in range(3):
+        permit = limits.acquire("api", None)
+        assert isinstance(permit, Permit)
+        limits.release(permit, failed=True)
+    refused = limits.acquire("api", None)
+    assert isinstance(refused, str) and "failing right now" in refused
+    clock.now += 10
+    trial = limits.acquire("api", None)
+    assert isinstance(trial, Permit) and trial.trial
+    assert isinstance(limits.acquire("api", None), str)  # one trial at a time
+    limits.release(trial, failed=True)  # the trial failed: open again
+    assert isinstance(limits.acquire("api", None), str)
+    clock.now += 10
+    trial = limits.acquire("api", None)
+    assert isinstance(trial, Permit)
+    limits.release(trial, failed=False)
+    assert limits.snapshot()["api"]["circuit"] == "closed"
+    assert isinstance(limits.acquire("api", None), Permit)
+
+
+def test_success_resets_the_failure_count() -> None:
+    limits = Limits(LimitsConfig(failures=2))
+    for failed in (True, False, True):
+        permit = limits.acquire("api", None)
+        assert isinstance(permit, Permit)
+        limits.release(permit, failed=failed)
+    assert isinstance(limits.acquire("api", None), Permit)
+
+
+def test_concurrency_cap() -> None:
+    limits = Limits(LimitsConfig(concurrency=2))
+    held = [limits.acquire("api", None), limits.acquire("api", None)]
+    refused = limits.acquire("api", None)
+    assert isinstance(refused, str) and "at once" in refused
+    assert isinstance(limits.acquire("other", None), Permit)  # per action
+    first = held[0]
+    assert isinstance(first, Permit)
+    limits.release(first, failed=False)
+    assert isinstance(limits.acquire("api", None), Permit)
+
+
+def test_conversation_rate_limit_is_a_sliding_window() -> None:
+    clock = Clock()
+    limits = Limits(LimitsConfig(rate=3, per_s=60), clock=clock)
+    for _ in range(3):
+        permit = limits.acquire("api", "c1")
+        assert isinstance(permit, Permit)
+        limits.release(permit, failed=False)
+        clock.now += 1
+    refused = limits.acquire("api", "c1")
+    assert isinstance(refused, str) and "3 action calls in 60 s" in refused
+    assert isinstance(limits.acquire("api", "c2"), Permit)  # per conversation
+    clock.now += 58  # the first call leaves the window
+    assert isinstance(limits.acquire("api", "c1"), Permit)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[ActionAPI]:
+    async with running_api() as state:
+        yield state
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[LogStore]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    await migrate(engine)
+    log = LogStore(engine)
+    await log.start()
+    yield log
+    await log.close()
+    await engine.dispose()
+
+
+async def test_open_circuit_fails_fast_without_calling_the_api(
+    api: ActionAPI, store: LogStore
+) -> None:
+    outbound = Outbound(EgressPolicy(["127.0.0.1"]))
+    ex = Executor(outbound, logstore=store, limits=Limits(LimitsConfig(failures=2)))
+    action = parse_action({"name": "Down", "url": f"{api.base_url}/status/500", "retries": 0})
+    assert isinstance(action, HttpAction)
+    conv = Conversation(id="c1")
+    outcomes = [(await ex.execute_action(action, conv, None)).outcome for _ in range(4)]
+    assert outcomes == ["http_error", "http_error", "rejected", "rejected"]
+    assert len(api.received) == 2  # the last two never reached the API
+    await store.flush()
+    rejected = (await store.query(outcome="rejected"))[0]
+    assert len(rejected) == 2 and "failing right now" in (rejected[0].error or "")
+    await outbound.close()
+
+
+async def test_concurrency_cap_through_the_executor(api: ActionAPI, store: LogStore) -> None:
+    outbound = Outbound(EgressPolicy(["127.0.0.1"]))
+    ex = Executor(outbound, logstore=store, limits=Limits(LimitsConfig(concurrency=1)))
+    slow = parse_action({"name": "Slow", "url": f"{api.base_url}/drip", "timeout_s": 0.3})
+    assert isinstance(slow, HttpAction)
+    results = await asyncio.gather(
+        ex.execute_action(slow, Conversation(id="a"), None),
+        ex.execute_action(slow, Conversation(id="b"), None),
+    )
+    assert sorted(r.outcome for r in results) == ["rejected", "timeout"]
+    assert len(api.received) == 1
+    await outbound.close()
