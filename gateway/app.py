@@ -26,6 +26,7 @@ from gateway.config import Config
 from gateway.dashboard import build_dashboard, mount_static
 from gateway.definitions import DefinitionStore
 from gateway.errors import RequestError, UpstreamError
+from gateway.mcp_http import McpHttp
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime, open_runtime
 from gateway.state import ConversationStore
@@ -52,6 +53,13 @@ class Services:
     upstream: Upstream
     admin: Admin
     token: AdminToken
+
+
+async def _run_mcp(mcp: McpHttp, ready: asyncio.Event, stop: asyncio.Event) -> None:
+    # The MCP session manager's task group must be entered and left by one task.
+    async with mcp.run():
+        ready.set()
+        await stop.wait()
 
 
 async def _refresh_forever(admin: Admin) -> None:
@@ -114,14 +122,26 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
         token = await ensure_admin_token(runtime.engine)
         app.state.services = Services(runtime, workspace, proxy, upstream, admin, token)
         poller = asyncio.create_task(_refresh_forever(admin))
+        stop_mcp = asyncio.Event()
+        mcp_ready = asyncio.Event()
+        mcp_task = asyncio.create_task(_run_mcp(mcp, mcp_ready, stop_mcp))
+        ready_wait = asyncio.create_task(mcp_ready.wait())
+        await asyncio.wait({ready_wait, mcp_task}, return_when=asyncio.FIRST_COMPLETED)
+        if mcp_task.done():
+            ready_wait.cancel()
+            await mcp_task  # raises why the MCP endpoint could not start
         try:
             yield
         finally:
+            stop_mcp.set()
+            await mcp_task
             poller.cancel()
             await upstream.close()
             await runtime.close()
 
     app = FastAPI(title="actiongate", version=__version__, lifespan=lifespan)
+    mcp = McpHttp(lambda: app.state.services)
+    app.mount("/mcp", mcp)
 
     def services(request: Request) -> Services:
         result: Services = request.app.state.services

@@ -6,6 +6,7 @@ Exit status: 0 success, 1 user error (one line on stderr), 2 bad usage (argparse
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -193,6 +194,19 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(ns: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.mcp_server import serve_stdio
+
+    config = load_config(ns.file)
+    for name in config.unset_env:
+        _warn(f"environment variable ${{{name}}} is not set")  # stderr: stdout carries MCP
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_stdio(config, ns.agent, database=ns.db))
+    return 0
+
+
 def cmd_demo(ns: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -247,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", metavar="URL", help="database URL (default: the config's)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("mcp", help="serve an agent's http actions to an MCP client over stdio")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--agent", required=True, metavar="ID")
+    p.add_argument("--db", metavar="URL", help="log database (default: the config's)")
+    p.set_defaults(handler=cmd_mcp)
 
     p = sub.add_parser("demo", help="offline demo: gateway + scripted model + sample API")
     p.add_argument("--port", type=int, default=8080, help="gateway port")
