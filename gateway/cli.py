@@ -207,6 +207,14 @@ def cmd_mcp(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_openapi(ns: argparse.Namespace) -> int:
+    from adapters.openapi import import_openapi
+
+    result = import_openapi(ns.spec, base_url=ns.base_url, operations=ns.operation or ())
+    sys.stdout.write(result.to_yaml())
+    return 0
+
+
 def cmd_demo(ns: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -267,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", required=True, metavar="ID")
     p.add_argument("--db", metavar="URL", help="log database (default: the config's)")
     p.set_defaults(handler=cmd_mcp)
+
+    p = sub.add_parser("import-openapi", help="print actions for an OpenAPI 3 spec's operations")
+    p.add_argument("spec", metavar="SPEC", help="a file or an http(s) URL, JSON or YAML")
+    p.add_argument("--base-url", metavar="URL", help="API base URL (default: the spec's servers)")
+    p.add_argument("--operation", action="append", metavar="ID", help="only this operationId")
+    p.set_defaults(handler=cmd_import_openapi)
 
     p = sub.add_parser("demo", help="offline demo: gateway + scripted model + sample API")
     p.add_argument("--port", type=int, default=8080, help="gateway port")

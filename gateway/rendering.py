@@ -257,6 +257,10 @@ def render_request(
 
 def _render_json_text(source: str, values: Mapping[str, Any]) -> str:
     """Render a JSON document given as text, inserting each value as JSON string content."""
+    info = analyze(source)
+    if info.single is not None:
+        # The whole body is one value (``"{{ args.body }}"``): send it as JSON, not as a string.
+        return json.dumps(lookup(values, info.single), ensure_ascii=False, separators=(",", ":"))
     escaped = {
         ns: {k: json.dumps(to_text(v), ensure_ascii=False)[1:-1] for k, v in scope.items()}
         if isinstance(scope, Mapping)

@@ -242,8 +242,19 @@ _ESCAPERS: dict[Escape, Callable[[Any], str]] = {
 }
 
 
+class _ItemFirstEnvironment(SandboxedEnvironment):
+    """``{{ args.items }}`` means the argument named ``items``, never the dict method."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping):
+            if attribute in obj:
+                return obj[attribute]
+            return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
 def _environment(finalize: Callable[[Any], str] | None = None) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
+    return _ItemFirstEnvironment(
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,

@@ -108,3 +108,19 @@ def test_console_script_installed() -> None:
     assert exe is not None, "the actiongate console script is not installed"
     proc = subprocess.run([exe, "validate", str(SUPPORT)], capture_output=True, text=True)
     assert proc.returncode == 0 and "OK: 6 actions" in proc.stdout
+
+
+def test_import_openapi_prints_a_config_that_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from gateway.config import parse_config
+
+    spec = str(ROOT / "tests" / "openapi" / "petclinic-3.0.yaml")
+    code, out, _ = run(capsys, "import-openapi", spec)
+    assert code == 0
+    data = yaml.safe_load(out)
+    config = parse_config(data, environ={name: "x" for name in data["secrets"]})
+    assert "list_pets" in [a.tool_name for a in config.actions]
+    assert "# Skipped operations" in out and "petExists: method HEAD" in out
+    code, out, err = run(capsys, "import-openapi", spec, "--operation", "nope")
+    assert code == 1 and out == "" and err.startswith("error: ") and err.count("\n") == 1

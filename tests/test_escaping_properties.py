@@ -91,3 +91,21 @@ def test_template_text_in_a_value_is_never_rendered(template: str) -> None:
     rendered = render_request(req, values(template))
     everything = rendered.url + json.dumps(rendered.headers) + (rendered.body_text or "")
     assert SECRETS["KEY"] not in everything
+
+
+@pytest.mark.parametrize("name", ["items", "keys", "values", "get", "copy"])
+def test_argument_named_like_a_dict_method_is_the_argument(name: str) -> None:
+    req = HttpRequest(url=f"https://api.example.com/p/{{{{args.{name}}}}}/x?q={{{{args.{name}}}}}")
+    url = render_request(req, {"args": {name: "v1"}}).url
+    assert url == "https://api.example.com/p/v1/x?q=v1"
+
+
+def test_whole_json_body_from_one_argument_is_sent_as_json() -> None:
+    req = HttpRequest(
+        url="https://api.example.com/",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        body="{{args.body}}",
+    )
+    rendered = render_request(req, {"args": {"body": {"a": [1, {"b": None}]}}})
+    assert rendered.body is not None and json.loads(rendered.body) == {"a": [1, {"b": None}]}
