@@ -179,12 +179,17 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         names = ", ".join(f"${{{n}}}" for n in config.unset_env)
         raise ConfigError(f"not starting: environment variables not set: {names}")
     app = create_app(config, database=ns.db)
+    served: Any = app
+    if ns.record:
+        from gateway.recording import Recorder
+
+        served = Recorder(ns.record).wrap(app)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal through the
     # handler that was installed before it started; a no-op one lets the process exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     uvicorn.run(
-        app,
+        served,
         host=ns.host,
         port=ns.port,
         log_level=ns.log_level,
@@ -213,6 +218,12 @@ def cmd_import_openapi(ns: argparse.Namespace) -> int:
     result = import_openapi(ns.spec, base_url=ns.base_url, operations=ns.operation or ())
     sys.stdout.write(result.to_yaml())
     return 0
+
+
+def cmd_replay(ns: argparse.Namespace) -> int:
+    from gateway.replay import run_replay_command
+
+    return run_replay_command(ns.cassette, config=ns.config, as_json=ns.json)
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
@@ -268,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--db", metavar="URL", help="database URL (default: the config's)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--record", metavar="DIR", help="write one cassette per conversation into DIR")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("mcp", help="serve an agent's http actions to an MCP client over stdio")
@@ -281,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", metavar="URL", help="API base URL (default: the spec's servers)")
     p.add_argument("--operation", action="append", metavar="ID", help="only this operationId")
     p.set_defaults(handler=cmd_import_openapi)
+
+    p = sub.add_parser("replay", help="replay recorded conversations; report every difference")
+    p.add_argument("cassette", nargs="+", metavar="CASSETTE", help="a cassette or a directory")
+    p.add_argument("--config", metavar="FILE", help="default: the config recorded in the cassette")
+    p.add_argument("--json", action="store_true", help="one JSON report per cassette")
+    p.set_defaults(handler=cmd_replay)
 
     p = sub.add_parser("demo", help="offline demo: gateway + scripted model + sample API")
     p.add_argument("--port", type=int, default=8080, help="gateway port")

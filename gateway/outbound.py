@@ -12,6 +12,10 @@ Built on aiohttp (``bench/bench_client.py`` measures it against httpx under conc
   off (no proxy or netrc from the environment);
 - a raw response size cap counted on the wire, and gzip/deflate decoded by us with the same cap,
   so a decompression bomb stops at the limit.
+
+:attr:`Outbound.hook` lets recording (:mod:`gateway.recording`) and replay
+(:mod:`gateway.replay`) see or answer every call after the host-name check; it is None in
+normal operation.
 """
 
 from __future__ import annotations
@@ -21,16 +25,17 @@ import email.utils
 import random
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import aiohttp
 from yarl import URL
 
 from gateway.egress import EgressPolicy, GuardedResolver, Lookup
 
-__all__ = ["DEFAULT_MAX_BODY", "ConnectFailed", "Outbound", "OutboundResponse"]
+__all__ = ["DEFAULT_MAX_BODY", "ConnectFailed", "Outbound", "OutboundHook", "OutboundResponse"]
 
 DEFAULT_MAX_BODY = 1 << 20
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -54,6 +59,29 @@ class OutboundResponse:
     truncated: bool
     """True when the body was cut at the size cap (on the wire or after decoding)."""
     attempts: int
+
+
+SendFn = Callable[
+    [str, str, Mapping[str, str], bytes | None, float, int], Awaitable[OutboundResponse]
+]
+"""``Outbound._send``: method, url, headers, body, deadline, attempts."""
+
+
+class OutboundHook(Protocol):
+    """Sees every outbound call: may pass it on through ``send`` (recording) or answer it."""
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        deadline: float,
+        attempts: int,
+        send: SendFn,
+    ) -> OutboundResponse:
+        """Answer one call; raises what :meth:`Outbound.send` raises."""
+        ...
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -107,6 +135,8 @@ class Outbound:
         self._max_connections = max_connections
         self._lookup = lookup
         self._session: aiohttp.ClientSession | None = None
+        self.hook: OutboundHook | None = None
+        """Recording or replay interception (:mod:`gateway.recording`, :mod:`gateway.replay`)."""
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -154,6 +184,20 @@ class Outbound:
         """
         host = URL(url).raw_host or ""
         self.policy.check_host_name(host)
+        if self.hook is not None:
+            return await self.hook.send(method, url, headers, body, deadline, attempts, self._send)
+        return await self._send(method, url, headers, body, deadline, attempts)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        deadline: float,
+        attempts: int,
+    ) -> OutboundResponse:
+        host = URL(url).raw_host or ""
         idempotent = method.upper() in IDEMPOTENT
         attempt = 0
         while True:

@@ -5,21 +5,25 @@ does not use the egress guard (an upstream on localhost is normal). Failures bec
 :class:`~gateway.errors.UpstreamError` with the status the proxy answers with: 4xx keeps the
 upstream's status and message, 5xx and unreachable become 502, a timeout 504. The upstream key
 never appears in an error.
+
+:attr:`Upstream.hook` lets recording (:mod:`gateway.recording`) and replay
+(:mod:`gateway.replay`) see or answer every call; it is None in normal operation, which costs
+one attribute check per call.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
 from gateway.errors import UpstreamError
 
-__all__ = ["Upstream", "UpstreamTarget"]
+__all__ = ["Upstream", "UpstreamHook", "UpstreamTarget"]
 
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_LINE = 4 << 20
@@ -60,12 +64,34 @@ def _error_message(body: bytes, status: int, target: UpstreamTarget) -> tuple[st
     return f"the upstream answered HTTP {status}", "upstream_error"
 
 
+CompleteFn = Callable[[UpstreamTarget, dict[str, Any]], Awaitable[dict[str, Any]]]
+StreamFn = Callable[[UpstreamTarget, dict[str, Any]], AsyncGenerator[dict[str, Any], None]]
+
+
+class UpstreamHook(Protocol):
+    """Sees every upstream call: may pass it on through ``send`` (recording) or answer it."""
+
+    async def complete(
+        self, target: UpstreamTarget, payload: dict[str, Any], send: CompleteFn
+    ) -> dict[str, Any]:
+        """Answer one non-streamed completion."""
+        ...
+
+    def stream(
+        self, target: UpstreamTarget, payload: dict[str, Any], send: StreamFn
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Answer one streamed completion, chunk by chunk."""
+        ...
+
+
 class Upstream:
     """One aiohttp session for every upstream call of this process."""
 
     def __init__(self, *, max_connections: int = 500) -> None:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self.hook: UpstreamHook | None = None
+        """Recording or replay interception (:mod:`gateway.recording`, :mod:`gateway.replay`)."""
 
     def _ensure(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -100,6 +126,19 @@ class Upstream:
 
     async def complete(self, target: UpstreamTarget, payload: dict[str, Any]) -> dict[str, Any]:
         """One non-streamed completion."""
+        if self.hook is not None:
+            return await self.hook.complete(target, payload, self._complete)
+        return await self._complete(target, payload)
+
+    def stream(
+        self, target: UpstreamTarget, payload: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A streamed completion, one parsed ``chat.completion.chunk`` at a time."""
+        if self.hook is not None:
+            return self.hook.stream(target, payload, self._stream)
+        return self._stream(target, payload)
+
+    async def _complete(self, target: UpstreamTarget, payload: dict[str, Any]) -> dict[str, Any]:
         try:
             async with asyncio.timeout(target.timeout_s):
                 async with self._ensure().post(
@@ -121,10 +160,9 @@ class Upstream:
             raise UpstreamError(502, "the upstream sent a completion without choices")
         return data
 
-    async def stream(
+    async def _stream(
         self, target: UpstreamTarget, payload: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
-        """A streamed completion, one parsed ``chat.completion.chunk`` at a time."""
+    ) -> AsyncGenerator[dict[str, Any], None]:
         try:
             async with asyncio.timeout(target.timeout_s):
                 async with self._ensure().post(
