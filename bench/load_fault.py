@@ -29,9 +29,11 @@ load). After the processes exit, the database is audited against what the client
 - memory: each gateway's RSS is sampled every second (``/proc``): peak, and the mean of the
   second half of the run against the first.
 
-A Markdown report goes to stdout, progress to stderr. Exit status 1 when a seen execution has no
-record (or a different outcome), a tool call or an execution id appears twice, or a gateway did
-not exit 0 after SIGTERM.
+A Markdown report goes to stdout, progress to stderr; the work directory (config, server logs,
+SQLite file) is kept when something failed or a gateway logged an error. Exit status 1 when a
+seen execution has no record (or a different outcome), a tool call or an execution id appears
+twice, or a gateway did not exit 0 after SIGTERM. Every server dies with this script (stdin
+closed, ``PR_SET_PDEATHSIG``); a run takes ``--duration`` plus about 15 s.
 
     .venv/bin/python bench/load_fault.py                                   # SQLite, 1 replica
     .venv/bin/python bench/load_fault.py --db postgres --replicas 2
@@ -42,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import random
@@ -73,6 +76,8 @@ ROOT = SELF.parent.parent
 HOST = "127.0.0.1"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 ADMIN_TOKEN = "load-fault-admin-token"
+PR_SET_PDEATHSIG = 1
+JSON = {"Content-Type": "application/json"}
 T = TypeVar("T")
 
 # --- the faulty action API ----------------------------------------------------------------------
@@ -299,6 +304,12 @@ class Proc:
         return ""
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when this script dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def spawn(name: str, cmd: list[str], work: Path, port: int = 0) -> Proc:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ACTIONGATE_ADMIN_TOKEN": ADMIN_TOKEN}
     log_path = work / f"{name}.log"
@@ -312,6 +323,7 @@ def spawn(name: str, cmd: list[str], work: Path, port: int = 0) -> Proc:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     return Proc(name, process, log_path, port)
 
@@ -349,6 +361,13 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has used (``/proc/stat``, idle and iowait out)."""
+    with open("/proc/stat") as f:
+        ticks = [int(t) for t in f.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -384,7 +403,7 @@ class Database:
         return cls(kind, f"{base}/{name}", admin_url=pg_url, name=name)
 
     async def records(self) -> list[dict[str, Any]]:
-        columns = "id, agent_id, conversation_id, action, tool_call_id, outcome, injected"
+        columns = "id, agent_id, conversation_id, action, tool_call_id, outcome, injected, error"
         query = f"SELECT {columns} FROM executions"
         if self.path is not None:
             with contextlib.closing(sqlite3.connect(self.path)) as conn:
@@ -428,6 +447,8 @@ class Result:
     executions: list[dict[str, Any]] = field(default_factory=list)
     conversation: str = ""
     finish_reason: str | None = None
+    detail: str = ""
+    """A transport error's message."""
 
 
 @dataclass
@@ -510,11 +531,11 @@ async def one_request(
                     next_history = [user, *ext["messages"], final]
     except (aiohttp.ClientError, OSError, TimeoutError, orjson.JSONDecodeError) as e:
         result.kind = f"transport:{type(e).__name__}"
+        result.detail = str(e)[:120]
     finally:
         run.in_flight -= 1
     result.latency_s = time.monotonic() - started
     result.after_sigterm = run.sigterm_at is not None
-    # A finished form or button would wait for the client; none of these agents has one.
     return result, next_history if result.kind == "ok" else []
 
 
@@ -547,9 +568,6 @@ async def sample_rss(run: Run, samples: dict[int, list[int]]) -> None:
         await asyncio.sleep(1.0)
 
 
-JSON = {"Content-Type": "application/json"}
-
-
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -567,6 +585,7 @@ class Report:
     in_flight_at_sigterm: int = 0
     faulty_served: dict[str, int] = field(default_factory=dict)
     log_errors: list[Counter[str]] = field(default_factory=list)
+    cpu_pct: dict[str, float] = field(default_factory=dict)
 
 
 async def run_load(args: argparse.Namespace, work: Path) -> Report:
@@ -609,7 +628,7 @@ async def run_load(args: argparse.Namespace, work: Path) -> Report:
             for gateway in gateways:
                 await wait_ready(session, gateway, "/healthz")
             log(f"{len(gateways)} gateway(s) ready on {args.db}; load for {args.duration:g} s")
-            await drive(session, args, gateways, ports, rng, report)
+            await drive(session, args, gateways, servers, ports, rng, report)
             async with session.get(faulty.url + "/_stats") as resp:
                 report.faulty_served = await resp.json()
     finally:
@@ -628,6 +647,7 @@ async def drive(
     session: aiohttp.ClientSession,
     args: argparse.Namespace,
     gateways: list[Proc],
+    servers: list[Proc],
     ports: dict[str, int],
     rng: random.Random,
     report: Report,
@@ -635,6 +655,8 @@ async def drive(
     started = time.monotonic()
     run = Run(gateways, started + args.duration, rng)
     cpu_before = [cpu_seconds(g.process.pid) for g in gateways]
+    servers_before = sum(cpu_seconds(p.process.pid) for p in servers)
+    client_before, machine_before = time.process_time(), machine_busy_seconds()
     queue_url = f"http://{HOST}:{ports[TROUBLED]}/_script"
     feeder = asyncio.create_task(keep_troubled_queue(session, run, queue_url))
     sampler = asyncio.create_task(sample_rss(run, report.rss))
@@ -652,6 +674,17 @@ async def drive(
     report.cpu_s = [
         cpu_seconds(g.process.pid) - c for g, c in zip(gateways, cpu_before, strict=True)
     ]
+    window = time.monotonic() - started
+    servers_s = sum(cpu_seconds(p.process.pid) for p in servers) - servers_before
+    client_s = time.process_time() - client_before
+    machine_s = machine_busy_seconds() - machine_before
+    others_s = machine_s - sum(report.cpu_s) - servers_s - client_s
+    report.cpu_pct = {
+        "gateways": 100 * sum(report.cpu_s) / window,
+        "action API + upstreams": 100 * servers_s / window,
+        "client (this script)": 100 * client_s / window,
+        "everything else (PostgreSQL, other users)": 100 * max(0.0, others_s) / window,
+    }
     report.in_flight_at_sigterm = run.in_flight
     run.sigterm_at = time.monotonic()
     for gateway in gateways:
@@ -745,6 +778,42 @@ def audit(report: Report) -> Audit:
     )
 
 
+REJECTIONS = (
+    ("failing right now", "circuit open"),
+    ("too many calls", "concurrency cap"),
+    ("action calls in", "rate limit"),
+)
+
+
+def rejection(error: str | None) -> str:
+    for marker, name in REJECTIONS:
+        if marker in (error or ""):
+            return name
+    return "other"
+
+
+def action_table(report: Report, result: Audit) -> str:
+    """Records per action and outcome (refusals by reason), and how many no client saw."""
+    columns = ["success", "http_error", "timeout", "connect_error"]
+    columns += [f"rejected: {name}" for _, name in REJECTIONS] + ["rejected: other"]
+    unseen_ids = {r["id"] for r in result.unseen}
+    table: dict[str, Counter[str]] = defaultdict(Counter)
+    for record in report.records:
+        outcome = record["outcome"]
+        if outcome == "rejected":
+            outcome = f"rejected: {rejection(record['error'])}"
+        row = table[f"{record['agent_id']} / {record['action']}"]
+        row[outcome] += 1
+        row["not seen"] += record["id"] in unseen_ids
+    extra = sorted({o for row in table.values() for o in row} - {*columns, "not seen"})
+    headers = ["agent / action", *columns, *extra, "not seen"]
+    rows = [
+        (name, *(table[name][c] for c in headers[1:]))
+        for name in sorted(table, key=lambda n: -sum(table[n].values()))
+    ]
+    return markdown_table(headers, rows)
+
+
 def mib(kb: float) -> float:
     return kb / 1024
 
@@ -761,7 +830,9 @@ def render(report: Report, result: Audit) -> str:
     lines.append(
         f"{args.conversations} conversations for {args.duration:g} s (then SIGTERM with "
         f"{report.in_flight_at_sigterm} requests in flight); {os.cpu_count()} CPUs shared by "
-        "every process."
+        "every process. CPU during the load, % of one core: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in report.cpu_pct.items())
+        + "."
     )
     lines.append("")
     summary = [
@@ -781,6 +852,7 @@ def render(report: Report, result: Audit) -> str:
         ("execution ids reported twice", result.reported_twice),
         ("tool calls recorded twice", result.duplicate_calls),
         ("records no client saw", len(result.unseen)),
+        ("… of which marked injected", sum(1 for r in result.unseen if r["injected"])),
         ("seen executions not marked injected", sum(result.seen_not_injected.values())),
     ]
     lines += [markdown_table(["", "value"], summary), ""]
@@ -803,10 +875,7 @@ def render(report: Report, result: Audit) -> str:
     headers = ["outcome", "records", "seen by clients", "not seen", "seen, not injected"]
     lines += [markdown_table(headers, rows), ""]
 
-    unseen_agents = Counter(r["agent_id"] for r in result.unseen)
-    if unseen_agents:
-        rows = [(agent, n) for agent, n in unseen_agents.most_common()]
-        lines += [markdown_table(["agent of records no client saw", "records"], rows), ""]
+    lines += [action_table(report, result), ""]
 
     rows = []
     for i, health in enumerate(report.health):
@@ -850,6 +919,15 @@ def render(report: Report, result: Audit) -> str:
         "ERROR lines",
     ]
     lines += [markdown_table(headers, rows), ""]
+    details = Counter(f"{r.kind}: {r.detail}" for r in results if r.detail)
+    for detail, n in details.most_common(5):
+        lines.append(f"Client transport error {n} x: `{detail}`")
+    for i in range(len(report.health)):
+        samples = [s for s in report.rss[i] if s]
+        if samples:
+            marks = [samples[min(len(samples) - 1, len(samples) * k // 10)] for k in range(1, 11)]
+            trail = ", ".join(f"{mib(kb):.0f}" for kb in marks)
+            lines.append(f"gateway-{i} RSS MiB at each tenth of the run: {trail}.")
     served = ", ".join(f"{k} {v}" for k, v in sorted(report.faulty_served.items()))
     lines.append(f"Faulty API served: {served}.")
     lines.append("")

@@ -238,6 +238,13 @@ class Admin:
             if current is None:
                 raise NotFound(f"agent {agent_id!r}")
             old = current.model_dump(mode="json")
+            if data.get("id", agent_id) != agent_id:
+                raise RequestError(
+                    422,
+                    "agent: id: cannot be changed (create a new agent instead)",
+                    "invalid_definition",
+                    "id",
+                )
             data = _merge(old, data) if merge else {**data, "id": agent_id}
             if old.get("api_keys") and data.get("api_keys") == [MASK] * len(old["api_keys"]):
                 data["api_keys"] = old["api_keys"]

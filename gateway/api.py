@@ -19,11 +19,11 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.admin import Admin
 from gateway.db import secrets as secrets_table
-from gateway.db import upsert_statement
 from gateway.errors import RequestError
 from gateway.logstore import MAX_PAGE_SIZE, Outcome
 
@@ -38,6 +38,10 @@ class AdminToken:
     def __init__(self, digest: bytes) -> None:
         self._digest = digest
 
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A key for ``purpose`` that every replica sharing this token derives alike."""
+        return hmac.new(self._digest, b"actiongate:" + purpose, hashlib.sha256).digest()
+
     def accepts(self, presented: str | None) -> bool:
         """Whether ``presented`` is the admin token."""
         candidate = hashlib.sha256((presented or "").encode()).digest()
@@ -49,20 +53,22 @@ async def ensure_admin_token(engine: AsyncEngine) -> AdminToken:
     given = os.environ.get("ACTIONGATE_ADMIN_TOKEN", "")
     if given:
         return AdminToken(hashlib.sha256(given.encode()).digest())
+    token = pysecrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).digest()
+    row = {"name": _TOKEN_ROW, "value": digest.hex(), "updated_at": datetime.now(UTC)}
+    # Insert only if absent, then read back: replicas starting together agree on one token.
+    insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
+        secrets_table
+    ).on_conflict_do_nothing(index_elements=["name"])
     async with engine.begin() as conn:
-        row = (
+        await conn.execute(insert, [row])
+        stored = (
             await conn.execute(
                 select(secrets_table.c.value).where(secrets_table.c.name == _TOKEN_ROW)
             )
-        ).first()
-        if row is not None:
-            return AdminToken(bytes.fromhex(row[0]))
-        token = pysecrets.token_urlsafe(32)
-        digest = hashlib.sha256(token.encode()).digest()
-        await conn.execute(
-            upsert_statement(secrets_table, engine.dialect),
-            [{"name": _TOKEN_ROW, "value": digest.hex(), "updated_at": datetime.now(UTC)}],
-        )
+        ).scalar_one()
+    if stored != digest.hex():
+        return AdminToken(bytes.fromhex(stored))
     sys.stderr.write(
         f"actiongate: no ACTIONGATE_ADMIN_TOKEN set; generated admin token (shown once): {token}\n"
     )
@@ -109,6 +115,12 @@ JSONBody = Annotated[
     dict[str, Any], Body(description="A definition in the file format (SPEC §1/§3).")
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+
+
+def _refuse_nul(**params: str | None) -> None:
+    for name, value in params.items():
+        if value is not None and "\x00" in value:
+            raise RequestError(400, f"{name} contains a NUL character", "invalid_request", name)
 
 
 def build_router() -> APIRouter:
@@ -218,6 +230,7 @@ def build_router() -> APIRouter:
         limit: Limit = 50,
     ) -> dict[str, Any]:
         """Execution records, newest first."""
+        _refuse_nul(action=action, agent=agent, conversation_id=conversation_id, cursor=cursor)
         store = admin.runtime.logstore
         await store.flush()
         try:
@@ -236,6 +249,7 @@ def build_router() -> APIRouter:
     @router.get("/logs/{record_id}")
     async def log(record_id: str, admin: AdminDep) -> dict[str, Any]:
         """One execution record."""
+        _refuse_nul(record_id=record_id)
         await admin.runtime.logstore.flush()
         record = await admin.runtime.logstore.get(record_id)
         if record is None:

@@ -17,6 +17,8 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
@@ -162,6 +164,20 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
         return error_response(
             422, f"{field}: {err['msg']}", "invalid_request_error", "invalid_request", field
         )
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    @app.exception_handler(DBAPIError)
+    async def on_database_busy(_request: Request, e: Exception) -> Response:
+        # Pool exhausted or database briefly down: a retryable condition, not a server bug.
+        log.warning("database unavailable: %s", type(e).__name__)
+        response = error_response(
+            503,
+            "the gateway's database is busy or unavailable; retry shortly",
+            "service_unavailable",
+            "database_unavailable",
+        )
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_request: Request, e: StarletteHTTPException) -> Response:

@@ -8,11 +8,12 @@ tombstone, so a file-defined action stays deleted). Every replica reads the same
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db import actions as actions_table
@@ -45,15 +46,18 @@ class DefinitionStore:
         )
 
     async def fingerprint(self) -> str:
-        """Changes whenever a definition row is written (count and newest update time)."""
+        """A digest of every stored row: any write by any replica changes it, clocks aside."""
+        digest = hashlib.sha256()
         async with self._engine.connect() as conn:
-            a = (
-                await conn.execute(select(func.count(), func.max(actions_table.c.updated_at)))
-            ).one()
-            b = (
-                await conn.execute(select(func.count(), func.max(agents_table.c.updated_at)))
-            ).one()
-        return f"{a[0]}:{a[1]}:{b[0]}:{b[1]}"
+            for table, key in (
+                (actions_table, actions_table.c.tool_name),
+                (agents_table, agents_table.c.id),
+            ):
+                rows = await conn.execute(select(key, table.c.definition).order_by(key))
+                for name, definition in rows:
+                    digest.update(f"{name}\0{definition}\0".encode())
+                digest.update(b"\1")
+        return digest.hexdigest()
 
     async def put_action(self, tool_name: str, definition: dict[str, Any]) -> None:
         """Store (or tombstone) an action."""

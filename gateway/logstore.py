@@ -459,6 +459,17 @@ class LogStore:
         for name in ("error", "injected_content"):
             if row[name] is not None:
                 row[name] = redactor.redact_text(str(row[name]))
+        for name in (
+            "action",
+            "agent_id",
+            "conversation_id",
+            "tool_call_id",
+            "error",
+            "injected_content",
+        ):
+            # PostgreSQL text cannot hold NUL; a record must never be lost over one character.
+            if isinstance(row[name], str) and "\x00" in row[name]:
+                row[name] = row[name].replace("\x00", "\ufffd")
         row["duration_ms"], row["injected"] = float(record.duration_ms), bool(record.injected)
         return row
 

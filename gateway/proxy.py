@@ -139,13 +139,29 @@ class Proxy:
             turn.add_usage(usage)
             message.setdefault("role", "assistant")
             calls = message.get("tool_calls") or []
+            if calls and round_no == max_rounds:
+                # The last round was asked with tool_choice "none"; a model that calls tools
+                # anyway gets nothing run: max_rounds is a limit on side effects.
+                self._refuse_over_limit(turn, calls)
+                message = {k: v for k, v in message.items() if k != "tool_calls"}
+                turn.final = (message, "length")
+                return
             if not calls:
                 turn.final = (message, "stop")
                 return
             if not await self._run_calls(turn, message, calls):
                 turn.final = (message, "tool_calls")
                 return
-        turn.final = ({"role": "assistant", "content": None}, "length")
+
+    def _refuse_over_limit(self, turn: Turn, calls: list[dict[str, Any]]) -> None:
+        reason = f"the turn limit of {turn.agent.config.max_rounds} tool rounds was reached"
+        for call in calls:
+            name = str((call.get("function") or {}).get("name") or "(none)")[:64]
+            turn.executions.append(
+                self.executor.refuse(
+                    name, reason, turn.conversation, tool_call_id=str(call.get("id") or "")
+                )
+            )
 
     async def _injected(self, turn: Turn) -> None:
         """The upstream accepted a payload carrying these results: the model has them."""

@@ -171,6 +171,8 @@ def _context(body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
     for key in ("id", "user_id", "channel"):
         if context.get(key) is not None and not isinstance(context[key], str):
             raise _fail(f"conversation.{key} must be a string", param=f"conversation.{key}")
+        if isinstance(context.get(key), str) and "\x00" in context[key]:
+            raise _fail(f"conversation.{key} contains a NUL character", param=f"conversation.{key}")
     if context.get("id") is not None and not 0 < len(context["id"]) <= 255:
         raise _fail("conversation.id must be 1 to 255 characters", param="conversation.id")
     if "lead" in context and not isinstance(context["lead"], dict):

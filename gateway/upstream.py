@@ -163,31 +163,42 @@ class Upstream:
     async def _stream(
         self, target: UpstreamTarget, payload: dict[str, Any]
     ) -> AsyncGenerator[dict[str, Any], None]:
+        # The deadline is checked around each read, never across a ``yield``: a timeout scope
+        # spanning a yield would cancel whichever task is consuming the stream at that moment.
+        deadline = asyncio.get_running_loop().time() + target.timeout_s
+        resp: aiohttp.ClientResponse | None = None
         try:
-            async with asyncio.timeout(target.timeout_s):
-                async with self._ensure().post(
+            async with asyncio.timeout_at(deadline):
+                resp = await self._ensure().post(
                     target.url, data=orjson.dumps(payload), headers=self._headers(target)
-                ) as resp:
-                    await self._raise_for(resp, target)
-                    async for line in resp.content:
-                        if len(line) > _MAX_LINE:
-                            raise UpstreamError(502, "the upstream sent an oversized event")
-                        if not line.startswith(b"data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == b"[DONE]":
-                            return
-                        chunk = orjson.loads(data)
-                        if isinstance(chunk, dict) and "error" in chunk:
-                            err = chunk["error"]
-                            msg = err.get("message") if isinstance(err, dict) else str(err)
-                            raise UpstreamError(502, _scrub(f"upstream error: {msg}", target))
-                        yield chunk
+                )
+                await self._raise_for(resp, target)
+            while True:
+                async with asyncio.timeout_at(deadline):
+                    line = await resp.content.readline()
+                if not line:
+                    return
+                if len(line) > _MAX_LINE:
+                    raise UpstreamError(502, "the upstream sent an oversized event")
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                chunk = orjson.loads(data)
+                if isinstance(chunk, dict) and "error" in chunk:
+                    err = chunk["error"]
+                    msg = err.get("message") if isinstance(err, dict) else str(err)
+                    raise UpstreamError(502, _scrub(f"upstream error: {msg}", target))
+                yield chunk
         except TimeoutError:
             raise UpstreamError(
                 504, "the upstream did not finish in time", "upstream_timeout"
             ) from None
-        except (aiohttp.ClientError, ConnectionError, orjson.JSONDecodeError) as e:
+        except (aiohttp.ClientError, ConnectionError, ValueError) as e:
             raise UpstreamError(
                 502, f"the upstream stream broke ({type(e).__name__})", "upstream_unreachable"
             ) from None
+        finally:
+            if resp is not None:
+                resp.release()

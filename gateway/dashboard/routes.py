@@ -83,15 +83,21 @@ class Dashboard:
 
     def __init__(self, services_of: Callable[[Request], Services]) -> None:
         self.services_of = services_of
-        self.signer = SessionSigner()
+        self._signer: SessionSigner | None = None
+
+    def signer(self, request: Request) -> SessionSigner:
+        """The signer, keyed from the admin token so every replica accepts the same cookie."""
+        if self._signer is None:
+            self._signer = SessionSigner(self.services_of(request).token.derive_key(b"dashboard"))
+        return self._signer
 
     def session(self, request: Request) -> Session | None:
-        return self.signer.load(request.cookies.get(COOKIE))
+        return self.signer(request).load(request.cookies.get(COOKIE))
 
     def set_cookie(self, request: Request, response: Response, session: Session) -> None:
         response.set_cookie(
             COOKIE,
-            self.signer.dump(session),
+            self.signer(request).dump(session),
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
@@ -139,7 +145,7 @@ def build_dashboard(services_of: Callable[[Request], Services]) -> APIRouter:
 
     @router.get("/login")
     async def login_page(request: Request) -> Response:
-        session = dash.session(request) or dash.signer.new(admin=False)
+        session = dash.session(request) or dash.signer(request).new(admin=False)
         response = dash.render(request, "login.html", session, error=None)
         dash.set_cookie(request, response, session)
         return response
@@ -153,7 +159,7 @@ def build_dashboard(services_of: Callable[[Request], Services]) -> APIRouter:
         if not services_of(request).token.accepts(form.get("token", "").strip()):
             return dash.render(request, "login.html", session, 401, error="Wrong admin token.")
         response = RedirectResponse("/actions", status_code=303)
-        dash.set_cookie(request, response, dash.signer.new(admin=True))
+        dash.set_cookie(request, response, dash.signer(request).new(admin=True))
         return response
 
     @router.post("/logout")
