@@ -23,6 +23,7 @@ from gateway.definitions import TOMBSTONE, DefinitionStore
 from gateway.errors import ConfigError, DefinitionError, RequestError
 from gateway.redaction import is_credential_header
 from gateway.runtime import Runtime
+from gateway.secretstore import SecretStore
 from gateway.templating import analyze
 from gateway.testrun import TestResult, run_test_with
 from gateway.tools import to_tool_definitions
@@ -99,12 +100,19 @@ class Admin:
     """Operator actions on one workspace."""
 
     def __init__(
-        self, config: Config, workspace: Workspace, store: DefinitionStore, runtime: Runtime
+        self,
+        config: Config,
+        workspace: Workspace,
+        store: DefinitionStore,
+        runtime: Runtime,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.config = config
         self.workspace = workspace
         self.store = store
         self.runtime = runtime
+        self.secrets = secrets
+        self._base_secrets = dict(config.secrets)
         self._base_actions = {a.tool_name: _dump(a) for a in config.actions}
         self._base_agents = {a.id: a.model_dump(mode="json") for a in config.agents}
         self._fingerprint = ""
@@ -122,8 +130,52 @@ class Admin:
         parsed = [parse_action(d, i) for i, d in enumerate(actions.values()) if d != TOMBSTONE]
         agent_models = [AgentConfig.model_validate(d) for d in agents.values() if d != TOMBSTONE]
         self.workspace.replace(actions=parsed, agents=agent_models)
+        if self.secrets is not None:
+            await self._load_secrets(self.secrets)
         self._fingerprint = fingerprint
         return True
+
+    async def _load_secrets(self, store: SecretStore) -> None:
+        """Stored secrets win over the file's; every value is registered for redaction."""
+        stored = await store.load()
+        executor = self.runtime.executor
+        for value in stored.values():
+            executor.redactor.add_secret(value)
+        executor.secrets.clear()
+        executor.secrets.update({**self._base_secrets, **stored})
+
+    # --- secrets --------------------------------------------------------------------------
+
+    def _secret_store(self) -> SecretStore:
+        if self.secrets is None:
+            raise RequestError(404, "the secret store is not available", "not_found")
+        return self.secrets
+
+    async def list_secrets(self) -> list[dict[str, Any]]:
+        """Secret names (never values): from the file and from the store."""
+        stored = {s["name"]: s for s in await self._secret_store().names()}
+        names = sorted(set(self._base_secrets) | set(stored))
+        out = []
+        for name in names:
+            item: dict[str, Any] = {"name": name, "source": "store" if name in stored else "config"}
+            if name in stored:
+                item["updated_at"] = stored[name]["updated_at"]
+                item["readable"] = stored[name]["readable"]
+            out.append(item)
+        return out
+
+    async def put_secret(self, name: str, value: Any) -> None:
+        """Set a secret in the encrypted store (write-only)."""
+        if not isinstance(value, str):
+            raise RequestError(422, "value must be a string", "invalid_secret", "value")
+        await self._secret_store().put(name, value)
+        await self.refresh(force=True)
+
+    async def delete_secret(self, name: str) -> None:
+        """Remove a stored secret (the file's value, if any, applies again)."""
+        if not await self._secret_store().delete(name):
+            raise NotFound(f"secret {name!r} in the store")
+        await self.refresh(force=True)
 
     def _definition(self, tool_name: str) -> dict[str, Any]:
         action = self.workspace.actions.get(tool_name)

@@ -87,6 +87,14 @@ class TestRequest(BaseModel):
     """Render the request without sending it."""
 
 
+class SecretValue(BaseModel):
+    """Body of ``PUT /api/secrets/{name}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: str = Field(min_length=1, max_length=8192)
+    """The secret; stored encrypted, never returned."""
+
+
 def _page(items: list[dict[str, Any]], key: str, cursor: str | None, limit: int) -> dict[str, Any]:
     if cursor:
         items = [i for i in items if str(i[key]) > cursor]
@@ -218,6 +226,23 @@ def build_router() -> APIRouter:
     async def tools(agent_id: str, admin: AdminDep, format: str = "openai") -> Any:
         """The agent's tools in an export format."""
         return admin.export(agent_id, format)
+
+    @router.get("/secrets")
+    async def list_secrets(admin: AdminDep) -> dict[str, Any]:
+        """Secret names and where each comes from; values are never returned."""
+        return {"items": await admin.list_secrets(), "next_cursor": None}
+
+    @router.put("/secrets/{name}", status_code=204)
+    async def put_secret(name: str, secret: SecretValue, admin: AdminDep) -> Response:
+        """Set a secret in the encrypted store (referenced as ``{{secrets.NAME}}``)."""
+        await admin.put_secret(name, secret.value)
+        return Response(status_code=204)
+
+    @router.delete("/secrets/{name}", status_code=204)
+    async def delete_secret(name: str, admin: AdminDep) -> Response:
+        """Remove a stored secret; the config file's value, if any, applies again."""
+        await admin.delete_secret(name)
+        return Response(status_code=204)
 
     @router.get("/logs")
     async def logs(

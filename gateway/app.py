@@ -31,6 +31,7 @@ from gateway.errors import RequestError, UpstreamError
 from gateway.mcp_http import McpHttp
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime, open_runtime
+from gateway.secretstore import SecretStore, store_key
 from gateway.state import ConversationStore
 from gateway.upstream import Upstream
 from gateway.workspace import Workspace
@@ -119,9 +120,10 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
         workspace = Workspace(config)
         upstream = Upstream()
         proxy = Proxy(workspace, runtime.executor, upstream, ConversationStore(runtime.engine))
-        admin = Admin(config, workspace, DefinitionStore(runtime.engine), runtime)
-        await admin.refresh(force=True)
         token = await ensure_admin_token(runtime.engine)
+        secret_store = SecretStore(runtime.engine, store_key(token.derive_key))
+        admin = Admin(config, workspace, DefinitionStore(runtime.engine), runtime, secret_store)
+        await admin.refresh(force=True)
         app.state.services = Services(runtime, workspace, proxy, upstream, admin, token)
         poller = asyncio.create_task(_refresh_forever(admin))
         stop_mcp = asyncio.Event()

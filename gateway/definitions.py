@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db import actions as actions_table
 from gateway.db import agents as agents_table
+from gateway.db import secrets as secrets_table
 from gateway.db import upsert_statement
 
 __all__ = ["TOMBSTONE", "DefinitionStore"]
@@ -49,11 +50,12 @@ class DefinitionStore:
         """A digest of every stored row: any write by any replica changes it, clocks aside."""
         digest = hashlib.sha256()
         async with self._engine.connect() as conn:
-            for table, key in (
-                (actions_table, actions_table.c.tool_name),
-                (agents_table, agents_table.c.id),
+            for key, content in (
+                (actions_table.c.tool_name, actions_table.c.definition),
+                (agents_table.c.id, agents_table.c.definition),
+                (secrets_table.c.name, secrets_table.c.value),  # set through /api/secrets
             ):
-                rows = await conn.execute(select(key, table.c.definition).order_by(key))
+                rows = await conn.execute(select(key, content).order_by(key))
                 for name, definition in rows:
                     digest.update(f"{name}\0{definition}\0".encode())
                 digest.update(b"\1")
