@@ -28,7 +28,7 @@ from gateway.config import Config
 from gateway.dashboard import build_dashboard, mount_static
 from gateway.definitions import DefinitionStore
 from gateway.errors import RequestError, UpstreamError
-from gateway.mcp_http import McpHttp
+from gateway.mcp_mount import LazyMcp
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime, open_runtime
 from gateway.secretstore import SecretStore, store_key
@@ -56,13 +56,6 @@ class Services:
     upstream: Upstream
     admin: Admin
     token: AdminToken
-
-
-async def _run_mcp(mcp: McpHttp, ready: asyncio.Event, stop: asyncio.Event) -> None:
-    # The MCP session manager's task group must be entered and left by one task.
-    async with mcp.run():
-        ready.set()
-        await stop.wait()
 
 
 async def _refresh_forever(admin: Admin) -> None:
@@ -126,25 +119,16 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
         await admin.refresh(force=True)
         app.state.services = Services(runtime, workspace, proxy, upstream, admin, token)
         poller = asyncio.create_task(_refresh_forever(admin))
-        stop_mcp = asyncio.Event()
-        mcp_ready = asyncio.Event()
-        mcp_task = asyncio.create_task(_run_mcp(mcp, mcp_ready, stop_mcp))
-        ready_wait = asyncio.create_task(mcp_ready.wait())
-        await asyncio.wait({ready_wait, mcp_task}, return_when=asyncio.FIRST_COMPLETED)
-        if mcp_task.done():
-            ready_wait.cancel()
-            await mcp_task  # raises why the MCP endpoint could not start
         try:
             yield
         finally:
-            stop_mcp.set()
-            await mcp_task
+            await mcp.close()
             poller.cancel()
             await upstream.close()
             await runtime.close()
 
     app = FastAPI(title="actiongate", version=__version__, lifespan=lifespan)
-    mcp = McpHttp(lambda: app.state.services)
+    mcp = LazyMcp(lambda: app.state.services)
     app.mount("/mcp", mcp)
 
     def services(request: Request) -> Services:
@@ -190,7 +174,6 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
         log.exception("unexpected error")  # the trace goes to the log, never to the client
         return error_response(500, "internal error", "server_error", "internal_error")
 
-    @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:
         """OpenAI Chat Completions, streamed or not, with the agent's actions as tools."""
         svc = services(request)
@@ -212,6 +195,10 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    # A plain Starlette route: no dependency solving on the hottest path (OpenAI's API, not ours
+    # to document in the OpenAPI schema).
+    app.router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
 
     @app.get("/v1/models", response_model=None)
     async def models(request: Request) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import random
 import secrets
@@ -206,6 +207,7 @@ class LogStore:
         *,
         max_buffer: int = 10_000,
         batch_size: int = 500,
+        linger_s: float = 0.02,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 5.0,
     ) -> None:
@@ -235,6 +237,8 @@ class LogStore:
         self._batch: list[_Entry] = []  # taken from _pending, being written
         self._seq = 0
         self._wakeup = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._linger_s = linger_s
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -289,6 +293,7 @@ class LogStore:
             raise RuntimeError("the log store is not running; call start() first")
         done = asyncio.get_running_loop().create_future()
         self._waiters.append((target, done))
+        self._urgent.set()
         await asyncio.wait({done, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if not done.done():
             done.cancel()
@@ -304,6 +309,7 @@ class LogStore:
         if self._closed:
             return
         self._closing = True
+        self._urgent.set()
         if self._task is None and (self._pending or self._batch):
             await self.start()
         self._wakeup.set()
@@ -381,6 +387,7 @@ class LogStore:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
+                await self._linger()
                 await self._take_batch()
             try:
                 await self._write_batch()
@@ -398,6 +405,17 @@ class LogStore:
                 delay = min(delay * 2, self._retry_max_s)
             else:
                 delay = self._retry_initial_s
+
+    async def _linger(self) -> None:
+        """Wait briefly for more records: an execution and its ``injected`` update, submitted
+        a few milliseconds apart, then become one write. A flush or close skips the wait."""
+        if self._linger_s <= 0 or self._closing or len(self._pending) >= self._batch_size:
+            return
+        if self._waiters:
+            return
+        self._urgent.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._urgent.wait(), self._linger_s)
 
     async def _take_batch(self) -> None:
         while self._pending and len(self._batch) < self._batch_size:

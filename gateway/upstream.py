@@ -14,6 +14,7 @@ one attribute check per call.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -109,7 +110,10 @@ class Upstream:
             await self._session.close()
             self._session = None
 
-    def _headers(self, target: UpstreamTarget) -> dict[str, str]:
+    @staticmethod
+    @functools.lru_cache(maxsize=256)
+    def _headers(target: UpstreamTarget) -> dict[str, str]:
+        # Built once per target; aiohttp copies the mapping, so sharing it is safe.
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if target.api_key:
             headers["Authorization"] = f"Bearer {target.api_key}"
@@ -140,12 +144,14 @@ class Upstream:
 
     async def _complete(self, target: UpstreamTarget, payload: dict[str, Any]) -> dict[str, Any]:
         try:
-            async with asyncio.timeout(target.timeout_s):
-                async with self._ensure().post(
-                    target.url, data=orjson.dumps(payload), headers=self._headers(target)
-                ) as resp:
-                    await self._raise_for(resp, target)
-                    data = orjson.loads(await resp.read())
+            async with self._ensure().post(
+                target.url,
+                data=orjson.dumps(payload),
+                headers=self._headers(target),
+                timeout=aiohttp.ClientTimeout(total=target.timeout_s, sock_connect=10),
+            ) as resp:
+                await self._raise_for(resp, target)
+                data = orjson.loads(await resp.read())
         except TimeoutError:
             raise UpstreamError(
                 504, "the upstream did not answer in time", "upstream_timeout"
