@@ -28,7 +28,7 @@ from gateway.errors import RequestError
 
 __all__ = ["NAME_PATTERN", "SecretStore", "store_key"]
 
-NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")  # "_" names are internal rows
 MAX_VALUE_BYTES = 8192
 _VERSION = "v1:"
 _INTERNAL = "_"  # rows such as the admin token's hash are not secrets
@@ -102,7 +102,7 @@ class SecretStore:
         """Set a secret (validated: name pattern, non-empty value, at most 8 KiB)."""
         if not NAME_PATTERN.match(name):
             raise RequestError(
-                422, "name must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$", "invalid_secret", "name"
+                422, "name must match ^[A-Za-z][A-Za-z0-9_]{0,63}$", "invalid_secret", "name"
             )
         if not value or len(value.encode()) > MAX_VALUE_BYTES or "\x00" in value:
             raise RequestError(

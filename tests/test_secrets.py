@@ -89,3 +89,13 @@ async def test_secret_routes_need_the_admin_token(gw: Gateway) -> None:
     r = await gw.client.put("/api/secrets/X", json={"value": "v"})
     assert r.status_code == 401
     assert (await gw.client.get("/api/secrets")).status_code == 401
+
+
+async def test_internal_rows_cannot_be_overwritten_or_deleted(gw: Gateway) -> None:
+    r = await gw.client.put(
+        "/api/secrets/_admin_token_sha256", json={"value": "00"}, headers=auth()
+    )
+    assert r.status_code == 422
+    r = await gw.client.delete("/api/secrets/_admin_token_sha256", headers=auth())
+    assert r.status_code == 404
+    assert (await gw.client.get("/api/actions", headers=auth())).status_code == 200

@@ -13,7 +13,16 @@ import orjson
 
 from gateway.errors import RequestError
 
-__all__ = ["FormData", "parse_definition", "parse_json", "parse_lines", "parse_variables"]
+__all__ = [
+    "FormData",
+    "definition_form",
+    "merge_edit",
+    "parse_args",
+    "parse_definition",
+    "parse_json",
+    "parse_lines",
+    "parse_variables",
+]
 
 FormData = Mapping[str, str]
 
@@ -156,3 +165,101 @@ def parse_definition(form: FormData) -> dict[str, Any]:
     else:
         raise _fail("type", "choose HTTP Request, Form Collection or Button Trigger")
     return data
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+
+
+_AUTH_FIELDS = frozenset(
+    {"token", "username", "password", "name", "in", "value"}
+    | {"token_url", "client_id", "client_secret", "scope"}
+)
+
+
+def _auth_form(auth: Mapping[str, Any]) -> dict[str, str]:
+    out = {"auth_type": str(auth.get("type", "none"))}
+    out |= {f"auth_{key}": str(value) for key, value in auth.items() if key in _AUTH_FIELDS}
+    return out
+
+
+def definition_form(definition: Mapping[str, Any]) -> dict[str, str]:
+    """The wizard's fields for a stored (masked) definition: the inverse of parse_definition."""
+    kind = str(definition.get("type", "http"))
+    form = {
+        "type": kind,
+        "name": str(definition.get("name", "")),
+        "description": str(definition.get("description", "")),
+        "when_not_to_use": str(definition.get("when_not_to_use", "")),
+    }
+    if kind == "http":
+        headers = definition.get("headers") or {}
+        response = definition.get("response") or {}
+        form |= {
+            "method": str(definition.get("method", "GET")),
+            "url": str(definition.get("url", "")),
+            "headers": "\n".join(f"{k}: {v}" for k, v in headers.items()),
+            "body": _json_text(definition["body"]) if "body" in definition else "",
+            "parameters": _json_text(definition["parameters"])
+            if definition.get("parameters")
+            else "",
+            "response_select": str(response.get("select") or ""),
+            "response_max_chars": str(response.get("max_chars") or ""),
+        }
+        form |= _auth_form(definition.get("auth") or {})
+    elif kind == "form":
+        form["form_title"] = str(definition.get("title", ""))
+        form["form_fields"] = _json_text(definition.get("fields") or [])
+        if definition.get("submit"):
+            form["form_submit"] = _json_text(definition["submit"])
+    elif kind == "button":
+        form["button_label"] = str(definition.get("label", ""))
+        click = definition.get("on_click") or {}
+        if click.get("navigate"):
+            form["button_navigate"] = str(click["navigate"])
+        if click.get("http"):
+            form["button_http"] = _json_text(click["http"])
+    return form
+
+
+# Keys the wizard shows; an edit replaces them and keeps every other stored setting.
+_WIZARD_KEYS = frozenset(
+    {
+        "name",
+        "tool_name",
+        "type",
+        "description",
+        "when_not_to_use",
+        "method",
+        "url",
+        "headers",
+        "body",
+        "auth",
+        "parameters",
+        "title",
+        "fields",
+        "submit",
+        "label",
+        "on_click",
+        "response",
+    }
+)
+
+
+def merge_edit(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """An edited definition: the wizard's fields over the settings the wizard does not show.
+
+    The type cannot change while editing, so the stored one wins over whatever was posted.
+    """
+    kept = {k: v for k, v in old.items() if k not in _WIZARD_KEYS}
+    if new.get("method", old.get("method")) != old.get("method"):
+        # Retries default by method (none for POST); a changed method gets its own default.
+        kept.pop("retries", None)
+    merged: dict[str, Any] = {**kept, **new, "type": old.get("type", "http")}
+    old_response = old.get("response")
+    if isinstance(old_response, dict) and merged["type"] == "http":
+        rest = {k: v for k, v in old_response.items() if k not in ("select", "max_chars")}
+        response = {**rest, **(new.get("response") or {})}
+        if response:
+            merged["response"] = response
+    return merged

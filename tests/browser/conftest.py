@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import uvicorn
@@ -25,6 +25,9 @@ from gateway.config import parse_config
 from gateway.dashboard import build_dashboard, mount_static
 from tests.support.action_api import ActionAPI, running_api
 from tests.support.gateway import CRM_SECRET, UPSTREAM_KEY, actions
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 ADMIN_TOKEN = "admin-TOKEN-for-browser-tests"
 CHROMIUM = "/usr/bin/chromium"
@@ -138,3 +141,50 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGatew
             os.environ.pop("ACTIONGATE_ADMIN_TOKEN", None)
         else:
             os.environ["ACTIONGATE_ADMIN_TOKEN"] = previous
+
+
+def missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install playwright)"
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing (apt-get install -y chromium)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def shot(page: Page, name: str) -> None:
+    """A full-page screenshot into ``test-artifacts/screenshots``."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def login(page: Page, gw: LiveGateway) -> None:
+    """Log in with the admin token."""
+    page.goto(f"{gw.base_url}/login")
+    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    page.get_by_role("button", name="Log in").click()
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("heading", name="Custom Actions")).to_be_visible()
+
+
+@pytest.fixture
+def page(browser: Browser, live_gateway: LiveGateway) -> Iterator[Page]:
+    context = browser.new_context(base_url=live_gateway.base_url)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    login(page, live_gateway)
+    yield page
+    context.close()

@@ -10,64 +10,21 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
 
-from tests.browser.conftest import ADMIN_TOKEN, CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, LiveGateway
+from tests.browser.conftest import LiveGateway, login, missing, shot
 from tests.support.gateway import CRM_SECRET
 
-
-def _missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install playwright)"
-    if not Path(CHROMIUM).exists():
-        return f"{CHROMIUM} is missing (apt-get install -y chromium)"
-    return None
-
-
-if (_reason := _missing()) is not None:
+if (_reason := missing()) is not None:
     if os.environ.get("CI"):
         pytest.fail(f"browser tests cannot run in CI: {_reason}", pytrace=False)
     pytest.skip(f"browser tests skipped: {_reason}", allow_module_level=True)
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Dialog, Page, expect
 
 NEW_TOOL = "find_customer"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def _shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def _login(page: Page, gw: LiveGateway) -> None:
-    page.goto(f"{gw.base_url}/login")
-    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Custom Actions")).to_be_visible()
-
-
-@pytest.fixture
-def page(browser: Browser, live_gateway: LiveGateway) -> Iterator[Page]:
-    context = browser.new_context(base_url=live_gateway.base_url)
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    _login(page, live_gateway)
-    yield page
-    context.close()
 
 
 def test_login_requires_the_token_and_csrf(browser: Browser, live_gateway: LiveGateway) -> None:
@@ -78,10 +35,10 @@ def test_login_requires_the_token_and_csrf(browser: Browser, live_gateway: LiveG
     page.get_by_label("Admin token").fill("wrong")
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("alert")).to_have_text("Wrong admin token.")
-    _shot(page, "login")
+    shot(page, "login")
 
     # A POST without the form's CSRF token is refused, even with the session cookie.
-    _login(page, live_gateway)
+    login(page, live_gateway)
     cookies = {c["name"]: c for c in context.cookies()}
     session = cookies["actiongate_session"]
     assert session["httpOnly"] and session["sameSite"] == "Strict"
@@ -91,7 +48,7 @@ def test_login_requires_the_token_and_csrf(browser: Browser, live_gateway: LiveG
         "/agents/support/actions", form={"action": "look_up_order", "csrf": "forged"}
     )
     assert r.status == 403
-    _shot(page, "actions")
+    shot(page, "actions")
     page.get_by_role("button", name="Log out").click()
     page.goto("/actions")
     assert page.url.endswith("/login")
@@ -101,7 +58,7 @@ def test_login_requires_the_token_and_csrf(browser: Browser, live_gateway: LiveG
 def test_create_http_action_with_the_wizard(page: Page, live_gateway: LiveGateway) -> None:
     page.get_by_role("link", name="Create Action").click()
     page.get_by_label("HTTP Request", exact=True).check()
-    _shot(page, "wizard-1-type")
+    shot(page, "wizard-1-type")
     page.get_by_role("button", name="Next").click()
 
     page.get_by_label("Name", exact=True).fill("Find Customer")
@@ -111,7 +68,7 @@ def test_create_http_action_with_the_wizard(page: Page, live_gateway: LiveGatewa
     page.get_by_label("Headers").fill("Authorization: Bearer {{secrets.CRM}}")
     # A mistake first: the server's error shows, and nothing typed is lost.
     page.get_by_label("Body (JSON)").fill("{not json")
-    _shot(page, "wizard-2-configure")
+    shot(page, "wizard-2-configure")
     page.get_by_role("button", name="Next").click()
     page.get_by_role("textbox", name="When not to use").fill(
         "Do not use without the customer's email address."
@@ -135,15 +92,15 @@ def test_create_http_action_with_the_wizard(page: Page, live_gateway: LiveGatewa
         "email=jane%40example.com"
     )
     assert CRM_SECRET not in page.content()
-    _shot(page, "wizard-4-test")
+    shot(page, "wizard-4-test")
 
     page.get_by_role("button", name="Next").click()
     expect(page.get_by_label("Support assistant")).not_to_be_checked()
-    _shot(page, "wizard-5-enable")
+    shot(page, "wizard-5-enable")
     page.get_by_role("button", name="Save action").click()
     expect(page.get_by_role("status")).to_have_text("Action created.")
     expect(page.get_by_label("Definition JSON")).to_contain_text('"tool_name": "find_customer"')
-    _shot(page, "action")
+    shot(page, "action")
     page.get_by_role("link", name="Custom Actions").click()
     expect(page.get_by_role("row", name=re.compile("Find Customer"))).to_contain_text(
         "HTTP Request"
@@ -165,12 +122,12 @@ def test_test_panel_shows_the_redacted_request(page: Page) -> None:
     )
     expect(page.get_by_label("What the model receives")).to_contain_text("sam%40example.com")
     assert CRM_SECRET not in page.content()
-    _shot(page, "action-test")
+    shot(page, "action-test")
 
 
 def test_enable_the_action_on_an_agent(page: Page, live_gateway: LiveGateway) -> None:
     page.get_by_role("link", name="Agents").click()
-    _shot(page, "agents")
+    shot(page, "agents")
     page.get_by_role("link", name="support").click()
     toggle = page.get_by_label("Find Customer")
     expect(toggle).not_to_be_checked()
@@ -178,7 +135,7 @@ def test_enable_the_action_on_an_agent(page: Page, live_gateway: LiveGateway) ->
     page.get_by_role("button", name="Save actions").click()
     expect(page.get_by_role("status")).to_have_text("Actions saved.")
     expect(page.get_by_label("Find Customer")).to_be_checked()
-    _shot(page, "agent")
+    shot(page, "agent")
     assert NEW_TOOL in live_gateway.services.admin.get_agent("support")["enabled_actions"]
 
 
@@ -211,7 +168,7 @@ def test_playground_form_then_action(page: Page, live_gateway: LiveGateway) -> N
     form.get_by_label("email").fill("not-an-email")
     form.get_by_role("button", name="Submit").click()
     expect(form.get_by_role("alert").filter(has_text="email")).to_be_visible()
-    _shot(page, "playground-form-error")
+    shot(page, "playground-form-error")
 
     up.script([{"content": "Your return is started."}])
     form.get_by_label("email").fill("jane@example.com")
@@ -226,7 +183,7 @@ def test_playground_form_then_action(page: Page, live_gateway: LiveGateway) -> N
     expect(page.get_by_text("Found your account.")).to_be_visible()
     expect(page.get_by_text(f"{NEW_TOOL}: success (200)")).to_be_visible()
     assert parse_qs(live_gateway.api.last().query_string) == {"email": ["jane@example.com"]}
-    _shot(page, "playground")
+    shot(page, "playground")
 
 
 def test_action_logs_tab_lists_executions(page: Page) -> None:
@@ -236,18 +193,23 @@ def test_action_logs_tab_lists_executions(page: Page) -> None:
     expect(table.get_by_role("row").filter(has_text=re.compile(r"^pg-|\bpg-"))).to_have_count(1)
     expect(table).to_contain_text("GET ")
     expect(table).to_contain_text("200")
-    _shot(page, "action-logs")
+    shot(page, "action-logs")
     page.get_by_role("link", name="Logs", exact=True).first.click()
     expect(page.get_by_role("heading", name="Logs")).to_be_visible()
     page.get_by_label("Action").select_option(NEW_TOOL)
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("table.logs tbody tr")).to_have_count(3)
-    _shot(page, "logs")
+    shot(page, "logs")
 
 
 def test_hostile_customer_text_is_shown_as_text(page: Page, live_gateway: LiveGateway) -> None:
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     hostile = "<script>alert(1)</script> <img src=x onerror=alert(2)> \x1b[31mred\x1b[0m \u202eevil"
     page.goto("/playground")
     live_gateway.upstream.script([{"content": f"You said: {hostile}"}])
@@ -258,7 +220,7 @@ def test_hostile_customer_text_is_shown_as_text(page: Page, live_gateway: LiveGa
     text = transcript.text_content() or ""
     assert "<script>alert(1)</script>" in text and "\u202e" in text
     assert dialogs == []
-    _shot(page, "playground-hostile")
+    shot(page, "playground-hostile")
 
 
 def test_locked_agent_explains_the_client_key(page: Page) -> None:
