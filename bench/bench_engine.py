@@ -4,6 +4,8 @@ Setup, as in production (:func:`gateway.runtime.open_runtime`) minus the config 
 :class:`~gateway.outbound.Outbound` client with the real :class:`~gateway.egress.EgressPolicy`
 (``allow=["127.0.0.1"]``), and a real :class:`~gateway.logstore.LogStore` on SQLite in a temp
 dir, so every execution is also rendered into a record, redacted and written in the background.
+The executor keeps its default :mod:`gateway.limits` (the per-action concurrency cap raised to
+``--concurrency`` if that is higher), and each execution comes from a conversation of its own.
 The action is a GET with a ``{{lead.email}}`` query variable, a bearer secret and a
 ``response.select``; the model's arguments arrive as the JSON text ``"{}"``.
 
@@ -58,6 +60,7 @@ from gateway.conversation import Conversation
 from gateway.db import create_engine, executions, migrate
 from gateway.egress import EgressPolicy
 from gateway.executor import Executor
+from gateway.limits import Limits, LimitsConfig
 from gateway.logstore import LogStore, LogStoreStats
 from gateway.outbound import USER_AGENT, Outbound
 from gateway.redaction import Redactor
@@ -83,24 +86,32 @@ def build_action(base_url: str) -> HttpAction:
 
 
 class Engine:
-    """The executor and its parts, counting every execution it is asked for."""
+    """The executor and its action, counting every execution it is asked for.
+
+    Each execution belongs to a conversation of its own, as when many customers chat at once:
+    the executor's per-conversation rate limit (:mod:`gateway.limits`) would otherwise refuse
+    one benchmark conversation's calls after the first few dozen.
+    """
 
     def __init__(self, executor: Executor, action: HttpAction) -> None:
         self.executor = executor
         self.action = action
-        self.conversation = Conversation(
-            id="conv_bench",
+        self.executions = 0
+        self.content: str | None = None
+
+    def conversation(self) -> Conversation:
+        """A fresh conversation whose lead has an email address."""
+        return Conversation(
+            id=f"conv_bench_{self.executions}",
             agent_id="support",
             lead={"email": LEAD_EMAIL, "name": "Ada"},
             message="Can you check my account?",
         )
-        self.executions = 0
-        self.content: str | None = None
 
     async def execute(self) -> None:
         self.executions += 1
         result = await self.executor.execute_action(
-            self.action, self.conversation, "{}", tool_call_id="call_bench"
+            self.action, self.conversation(), "{}", tool_call_id="call_bench"
         )
         if result.outcome != "success":
             raise RuntimeError(f"execution ended {result.outcome}: {result.record.error}")
@@ -108,7 +119,9 @@ class Engine:
 
     async def rendered_url(self) -> tuple[str, dict[str, str]]:
         """The URL and headers the engine sends (from a dry run, which logs nothing)."""
-        dry = await self.executor.execute_action(self.action, self.conversation, "{}", dry_run=True)
+        dry = await self.executor.execute_action(
+            self.action, self.conversation(), "{}", dry_run=True
+        )
         headers = {
             "Authorization": f"Bearer {SECRETS['CRM_TOKEN']}",
             "User-Agent": USER_AGENT,
@@ -284,7 +297,12 @@ async def run(args: argparse.Namespace, server: TargetServer) -> int:
         store = LogStore(db, redactor)
         await store.start()
         outbound = Outbound(EgressPolicy(["127.0.0.1"]))
-        executor = Executor(outbound, secrets=SECRETS, logstore=store, redactor=redactor)
+        # The default limits, with room for every worker should --concurrency exceed the cap.
+        cap = max(LimitsConfig().concurrency, *args.concurrency)
+        limits = Limits(LimitsConfig(concurrency=cap))
+        executor = Executor(
+            outbound, secrets=SECRETS, logstore=store, redactor=redactor, limits=limits
+        )
         engine = Engine(executor, build_action(server.base_url))
         url, headers = await engine.rendered_url()
         session = aiohttp.ClientSession(
