@@ -11,6 +11,7 @@ reorder a released migration; add a new one and update the current table definit
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -166,6 +167,25 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
     return engine
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch a database file to WAL (a persistent setting) unless it already is.
+
+    The switch needs an exclusive lock and answers "database is locked" at once, without the
+    busy handler, when several connections open a new file together; so retry briefly.
+    """
+    for attempt in range(50):
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as e:  # the driver's OperationalError, under whichever adapter
+            if "locked" not in str(e) or attempt == 49:
+                raise
+            time.sleep(0.02)
+
+
 def _install_sqlite_hooks(engine: AsyncEngine, *, memory: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -173,10 +193,10 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, memory: bool) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            if not memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=5000")
+            if not memory:
+                _enable_wal(cursor)
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
