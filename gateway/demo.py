@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +25,14 @@ __all__ = ["run_demo"]
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 UPSTREAM_PORT = 8091
+DEMO_ADMIN_TOKEN = "demo-admin-token"
 API_PORT = 8092
 
 TRY_IT = """\
 actiongate demo is running (Ctrl-C to stop):
 
   gateway        http://127.0.0.1:{port}/v1   (agent id: support)
+  dashboard      http://127.0.0.1:{port}/     (admin token: {token})
   scripted model http://127.0.0.1:{up}/v1
   sample API     http://127.0.0.1:{api}
 
@@ -126,6 +129,8 @@ async def _serve(port: int, check: bool) -> int:
     from gateway.app import create_app
 
     config = load_config(EXAMPLES / "demo.yaml")
+    # A known token, so the printed instructions can say how to open the dashboard.
+    os.environ.setdefault("ACTIONGATE_ADMIN_TOKEN", DEMO_ADMIN_TOKEN)
     app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -140,7 +145,8 @@ async def _serve(port: int, check: bool) -> int:
                 return 1  # uvicorn already said why (e.g. the port is taken)
             await asyncio.sleep(0.05)
         if not check:
-            print(TRY_IT.format(port=port, up=UPSTREAM_PORT, api=API_PORT), flush=True)
+            token = os.environ["ACTIONGATE_ADMIN_TOKEN"]
+            print(TRY_IT.format(port=port, up=UPSTREAM_PORT, api=API_PORT, token=token), flush=True)
             await serving
             return 0
         try:
