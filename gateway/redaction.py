@@ -24,6 +24,7 @@ The placeholder is always exactly :data:`REDACTED`.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -127,14 +128,15 @@ def _base64_forms(raw: bytes) -> set[str]:
     return forms
 
 
-def _derived_forms(value: str) -> set[str]:
+@functools.lru_cache(maxsize=1024)
+def _derived_forms(value: str) -> frozenset[str]:
     """``value`` as it may appear after URL-quoting, JSON-escaping or base64-encoding."""
     quoted = {quote(value, safe=""), quote(value), quote_plus(value)}
     # Some encoders write percent-escapes in lower case.
     quoted |= {_PERCENT_ESCAPE.sub(lambda m: m.group(0).lower(), q) for q in quoted}
     escaped = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
     forms = {value} | quoted | escaped | _base64_forms(value.encode("utf-8"))
-    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+    return frozenset(form for form in forms if len(form) >= MIN_SECRET_LENGTH)
 
 
 class Redactor:
@@ -148,7 +150,7 @@ class Redactor:
     access token, say) takes :meth:`child` and adds them there, leaving the shared one as is.
     """
 
-    __slots__ = ("_pattern", "_values")
+    __slots__ = ("_pattern", "_shared", "_values")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         """Create a redactor.
@@ -157,6 +159,7 @@ class Redactor:
             secrets: Initial secret values, registered as by :meth:`add_secret`.
         """
         self._values: set[str] = set()
+        self._shared = False
         self._pattern: re.Pattern[str] | None = None
         for secret in secrets:
             self.add_secret(secret)
@@ -171,6 +174,11 @@ class Redactor:
             return
         forms = _derived_forms(value)
         if not forms <= self._values:
+            if self._shared:
+                # Copy on first write: a per-execution child costs nothing until it learns a
+                # secret its parent does not know (e.g. a fresh OAuth token).
+                self._values = set(self._values)
+                self._shared = False
             self._values |= forms
             self._pattern = None
 
@@ -187,7 +195,9 @@ class Redactor:
     def copy(self) -> Redactor:
         """An independent redactor with the same secrets (sharing the compiled pattern)."""
         clone = Redactor()
-        clone._values = set(self._values)
+        clone._values = self._values
+        clone._shared = True
+        self._shared = True  # neither may now change the set in place
         clone._pattern = self._pattern
         return clone
 

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -64,6 +65,7 @@ def _split_outside_tags(text: str, sep: str, maxsplit: int = -1) -> list[str]:
     return parts
 
 
+@lru_cache(maxsize=4096)
 def split_url(url: str) -> tuple[str, str, str, str, str]:
     """Split a URL template into ``(scheme, authority, path, query, fragment)`` without rendering.
 
@@ -95,13 +97,15 @@ def _vars(templates: Iterable[str]) -> set[str]:
 def required_variables(request: HttpRequest, required_args: Iterable[str] = ()) -> set[str]:
     """Variables without which the request must not be sent (URL, headers, auth, required args)."""
     templates = [request.url, *request.headers.values(), *request.headers.keys()]
-    if request.auth is not None:
-        templates += [
-            v for v in request.auth.model_dump(exclude={"type"}).values() if isinstance(v, str)
-        ]
-        headers = getattr(request.auth, "headers", None)
-        if isinstance(headers, dict):
-            templates += list(headers.values())
+    auth = request.auth
+    if auth is not None:
+        # Field by field rather than model_dump(): this runs on every execution.
+        for name in type(auth).model_fields:
+            value = getattr(auth, name)
+            if isinstance(value, str) and name != "type":
+                templates.append(value)
+            elif isinstance(value, dict):
+                templates += [v for v in value.values() if isinstance(v, str)]
     return _vars(templates) | {f"args.{a}" for a in required_args}
 
 
