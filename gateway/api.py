@@ -96,6 +96,7 @@ class SecretValue(BaseModel):
 
 
 def _page(items: list[dict[str, Any]], key: str, cursor: str | None, limit: int) -> dict[str, Any]:
+    limit = min(limit, MAX_PAGE_SIZE)
     if cursor:
         items = [i for i in items if str(i[key]) > cursor]
     page = items[:limit]
@@ -122,7 +123,9 @@ AdminDep = Annotated[Admin, Depends(require_admin)]
 JSONBody = Annotated[
     dict[str, Any], Body(description="A definition in the file format (SPEC §1/§3).")
 ]
-Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+Limit = Annotated[
+    int, Query(ge=1, description=f"page size; larger values are capped at {MAX_PAGE_SIZE}")
+]
 
 
 def _refuse_nul(**params: str | None) -> None:
@@ -264,7 +267,7 @@ def build_router() -> APIRouter:
                 agent=agent,
                 conversation_id=conversation_id,
                 outcome=outcome,
-                limit=limit,
+                limit=min(limit, MAX_PAGE_SIZE),
                 cursor=cursor,
             )
         except ValueError:
