@@ -38,6 +38,7 @@ __all__ = [
     "Parameter",
     "ResponseSpec",
     "default_tool_name",
+    "request_of",
 ]
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -282,3 +283,14 @@ class ButtonAction(ActionBase):
 
 
 Action = Annotated[HttpAction | FormAction | ButtonAction, Field(discriminator="type")]
+
+
+def request_of(action: HttpAction | FormAction | ButtonAction) -> HttpRequest | None:
+    """The HTTP request an action sends: itself, a form's submit or a button's click, if any."""
+    if isinstance(action, HttpAction):
+        return action
+    if isinstance(action, FormAction):
+        return action.submit
+    if isinstance(action.on_click, HttpClick):
+        return action.on_click.http
+    return None

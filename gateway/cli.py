@@ -13,21 +13,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gateway.actions import request_of
 from gateway.config import Config, load_config
 from gateway.errors import ActionGateError, ConfigError
+from gateway.logstore import OUTCOMES
 from gateway.rendering import body_variables, required_variables
 from gateway.templating import analyze
-
-OUTCOMES = (
-    "success",
-    "http_error",
-    "timeout",
-    "connect_error",
-    "blocked",
-    "rejected",
-    "pending_confirmation",
-    "declined",
-)
 
 __all__ = ["main"]
 
@@ -43,18 +34,11 @@ def _warn(message: str) -> None:
 
 
 def _secret_references(config: Config) -> set[str]:
-    from gateway.actions import ButtonAction, FormAction, HttpAction, HttpClick, HttpRequest
-
     found: set[str] = set()
-    requests: list[HttpRequest] = []
     for action in config.actions:
-        if isinstance(action, HttpAction):
-            requests.append(action)
-        elif isinstance(action, FormAction) and action.submit:
-            requests.append(action.submit)
-        elif isinstance(action, ButtonAction) and isinstance(action.on_click, HttpClick):
-            requests.append(action.on_click.http)
-    for req in requests:
+        req = request_of(action)
+        if req is None:
+            continue
         names = required_variables(req) | body_variables(req.body)
         names |= {v for q in req.query.values() for v in analyze(q).variables}
         found |= {n.split(".", 1)[1] for n in names if n.startswith("secrets.")}

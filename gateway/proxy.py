@@ -281,10 +281,9 @@ class Proxy:
                 url=preview.record.request.get("url", ""),
             )
             turn.executions.append(record)
-            parsed = _loose_args(arguments)
-            spec, kind = confirm_spec(action, preview.record.request, parsed), "confirm"
+            spec, kind = confirm_spec(action, preview.record.request, args), "confirm"
             pending["args_raw"] = (
-                arguments if isinstance(arguments, str) else orjson.dumps(parsed).decode()
+                arguments if isinstance(arguments, str) else orjson.dumps(args).decode()
             )
         pending["kind"] = kind
         turn.pending_add(call_id, pending)

@@ -6,7 +6,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.actions import Action, ButtonAction, FormAction, HttpAction, HttpClick, HttpRequest
+from gateway.actions import (
+    Action,
+    ButtonAction,
+    FormAction,
+    HttpAction,
+    HttpRequest,
+    request_of,
+)
 from gateway.config import Config
 from gateway.conversation import Conversation
 from gateway.errors import ConfigError
@@ -69,16 +76,9 @@ class TestResult:
 
 
 def _request_of(action: Action) -> HttpRequest | None:
-    if isinstance(action, HttpAction):
-        return action
-    if isinstance(action, FormAction):
-        if action.submit is None:
-            raise ConfigError(f"form {action.tool_name!r} has no submit request to test")
-        return action.submit
-    assert isinstance(action, ButtonAction)
-    if isinstance(action.on_click, HttpClick):
-        return action.on_click.http
-    return None
+    if isinstance(action, FormAction) and action.submit is None:
+        raise ConfigError(f"form {action.tool_name!r} has no submit request to test")
+    return request_of(action)
 
 
 async def run_test(
