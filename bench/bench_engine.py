@@ -1,11 +1,13 @@
 """The execution engine alone: what ``Executor.execute_action`` adds to a plain HTTP GET.
 
-Setup, as in production (:func:`gateway.runtime.open_runtime`) minus the config file: the real
-:class:`~gateway.outbound.Outbound` client with the real :class:`~gateway.egress.EgressPolicy`
-(``allow=["127.0.0.1"]``), and a real :class:`~gateway.logstore.LogStore` on SQLite in a temp
+Setup, as in production (:func:`gateway.engine.runtime.open_runtime`) minus the config file: the
+real
+:class:`~gateway.net.outbound.Outbound` client with the real
+:class:`~gateway.net.egress.EgressPolicy`
+(``allow=["127.0.0.1"]``), and a real :class:`~gateway.stores.logs.LogStore` on SQLite in a temp
 dir, so every execution is also rendered into a record, redacted and written in the background.
-The executor keeps its default :mod:`gateway.limits` (the per-action concurrency cap raised to
-``--concurrency`` if that is higher), and each execution comes from a conversation of its own.
+The executor keeps its default :mod:`gateway.engine.limits` (the per-action concurrency cap raised
+to ``--concurrency`` if that is higher), and each execution comes from a conversation of its own.
 The action is a GET with a ``{{lead.email}}`` query variable, a bearer secret and a
 ``response.select``; the model's arguments arrive as the JSON text ``"{}"``.
 
@@ -54,16 +56,16 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import gateway
-from gateway.actions import HttpAction
-from gateway.config import parse_action
-from gateway.conversation import Conversation
-from gateway.db import create_engine, executions, migrate
-from gateway.egress import EgressPolicy
-from gateway.executor import Executor
-from gateway.limits import Limits, LimitsConfig
-from gateway.logstore import LogStore, LogStoreStats
-from gateway.outbound import USER_AGENT, Outbound
+from gateway.definitions.actions import HttpAction
+from gateway.definitions.config import parse_action
+from gateway.engine.context import Conversation
+from gateway.engine.executor import Executor
+from gateway.engine.limits import Limits, LimitsConfig
+from gateway.net.egress import EgressPolicy
+from gateway.net.outbound import USER_AGENT, Outbound
 from gateway.redaction import Redactor
+from gateway.stores.db import create_engine, executions, migrate
+from gateway.stores.logs import LogStore, LogStoreStats
 
 SECRETS = {"CRM_TOKEN": "crm-SECRET-4c1f8a0e9b7d"}
 LEAD_EMAIL = "ada.lovelace+vip@example.com"
@@ -89,7 +91,7 @@ class Engine:
     """The executor and its action, counting every execution it is asked for.
 
     Each execution belongs to a conversation of its own, as when many customers chat at once:
-    the executor's per-conversation rate limit (:mod:`gateway.limits`) would otherwise refuse
+    the executor's per-conversation rate limit (:mod:`gateway.engine.limits`) would otherwise refuse
     one benchmark conversation's calls after the first few dozen.
     """
 

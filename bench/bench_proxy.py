@@ -382,7 +382,7 @@ def start_servers(args: argparse.Namespace, work: Path, cpus: tuple[int | None, 
         )
     )
     binary = Path(sys.executable).with_name("actiongate")
-    serve = [str(binary)] if binary.exists() else [*py, "gateway.cli"]
+    serve = [str(binary)] if binary.exists() else [*py, "gateway.cli.main"]
     serve += ["serve", "--config", str(config), "--port", str(ports["actiongate"])]
     gate = spawn("actiongate", serve, work, f"{setup.base('actiongate')}/healthz", env)
     setup.services = [mock, api, gate]
@@ -572,7 +572,7 @@ async def throughput(
 # --- profile ------------------------------------------------------------------------------------
 
 PROFILE_RATE = 200
-_CLI = "(gateway/cli.py:"
+_CLI = "(gateway/cli/main.py:"
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*):(?P<line>\d+)\)$")
 
 

@@ -4,7 +4,7 @@
 
 Starts the sample customer API and the scripted model in rules mode (as ``actiongate demo``
 does, on the demo's ports 8091 and 8092 unless ``--any-ports``), serves ``examples/demo.yaml``
-in process with recording on (:class:`gateway.recording.Recorder`, what ``actiongate serve
+in process with recording on (:class:`gateway.replay.recording.Recorder`, what ``actiongate serve
 --record DIR`` uses), and drives the conversations in :data:`CONVERSATIONS` like a chat widget:
 answering forms and confirmations with follow-up requests. Every line of the cassettes is what
 actually went over the wire, redacted. Existing cassettes in the output directory are replaced.
@@ -28,8 +28,8 @@ import yaml
 from examples.customer_api import running_customer_api
 from examples.scripted_upstream import ScriptedUpstream, running_upstream
 from gateway.app import create_app
-from gateway.config import Config, parse_config
-from gateway.recording import Recorder
+from gateway.definitions.config import Config, parse_config
+from gateway.replay.recording import Recorder
 
 __all__ = [
     "CONVERSATIONS",

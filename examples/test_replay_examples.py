@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from gateway.cassette import load_cassette
-from gateway.config import parse_config
-from gateway.replay import ReplayReport
-from gateway.testing import areplay_cassette
+from gateway.definitions.config import parse_config
+from gateway.replay.cassette import load_cassette
+from gateway.replay.plugin import areplay_cassette
+from gateway.replay.run import ReplayReport
 
 CASSETTES = Path(__file__).parent / "cassettes"
 Replay = Callable[..., ReplayReport]

@@ -22,19 +22,19 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
-from gateway.admin import Admin
-from gateway.api import AdminToken, build_router, ensure_admin_token
-from gateway.config import Config
-from gateway.dashboard import build_dashboard, mount_static
-from gateway.definitions import DefinitionStore
+from gateway.admin.api import AdminToken, build_router, ensure_admin_token
+from gateway.admin.dashboard import build_dashboard, mount_static
+from gateway.admin.service import Admin
+from gateway.definitions.config import Config
+from gateway.engine.runtime import Runtime, open_runtime
+from gateway.engine.workspace import Workspace
 from gateway.errors import RequestError, UpstreamError
-from gateway.mcp_mount import LazyMcp
-from gateway.proxy import Proxy
-from gateway.runtime import Runtime, open_runtime
-from gateway.secretstore import SecretStore, store_key
-from gateway.state import ConversationStore
-from gateway.upstream import Upstream
-from gateway.workspace import Workspace
+from gateway.mcp.mount import LazyMcp
+from gateway.net.upstream import Upstream
+from gateway.proxy.loop import Proxy
+from gateway.stores.conversations import ConversationStore
+from gateway.stores.definitions import DefinitionStore
+from gateway.stores.secrets import SecretStore, store_key
 
 __all__ = ["MAX_REQUEST_BYTES", "Services", "create_app"]
 

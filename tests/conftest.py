@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import create_engine, migrate
+from gateway.stores.db import create_engine, migrate
 
 PG_ENV = "ACTIONGATE_TEST_PG"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"

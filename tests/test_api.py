@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.admin import MASK
+from gateway.admin.service import MASK
 from tests.support.gateway import CRM_SECRET, Gateway, running_gateway
 
 TOKEN = "admin-SECRET-token-42"

@@ -38,7 +38,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 
 from gateway.app import create_app
-from gateway.config import parse_config
+from gateway.definitions.config import parse_config
 from tests.support.action_api import ActionAPI, running_api
 from tests.support.gateway import actions
 from tests.support.serve import LoopThread

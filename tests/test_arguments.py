@@ -1,4 +1,4 @@
-"""Strict parsing of model-supplied tool-call arguments (gateway/arguments.py)."""
+"""Strict parsing of model-supplied tool-call arguments (gateway/engine/arguments.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gateway.actions import Parameter, ParamType
-from gateway.arguments import DEFAULT_LIMITS, ArgumentLimits, parse_arguments
+from gateway.definitions.actions import Parameter, ParamType
+from gateway.engine.arguments import DEFAULT_LIMITS, ArgumentLimits, parse_arguments
 from gateway.errors import ArgumentError, ExecutionRefused
 
 TOOL = "get_order"

@@ -1,4 +1,4 @@
-"""Credentials on rendered requests and the OAuth token cache (gateway/auth.py)."""
+"""Credentials on rendered requests and the OAuth token cache (gateway/engine/auth.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.actions import (
+from gateway.definitions.actions import (
     ApiKeyAuth,
     BasicAuth,
     BearerAuth,
@@ -17,9 +17,9 @@ from gateway.actions import (
     NoAuth,
     OAuth2ClientCredentials,
 )
-from gateway.auth import AuthError, OAuthTokens, apply_auth, bearer_token
+from gateway.engine.auth import AuthError, OAuthTokens, apply_auth, bearer_token
+from gateway.engine.rendering import RenderedRequest
 from gateway.errors import ExecutionRefused, HeaderValueError, MissingVariableError
-from gateway.rendering import RenderedRequest
 
 CLIENT_SECRET = "s3cr/t+=&é"
 VALUES: dict[str, Any] = {

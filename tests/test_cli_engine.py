@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.cli import main
+from gateway.cli.main import main
 from tests.support.action_api import ActionAPI, running_api
 
 

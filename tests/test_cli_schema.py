@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapters import FORMATS
-from gateway.cli import main
+from gateway.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORT = ROOT / "examples" / "support.yaml"
@@ -113,7 +113,7 @@ def test_console_script_installed() -> None:
 def test_import_openapi_prints_a_config_that_loads(capsys: pytest.CaptureFixture[str]) -> None:
     import yaml
 
-    from gateway.config import parse_config
+    from gateway.definitions.config import parse_config
 
     spec = str(ROOT / "tests" / "openapi" / "petclinic-3.0.yaml")
     code, out, _ = run(capsys, "import-openapi", spec)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.actions import HttpAction, default_tool_name
-from gateway.config import load_config, parse_config
+from gateway.definitions.actions import HttpAction, default_tool_name
+from gateway.definitions.config import load_config, parse_config
 from gateway.errors import ConfigError, DefinitionError
 
 SEED: dict[str, Any] = {

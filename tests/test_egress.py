@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.egress import (
+from gateway.errors import ConfigError, EgressBlocked
+from gateway.net.egress import (
     DENY_TABLE,
     EgressPolicy,
     GuardedResolver,
@@ -19,7 +20,6 @@ from gateway.egress import (
     Lookup,
     parse_ip_literal,
 )
-from gateway.errors import ConfigError, EgressBlocked
 
 POLICY = EgressPolicy()
 

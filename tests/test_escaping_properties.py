@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.actions import HttpRequest
+from gateway.definitions.actions import HttpRequest
+from gateway.engine.rendering import render_request
 from gateway.errors import ExecutionRefused, HeaderValueError
-from gateway.rendering import render_request
 
 # Everything a value could be, including separators, encodings and template syntax.
 texts = st.text(

@@ -13,15 +13,15 @@ from urllib.parse import parse_qs, quote
 
 import pytest
 
-from gateway.actions import HttpAction
-from gateway.config import parse_action
-from gateway.conversation import Conversation
-from gateway.db import create_engine, migrate
-from gateway.egress import EgressPolicy
-from gateway.executor import Execution, Executor
-from gateway.logstore import LogStore
-from gateway.outbound import Outbound
+from gateway.definitions.actions import HttpAction
+from gateway.definitions.config import parse_action
+from gateway.engine.context import Conversation
+from gateway.engine.executor import Execution, Executor
+from gateway.net.egress import EgressPolicy
+from gateway.net.outbound import Outbound
 from gateway.redaction import Redactor
+from gateway.stores.db import create_engine, migrate
+from gateway.stores.logs import LogStore
 from tests.support.action_api import ActionAPI, body_json, running_api
 
 SECRETS = {

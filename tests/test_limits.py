@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.actions import HttpAction
-from gateway.config import parse_action
-from gateway.conversation import Conversation
-from gateway.db import create_engine, migrate
-from gateway.egress import EgressPolicy
-from gateway.executor import Executor
-from gateway.limits import Limits, LimitsConfig, Permit
-from gateway.logstore import LogStore
-from gateway.outbound import Outbound
+from gateway.definitions.actions import HttpAction
+from gateway.definitions.config import parse_action
+from gateway.engine.context import Conversation
+from gateway.engine.executor import Executor
+from gateway.engine.limits import Limits, LimitsConfig, Permit
+from gateway.net.egress import EgressPolicy
+from gateway.net.outbound import Outbound
+from gateway.stores.db import create_engine, migrate
+from gateway.stores.logs import LogStore
 from tests.support.action_api import ActionAPI, running_api
 
 

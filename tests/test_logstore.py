@@ -16,16 +16,16 @@ from sqlalchemy import event, func, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import create_engine, database_url, executions, migrate, schema_migrations
 from gateway.errors import ConfigError
-from gateway.logstore import (
+from gateway.redaction import Redactor
+from gateway.stores.db import create_engine, database_url, executions, migrate, schema_migrations
+from gateway.stores.logs import (
     OUTCOMES,
     ExecutionRecord,
     LogStore,
     new_execution_id,
     new_record,
 )
-from gateway.redaction import Redactor
 
 if TYPE_CHECKING:
     from tests.conftest import Database
@@ -82,7 +82,7 @@ class EventOnLog(logging.Handler):
 @pytest.fixture
 def write_failures() -> Iterator[EventOnLog]:
     handler = EventOnLog("could not store")
-    logger = logging.getLogger("gateway.logstore")
+    logger = logging.getLogger("gateway.stores.logs")
     logger.addHandler(handler)
     yield handler
     logger.removeHandler(handler)

@@ -1,7 +1,7 @@
 """MCP: the agent's http actions as tools, driven by the official ``mcp`` client.
 
 Over stdio the server is a real subprocess (``serve_stdio``); over streamable HTTP it is the
-gateway app with :class:`gateway.mcp_http.McpHttp` mounted at ``/mcp``, served by uvicorn on a
+gateway app with :class:`gateway.mcp.http.McpHttp` mounted at ``/mcp``, served by uvicorn on a
 loopback socket. Each test calls actions against the local action API, then checks what the API
 received and the execution log: same executor, one conversation per session, channel-free lead
 so ``lead.email`` is refused by name, and write actions without the chat confirmation.
@@ -31,11 +31,11 @@ from mcp_types import CallToolResult, TextContent
 
 from adapters.mcp import to_mcp_tools
 from gateway.app import Services, create_app
-from gateway.config import load_config
-from gateway.db import create_engine
-from gateway.logstore import ExecutionRecord, LogStore
-from gateway.mcp_http import McpHttp
-from gateway.tools import to_tool_definitions
+from gateway.definitions.config import load_config
+from gateway.definitions.tools import to_tool_definitions
+from gateway.mcp.http import McpHttp
+from gateway.stores.db import create_engine
+from gateway.stores.logs import ExecutionRecord, LogStore
 from tests.support.action_api import ActionAPI, running_api
 from tests.support.gateway import CRM_SECRET, actions
 

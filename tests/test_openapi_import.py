@@ -28,13 +28,13 @@ from fastapi import Depends, FastAPI, Header, Query
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
-from adapters.openapi import ImportResult, OpenAPIImportError, fetch_url, import_openapi
-from gateway.actions import HttpAction
-from gateway.config import Config, parse_config
-from gateway.conversation import Conversation
-from gateway.egress import EgressPolicy
-from gateway.executor import Execution, Executor
-from gateway.outbound import Outbound
+from gateway.definitions.actions import HttpAction
+from gateway.definitions.config import Config, parse_config
+from gateway.engine.context import Conversation
+from gateway.engine.executor import Execution, Executor
+from gateway.importers.openapi import ImportResult, OpenAPIImportError, fetch_url, import_openapi
+from gateway.net.egress import EgressPolicy
+from gateway.net.outbound import Outbound
 from tests.support.action_api import ActionAPI, body_json, running_api
 
 SPECS = Path(__file__).parent / "openapi"

@@ -17,10 +17,10 @@ import pytest
 
 from examples.customer_api import CREDENTIALS
 from examples.record_cassettes import JANE, chat, record_examples, recording_gateway
-from gateway.cassette import CassetteError, dump_line, load_cassette, parse_cassette
-from gateway.config import Config, parse_config
-from gateway.differences import Normaliser
-from gateway.replay import ReplayReport, main, replay, replay_file
+from gateway.definitions.config import Config, parse_config
+from gateway.replay.cassette import CassetteError, dump_line, load_cassette, parse_cassette
+from gateway.replay.differences import Normaliser
+from gateway.replay.run import ReplayReport, main, replay, replay_file
 
 SECRETS = [*CREDENTIALS.values(), "demo-upstream-key", "demo-token-"]
 NAMES = ["example-account-streamed", "example-order-status"]

@@ -43,11 +43,11 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-import gateway.definitions
+import gateway.stores.definitions
 from examples.scripted_upstream import ScriptedUpstream, running_upstream
 from gateway.app import create_app
-from gateway.config import parse_config
-from gateway.db import create_engine, migrate
+from gateway.definitions.config import parse_config
+from gateway.stores.db import create_engine, migrate
 from tests.support.gateway import actions as echo_actions
 from tests.support.serve import (
     ACTIONGATE,
@@ -556,7 +556,7 @@ async def test_change_from_a_replica_with_a_slow_clock_reaches_the_others(
 
         # B's clock is a minute behind (NTP, another host): its write is older than the max.
         with monkeypatch.context() as clock:
-            clock.setattr(gateway.definitions, "datetime", _behind(timedelta(minutes=1)))
+            clock.setattr(gateway.stores.definitions, "datetime", _behind(timedelta(minutes=1)))
             r = await b.patch("/api/actions/look_up_order", json={"when_not_to_use": "v2"})
             assert r.status_code == 200
         r = await a.get("/api/actions/look_up_order")

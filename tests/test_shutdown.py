@@ -30,9 +30,9 @@ from aiohttp import web
 
 from examples.scripted_upstream import FIXED_TEXT, ScriptedUpstream, running_upstream
 from gateway.app import create_app
-from gateway.config import parse_config
-from gateway.db import create_engine
-from gateway.state import ConversationStore
+from gateway.definitions.config import parse_config
+from gateway.stores.conversations import ConversationStore
+from gateway.stores.db import create_engine
 from tests.support.gateway import running_gateway
 from tests.support.serve import GatewayProcess, start_gateway
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.actions import ResponseSpec
+from gateway.definitions.actions import ResponseSpec
+from gateway.engine.trimming import DATA_NOTICE, error_message, http_error_message, trim_result
 from gateway.redaction import Redactor
-from gateway.trimming import DATA_NOTICE, error_message, http_error_message, trim_result
 
 ORDER: dict[str, Any] = {
     "id": 7,

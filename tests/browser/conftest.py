@@ -20,9 +20,9 @@ import pytest
 import uvicorn
 
 from examples.scripted_upstream import ScriptedUpstream, running_upstream
+from gateway.admin.dashboard import build_dashboard, mount_static
 from gateway.app import Services, create_app
-from gateway.config import parse_config
-from gateway.dashboard import build_dashboard, mount_static
+from gateway.definitions.config import parse_config
 from tests.support.action_api import ActionAPI, running_api
 from tests.support.gateway import CRM_SECRET, UPSTREAM_KEY, actions
 

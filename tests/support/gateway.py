@@ -13,8 +13,8 @@ import httpx
 
 from examples.scripted_upstream import ScriptedUpstream, running_upstream
 from gateway.app import Services, create_app
-from gateway.config import parse_config
-from gateway.logstore import ExecutionRecord
+from gateway.definitions.config import parse_config
+from gateway.stores.logs import ExecutionRecord
 from tests.support.action_api import ActionAPI, running_api
 
 UPSTREAM_KEY = "up-SECRET-key-123"

@@ -1,0 +1,287 @@
+"""Admin REST API under ``/api`` (SPEC §7), bearer-token protected.
+
+The token is ``$ACTIONGATE_ADMIN_TOKEN``; when unset, one is generated at the first start,
+printed once, and only its SHA-256 is stored (every replica reading the same database accepts
+it). Any other token is a 401. Lists answer ``{"items": [...], "next_cursor": str | null}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets as pysecrets
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.admin.service import Admin
+from gateway.errors import RequestError
+from gateway.stores.db import secrets as secrets_table
+from gateway.stores.logs import MAX_PAGE_SIZE, Outcome
+
+__all__ = ["AdminToken", "build_router", "ensure_admin_token"]
+
+_TOKEN_ROW = "_admin_token_sha256"
+
+
+class AdminToken:
+    """Checks a presented admin token in constant time."""
+
+    def __init__(self, digest: bytes) -> None:
+        self._digest = digest
+
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A key for ``purpose`` that every replica sharing this token derives alike."""
+        return hmac.new(self._digest, b"actiongate:" + purpose, hashlib.sha256).digest()
+
+    def accepts(self, presented: str | None) -> bool:
+        """Whether ``presented`` is the admin token."""
+        candidate = hashlib.sha256((presented or "").encode()).digest()
+        return hmac.compare_digest(candidate, self._digest) and bool(presented)
+
+
+async def ensure_admin_token(engine: AsyncEngine) -> AdminToken:
+    """Use ``$ACTIONGATE_ADMIN_TOKEN``, or the stored one, or make, store and print a new one."""
+    given = os.environ.get("ACTIONGATE_ADMIN_TOKEN", "")
+    if given:
+        return AdminToken(hashlib.sha256(given.encode()).digest())
+    token = pysecrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).digest()
+    row = {"name": _TOKEN_ROW, "value": digest.hex(), "updated_at": datetime.now(UTC)}
+    # Insert only if absent, then read back: replicas starting together agree on one token.
+    insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
+        secrets_table
+    ).on_conflict_do_nothing(index_elements=["name"])
+    async with engine.begin() as conn:
+        await conn.execute(insert, [row])
+        stored = (
+            await conn.execute(
+                select(secrets_table.c.value).where(secrets_table.c.name == _TOKEN_ROW)
+            )
+        ).scalar_one()
+    if stored != digest.hex():
+        return AdminToken(bytes.fromhex(stored))
+    sys.stderr.write(
+        f"actiongate: no ACTIONGATE_ADMIN_TOKEN set; generated admin token (shown once): {token}\n"
+    )
+    return AdminToken(digest)
+
+
+class TestRequest(BaseModel):
+    """Body of ``POST /api/actions/{tool_name}/test``."""
+
+    model_config = ConfigDict(extra="forbid")
+    variables: dict[str, Any] = Field(default_factory=dict)
+    """Conversation variables, nested (``{"lead": {"email": ..}}``) or dotted (``lead.email``)."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Model arguments."""
+    dry_run: bool = False
+    """Render the request without sending it."""
+
+
+class SecretValue(BaseModel):
+    """Body of ``PUT /api/secrets/{name}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: str = Field(min_length=1, max_length=8192)
+    """The secret; stored encrypted, never returned."""
+
+
+def _page(items: list[dict[str, Any]], key: str, cursor: str | None, limit: int) -> dict[str, Any]:
+    limit = min(limit, MAX_PAGE_SIZE)
+    if cursor:
+        items = [i for i in items if str(i[key]) > cursor]
+    page = items[:limit]
+    more = len(items) > limit
+    return {"items": page, "next_cursor": str(page[-1][key]) if more and page else None}
+
+
+async def require_admin(request: Request) -> Admin:
+    """The admin service, once the bearer token is checked (401 otherwise)."""
+    services = request.app.state.services
+    value = request.headers.get("authorization", "")
+    scheme, _, presented = value.partition(" ")
+    token: AdminToken = services.token
+    if scheme.lower() != "bearer" or not token.accepts(presented.strip()):
+        raise RequestError(
+            401, "a valid admin token is required", "unauthorized", kind="authentication_error"
+        )
+    admin: Admin = services.admin
+    await admin.refresh()
+    return admin
+
+
+AdminDep = Annotated[Admin, Depends(require_admin)]
+JSONBody = Annotated[
+    dict[str, Any], Body(description="A definition in the file format (SPEC §1/§3).")
+]
+Limit = Annotated[
+    int, Query(ge=1, description=f"page size; larger values are capped at {MAX_PAGE_SIZE}")
+]
+
+
+def _refuse_nul(**params: str | None) -> None:
+    for name, value in params.items():
+        if value is not None and "\x00" in value:
+            raise RequestError(400, f"{name} contains a NUL character", "invalid_request", name)
+
+
+def build_router() -> APIRouter:
+    """The ``/api`` routes (they find the services in ``app.state.services``)."""
+    router = APIRouter(prefix="/api", tags=["admin"])
+
+    @router.get("/actions")
+    async def list_actions(
+        admin: AdminDep, cursor: str | None = None, limit: Limit = 50
+    ) -> dict[str, Any]:
+        """Every Custom Action (credentials masked)."""
+        return _page(admin.list_actions(), "tool_name", cursor, limit)
+
+    @router.post("/actions", status_code=201)
+    async def create_action(data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+        """Create an action from a definition in the file format."""
+        return await admin.create_action(data)
+
+    @router.get("/actions/{tool_name}")
+    async def get_action(tool_name: str, admin: AdminDep) -> dict[str, Any]:
+        """One action (credentials masked)."""
+        return admin.get_action(tool_name)
+
+    @router.put("/actions/{tool_name}")
+    async def replace_action(tool_name: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+        """Replace an action; masked values sent back keep the stored credential."""
+        return await admin.replace_action(tool_name, data)
+
+    @router.patch("/actions/{tool_name}")
+    async def patch_action(tool_name: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+        """Merge fields into an action (JSON merge patch)."""
+        return await admin.patch_action(tool_name, data)
+
+    @router.delete("/actions/{tool_name}", status_code=204)
+    async def delete_action(tool_name: str, admin: AdminDep) -> Response:
+        """Delete an action."""
+        await admin.delete_action(tool_name)
+        return Response(status_code=204)
+
+    @router.post("/actions/{tool_name}/test")
+    async def test_action(tool_name: str, test: TestRequest, admin: AdminDep) -> dict[str, Any]:
+        """Run an action once; a live POST/PUT/PATCH/DELETE changes real data (see ``warning``)."""
+        result = await admin.test_action(tool_name, test.variables, test.args, test.dry_run)
+        out = result.as_json()
+        action = admin.workspace.actions[tool_name]
+        method = getattr(action, "method", "GET")
+        if not test.dry_run and method != "GET":
+            out["warning"] = f"{method} ran for real without confirmation: it may change real data"
+        return out
+
+    @router.get("/agents")
+    async def list_agents(
+        admin: AdminDep, cursor: str | None = None, limit: Limit = 50
+    ) -> dict[str, Any]:
+        """Every agent with its enabled actions."""
+        return _page(admin.list_agents(), "id", cursor, limit)
+
+    @router.post("/agents", status_code=201)
+    async def create_agent(data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+        """Create an agent."""
+        return await admin.save_agent(None, data)
+
+    @router.get("/agents/{agent_id}")
+    async def get_agent(agent_id: str, admin: AdminDep) -> dict[str, Any]:
+        """One agent (client keys masked)."""
+        return admin.get_agent(agent_id)
+
+    @router.put("/agents/{agent_id}")
+    async def replace_agent(agent_id: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+        """Replace an agent."""
+        return await admin.save_agent(agent_id, data)
+
+    @router.patch("/agents/{agent_id}")
+    async def patch_agent(agent_id: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+        """Merge fields into an agent."""
+        return await admin.save_agent(agent_id, data, merge=True)
+
+    @router.delete("/agents/{agent_id}", status_code=204)
+    async def delete_agent(agent_id: str, admin: AdminDep) -> Response:
+        """Delete an agent."""
+        await admin.delete_agent(agent_id)
+        return Response(status_code=204)
+
+    @router.put("/agents/{agent_id}/actions/{tool_name}")
+    async def enable(agent_id: str, tool_name: str, admin: AdminDep) -> dict[str, Any]:
+        """Enable an action for an agent."""
+        return await admin.toggle(agent_id, tool_name, True)
+
+    @router.delete("/agents/{agent_id}/actions/{tool_name}")
+    async def disable(agent_id: str, tool_name: str, admin: AdminDep) -> dict[str, Any]:
+        """Disable an action for an agent."""
+        return await admin.toggle(agent_id, tool_name, False)
+
+    @router.get("/agents/{agent_id}/tools")
+    async def tools(agent_id: str, admin: AdminDep, format: str = "openai") -> Any:
+        """The agent's tools in an export format."""
+        return admin.export(agent_id, format)
+
+    @router.get("/secrets")
+    async def list_secrets(admin: AdminDep) -> dict[str, Any]:
+        """Secret names and where each comes from; values are never returned."""
+        return {"items": await admin.list_secrets(), "next_cursor": None}
+
+    @router.put("/secrets/{name}", status_code=204)
+    async def put_secret(name: str, secret: SecretValue, admin: AdminDep) -> Response:
+        """Set a secret in the encrypted store (referenced as ``{{secrets.NAME}}``)."""
+        await admin.put_secret(name, secret.value)
+        return Response(status_code=204)
+
+    @router.delete("/secrets/{name}", status_code=204)
+    async def delete_secret(name: str, admin: AdminDep) -> Response:
+        """Remove a stored secret; the config file's value, if any, applies again."""
+        await admin.delete_secret(name)
+        return Response(status_code=204)
+
+    @router.get("/logs")
+    async def logs(
+        admin: AdminDep,
+        action: str | None = None,
+        agent: str | None = None,
+        conversation_id: str | None = None,
+        outcome: Outcome | None = None,
+        cursor: str | None = None,
+        limit: Limit = 50,
+    ) -> dict[str, Any]:
+        """Execution records, newest first."""
+        _refuse_nul(action=action, agent=agent, conversation_id=conversation_id, cursor=cursor)
+        store = admin.runtime.logstore
+        await store.flush()
+        try:
+            records, next_cursor = await store.query(
+                action=action,
+                agent=agent,
+                conversation_id=conversation_id,
+                outcome=outcome,
+                limit=min(limit, MAX_PAGE_SIZE),
+                cursor=cursor,
+            )
+        except ValueError:
+            raise RequestError(400, "invalid cursor", "invalid_cursor", "cursor") from None
+        return {"items": [r.to_dict() for r in records], "next_cursor": next_cursor}
+
+    @router.get("/logs/{record_id}")
+    async def log(record_id: str, admin: AdminDep) -> dict[str, Any]:
+        """One execution record."""
+        _refuse_nul(record_id=record_id)
+        await admin.runtime.logstore.flush()
+        record = await admin.runtime.logstore.get(record_id)
+        if record is None:
+            raise RequestError(404, f"log record {record_id!r} not found", "not_found")
+        return record.to_dict()
+
+    return router

@@ -1,0 +1,309 @@
+"""Command line (SPEC §8). Thin: parse arguments, call the library, print, choose an exit code.
+
+Exit status: 0 success, 1 user error (one line on stderr), 2 bad usage (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gateway.definitions.actions import request_of
+from gateway.definitions.config import Config, load_config
+from gateway.definitions.templating import analyze
+from gateway.engine.rendering import body_variables, required_variables
+from gateway.errors import ActionGateError, ConfigError
+from gateway.stores.logs import OUTCOMES
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+
+
+def _secret_references(config: Config) -> set[str]:
+    found: set[str] = set()
+    for action in config.actions:
+        req = request_of(action)
+        if req is None:
+            continue
+        names = required_variables(req) | body_variables(req.body)
+        names |= {v for q in req.query.values() for v in analyze(q).variables}
+        found |= {n.split(".", 1)[1] for n in names if n.startswith("secrets.")}
+    return found
+
+
+def cmd_validate(ns: argparse.Namespace) -> int:
+    config = load_config(ns.file)
+    for name in config.unset_env:
+        _warn(f"environment variable ${{{name}}} is not set")
+    for name in sorted(_secret_references(config) - set(config.secrets)):
+        _warn(f"secret {name!r} is referenced but not defined in secrets:")
+    n, a = len(config.actions), len(config.agents)
+    print(f"OK: {n} action{'s' * (n != 1)}, {a} agent{'s' * (a != 1)}")
+    return 0
+
+
+def cmd_export(ns: argparse.Namespace) -> int:
+    from adapters import export_tools
+    from gateway.definitions.tools import to_tool_definitions
+
+    config = load_config(ns.file)
+    actions = config.agent_actions(ns.agent)
+    try:
+        tools = export_tools(to_tool_definitions(actions), ns.format)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    _print_json(tools)
+    return 0
+
+
+def _pairs(items: Sequence[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r}: expected NAME=VALUE")
+        out[key] = value
+    return out
+
+
+def _typed_args(action: Any, raw: dict[str, str]) -> dict[str, Any]:
+    """Convert ``--arg k=v`` strings to the declared parameter types."""
+    params = getattr(action, "parameters", {})
+    out: dict[str, Any] = {}
+    for key, text in raw.items():
+        kind = params[key].type if key in params else "string"
+        try:
+            if kind == "integer":
+                out[key] = int(text)
+            elif kind == "number":
+                out[key] = float(text)
+            elif kind == "boolean":
+                out[key] = {"true": True, "false": False}[text.lower()]
+            elif kind in {"array", "object"}:
+                out[key] = json.loads(text)
+            else:
+                out[key] = text
+        except (ValueError, KeyError) as e:
+            raise ConfigError(f"--arg {key}: expected a {kind}, got {text!r}") from e
+    return out
+
+
+def cmd_test(ns: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.admin.testrun import run_test
+
+    config = load_config(ns.file)
+    variables = _pairs(ns.var, "--var")
+    raw_args = _pairs(ns.arg, "--arg")
+    action = next((a for a in config.actions if a.tool_name == ns.tool_name), None)
+    if action is None:
+        known = ", ".join(a.tool_name for a in config.actions) or "none"
+        raise ConfigError(f"unknown action {ns.tool_name!r} (actions: {known})")
+    result = asyncio.run(
+        run_test(
+            config,
+            action,
+            variables,
+            _typed_args(action, raw_args),
+            dry_run=ns.dry_run,
+            database=ns.db,
+            warn=_warn,
+        )
+    )
+    if ns.json:
+        _print_json(result.as_json())
+    else:
+        sys.stdout.write(result.as_text())
+    return 0 if result.passed else 1
+
+
+def cmd_logs(ns: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.cli.logview import show_logs
+
+    database = ns.db
+    if database is None and ns.config:
+        database = load_config(ns.config).database
+    filters = {
+        "action": ns.action,
+        "agent": ns.agent,
+        "conversation_id": ns.conversation,
+        "outcome": ns.outcome,
+    }
+    try:
+        asyncio.run(show_logs(database, filters, limit=ns.limit, as_json=ns.json, follow=ns.follow))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def cmd_serve(ns: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    config = load_config(ns.config)
+    if config.unset_env:
+        names = ", ".join(f"${{{n}}}" for n in config.unset_env)
+        raise ConfigError(f"not starting: environment variables not set: {names}")
+    app = create_app(config, database=ns.db)
+    served: Any = app
+    if ns.record:
+        from gateway.replay.recording import Recorder
+
+        served = Recorder(ns.record).wrap(app)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal through the
+    # handler that was installed before it started; a no-op one lets the process exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    uvicorn.run(
+        served,
+        host=ns.host,
+        port=ns.port,
+        log_level=ns.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_mcp(ns: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.mcp.server import serve_stdio
+
+    config = load_config(ns.file)
+    for name in config.unset_env:
+        _warn(f"environment variable ${{{name}}} is not set")  # stderr: stdout carries MCP
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_stdio(config, ns.agent, database=ns.db))
+    return 0
+
+
+def cmd_import_openapi(ns: argparse.Namespace) -> int:
+    from gateway.importers.openapi import import_openapi
+
+    result = import_openapi(ns.spec, base_url=ns.base_url, operations=ns.operation or ())
+    sys.stdout.write(result.to_yaml())
+    return 0
+
+
+def cmd_replay(ns: argparse.Namespace) -> int:
+    from gateway.replay.run import run_replay_command
+
+    return run_replay_command(ns.cassette, config=ns.config, as_json=ns.json)
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    from gateway.cli.demo import run_demo
+
+    return run_demo(port=ns.port, check=ns.check)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``actiongate`` argument parser."""
+    from adapters import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="actiongate", description="Custom Actions gateway for OpenAI-compatible agents."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a config or actions file")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("export", help="print tool schemas for an LLM API")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--format", required=True, choices=sorted(FORMATS))
+    p.add_argument("--agent", metavar="ID", help="only this agent's enabled actions")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("test", help="run one action once and show what the model would get")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("tool_name", metavar="TOOL_NAME")
+    p.add_argument("--var", action="append", metavar="NAME=VALUE", help="e.g. lead.email=a@b.c")
+    p.add_argument("--arg", action="append", metavar="NAME=VALUE", help="a model argument")
+    p.add_argument("--dry-run", action="store_true", help="render the request, do not send it")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--db", metavar="URL", help="log database (default: the config's)")
+    p.set_defaults(handler=cmd_test)
+
+    p = sub.add_parser("logs", help="show execution logs, newest first")
+    p.add_argument("--config", metavar="FILE", help="read the database URL from this config")
+    p.add_argument("--db", metavar="URL", help="database URL (default sqlite:///actiongate.db)")
+    p.add_argument("--action", metavar="TOOL_NAME")
+    p.add_argument("--agent", metavar="ID")
+    p.add_argument("--conversation", metavar="ID")
+    p.add_argument("--outcome", choices=OUTCOMES)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="one JSON record per line")
+    p.add_argument("--follow", action="store_true", help="keep printing new records")
+    p.set_defaults(handler=cmd_logs)
+
+    p = sub.add_parser("serve", help="run the proxy (and admin API) on one port")
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--db", metavar="URL", help="database URL (default: the config's)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--record", metavar="DIR", help="write one cassette per conversation into DIR")
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("mcp", help="serve an agent's http actions to an MCP client over stdio")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--agent", required=True, metavar="ID")
+    p.add_argument("--db", metavar="URL", help="log database (default: the config's)")
+    p.set_defaults(handler=cmd_mcp)
+
+    p = sub.add_parser("import-openapi", help="print actions for an OpenAPI 3 spec's operations")
+    p.add_argument("spec", metavar="SPEC", help="a file or an http(s) URL, JSON or YAML")
+    p.add_argument("--base-url", metavar="URL", help="API base URL (default: the spec's servers)")
+    p.add_argument("--operation", action="append", metavar="ID", help="only this operationId")
+    p.set_defaults(handler=cmd_import_openapi)
+
+    p = sub.add_parser("replay", help="replay recorded conversations; report every difference")
+    p.add_argument("cassette", nargs="+", metavar="CASSETTE", help="a cassette or a directory")
+    p.add_argument("--config", metavar="FILE", help="default: the config recorded in the cassette")
+    p.add_argument("--json", action="store_true", help="one JSON report per cassette")
+    p.set_defaults(handler=cmd_replay)
+
+    p = sub.add_parser("demo", help="offline demo: gateway + scripted model + sample API")
+    p.add_argument("--port", type=int, default=8080, help="gateway port")
+    p.add_argument("--check", action="store_true", help="run the scripted tour, then exit")
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    handler: Handler = ns.handler
+    try:
+        return handler(ns)
+    except ActionGateError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

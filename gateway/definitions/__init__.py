@@ -1,0 +1,1 @@
+"""Action definitions: the models, sandboxed templates, config files and save-time rules."""

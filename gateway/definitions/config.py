@@ -1,0 +1,287 @@
+"""Configuration files (SPEC §3): upstream, database, egress, secrets, agents and actions.
+
+A file may hold a whole config, a list of actions, or a single action. ``${VAR}`` environment
+references are resolved once, at load time, in every section except ``actions`` (credentials
+belong in ``secrets:`` and are referenced from actions as ``{{secrets.NAME}}``, so they can be
+redacted by value). Unset variables resolve to an empty string and are listed in
+:attr:`Config.unset_env`: ``validate`` warns about them and ``serve`` refuses to start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from gateway.definitions.actions import Action
+from gateway.definitions.validation import validate_actions
+from gateway.engine.limits import LimitsConfig
+from gateway.errors import ConfigError, DefinitionError
+
+__all__ = [
+    "DEFAULT_DATABASE",
+    "AgentConfig",
+    "Config",
+    "EgressConfig",
+    "UpstreamConfig",
+    "load_actions",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_DATABASE = "sqlite:///actiongate.db"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ACTION = TypeAdapter(Action)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UpstreamConfig(_Model):
+    """An OpenAI-compatible LLM API."""
+
+    base_url: str = "https://api.openai.com/v1"
+    api_key: str = ""
+    model: str = "gpt-4o-mini"
+    timeout_s: float = Field(default=120.0, gt=0, le=600)
+    """Deadline for one upstream call (a streamed call: until its last chunk)."""
+
+
+class UpstreamOverride(_Model):
+    """Per-agent changes to the default upstream."""
+
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=600)
+
+
+class AgentConfig(_Model):
+    """A chat agent clients address by ``model``."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    name: str = ""
+    system_prompt: str = ""
+    upstream: UpstreamOverride | None = None
+    actions: list[str] | None = None
+    """Tool names enabled for this agent (``None``: every enabled action)."""
+    api_keys: list[str] = Field(default_factory=list)
+    """Client keys accepted for this agent; empty means no key is needed."""
+    max_rounds: int = Field(default=5, ge=1, le=20)
+    """Gateway-side tool rounds per request before the loop stops."""
+
+
+class EgressConfig(_Model):
+    """Outbound address policy."""
+
+    allow: list[str] = Field(default_factory=list)
+    """Host names, IP addresses or CIDRs exempt from the private-address block."""
+    enabled: bool = True
+    """Turning the guard off is meant for local development only."""
+
+
+class Config(_Model):
+    """A loaded configuration file."""
+
+    upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    database: str = DEFAULT_DATABASE
+    egress: EgressConfig = Field(default_factory=EgressConfig)
+    secrets: dict[str, str] = Field(default_factory=dict)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    agents: list[AgentConfig] = Field(default_factory=list)
+    actions: list[Action] = Field(default_factory=list)
+    unset_env: list[str] = Field(default_factory=list, exclude=True)
+
+    def agent(self, agent_id: str) -> AgentConfig:
+        """Return the agent with this id.
+
+        Raises:
+            ConfigError: no such agent.
+        """
+        for agent in self.agents:
+            if agent.id == agent_id:
+                return agent
+        known = ", ".join(a.id for a in self.agents) or "none"
+        raise ConfigError(f"unknown agent {agent_id!r} (agents: {known})")
+
+    def agent_actions(self, agent_id: str | None = None) -> list[Action]:
+        """Enabled actions of one agent, or of the whole workspace when ``agent_id`` is None."""
+        if agent_id is None:
+            return [a for a in self.actions if a.enabled]
+        agent = self.agent(agent_id)
+        if agent.actions is None:
+            return [a for a in self.actions if a.enabled]
+        by_name = {a.tool_name: a for a in self.actions}
+        return [by_name[n] for n in agent.actions if by_name[n].enabled]
+
+
+def _resolve_env(node: Any, unset: list[str], environ: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            value = environ.get(name)
+            if value is None or value == "":
+                if default is not None:
+                    return default
+                if name not in unset:
+                    unset.append(name)
+                return ""
+            return value
+
+        return _ENV_REF.sub(sub, node)
+    if isinstance(node, dict):
+        return {k: _resolve_env(v, unset, environ) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve_env(v, unset, environ) for v in node]
+    return node
+
+
+def _action_label(item: Any, index: int) -> str:
+    if isinstance(item, dict):
+        for key in ("name", "tool_name"):
+            if isinstance(item.get(key), str) and item[key]:
+                return str(item[key])
+    return f"actions[{index}]"
+
+
+def _contains_env_ref(node: Any) -> bool:
+    if isinstance(node, str):
+        return bool(_ENV_REF.search(node))
+    if isinstance(node, dict):
+        return any(_contains_env_ref(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_contains_env_ref(v) for v in node)
+    return False
+
+
+def parse_action(item: Any, index: int = 0) -> Action:
+    """Validate the shape of one action definition.
+
+    Raises:
+        DefinitionError: naming the action, the field and the reason.
+    """
+    label = _action_label(item, index)
+    if not isinstance(item, dict):
+        raise DefinitionError(label, "(definition)", "expected a mapping of fields")
+    if "type" not in item:
+        item = {**item, "type": "http"}
+    if _contains_env_ref(item):
+        raise DefinitionError(
+            label,
+            "(definition)",
+            "${VAR} references belong in the config's secrets: section; "
+            "reference the secret as {{secrets.NAME}}",
+        )
+    try:
+        return _ACTION.validate_python(item)
+    except PydanticValidationError as e:
+        err = e.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        if loc and loc[0] == str(item.get("type")):
+            loc = loc[1:]  # drop the discriminator tag pydantic puts first
+        if err["type"] == "union_tag_invalid":
+            loc, msg = ["type"], "must be one of http, form, button"
+        else:
+            msg = str(err["msg"])
+        raise DefinitionError(label, ".".join(loc) or "(definition)", msg) from None
+
+
+def _actions_from(data: Any) -> tuple[list[Any], dict[str, Any]]:
+    """Split a parsed file into (raw action items, the rest of the config)."""
+    if isinstance(data, list):
+        return data, {}
+    if isinstance(data, dict):
+        if "actions" in data:
+            rest = {k: v for k, v in data.items() if k != "actions"}
+            actions = data["actions"] or []
+            if not isinstance(actions, list):
+                raise ConfigError("actions: expected a list of action definitions")
+            return actions, rest
+        if "url" in data or "type" in data or "name" in data:
+            return [data], {}
+        return [], data
+    raise ConfigError("expected a config mapping, a list of actions or a single action")
+
+
+def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
+    """Build a :class:`Config` from parsed JSON/YAML data.
+
+    Raises:
+        ConfigError: the config is invalid (a :class:`DefinitionError` for an action).
+    """
+    env = os.environ if environ is None else environ
+    raw_actions, rest = _actions_from(data)
+    unset: list[str] = []
+    rest = _resolve_env(rest, unset, env)
+    actions = [parse_action(item, i) for i, item in enumerate(raw_actions)]
+    validate_actions(actions)
+    try:
+        config = Config.model_validate({**rest, "actions": []})
+    except PydanticValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"config: {where}: {err['msg']}") from None
+    config.actions = actions
+    config.unset_env = unset
+    for agent in config.agents:
+        # "${KEY:-}" resolving to nothing means "no key", not "the empty key".
+        agent.api_keys = [k for k in agent.api_keys if k]
+    names = {a.tool_name for a in actions}
+    for agent in config.agents:
+        for tool in agent.actions or []:
+            if tool not in names:
+                raise ConfigError(f"agent {agent.id!r}: actions: unknown action {tool!r}")
+    if len({a.id for a in config.agents}) != len(config.agents):
+        raise ConfigError("agents: agent ids must be unique")
+    return config
+
+
+def read_file(path: str | Path) -> Any:
+    """Parse a JSON or YAML file.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read file: {e.strerror}") from None
+    try:
+        if p.suffix.lower() == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}: not valid JSON: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "syntax error"
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a configuration file (a file holding only actions is valid too)."""
+    data = read_file(path)
+    if data is None:
+        data = {}
+    try:
+        return parse_config(data, environ)
+    except DefinitionError:
+        raise
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def load_actions(path: str | Path) -> list[Action]:
+    """Load only the actions of a file."""
+    return load_config(path).actions

@@ -1,0 +1,1 @@
+"""Running one action: arguments, rendering, credentials, limits, the call, trimming, the record."""

@@ -1,0 +1,364 @@
+"""Run one tool call as one HTTP request and one log record.
+
+The steps, in order (each failure is a *result*: a record and a message the model reads):
+
+1. parse the model's arguments strictly (:mod:`gateway.engine.arguments`)          → ``rejected``
+2. render the request, escaping each value for where it lands
+   (:mod:`gateway.engine.rendering`); a missing required value stops here           → ``rejected``
+3. apply credentials (:mod:`gateway.engine.auth`), registering derived secrets
+   with this execution's redactor
+4. send through the one outbound client (:mod:`gateway.net.outbound`): egress
+   guard, deadline, retries, size cap                                        → ``blocked``,
+                                                                               ``timeout``,
+                                                                               ``connect_error``
+5. trim the response for the model (:mod:`gateway.engine.trimming`)                 → ``success`` /
+                                                                               ``http_error``
+6. redact and submit the record (:mod:`gateway.stores.logs`)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gateway.definitions.actions import HttpAction, HttpRequest, OAuth2ClientCredentials
+from gateway.engine.arguments import parse_arguments
+from gateway.engine.auth import AuthError, OAuthTokens, apply_auth, bearer_token
+from gateway.engine.context import Conversation
+from gateway.engine.limits import Limits
+from gateway.engine.rendering import RenderedRequest, render_request
+from gateway.engine.trimming import error_message, http_error_message, trim_result
+from gateway.errors import EgressBlocked, ExecutionRefused
+from gateway.net.outbound import ConnectFailed, Outbound, OutboundResponse
+from gateway.redaction import Redactor
+from gateway.stores.logs import ExecutionRecord, LogStore, Outcome, new_record
+
+__all__ = ["STORED_BODY_CAP", "Execution", "Executor"]
+
+STORED_BODY_CAP = 64 * 1024
+"""Longest request/response body kept in a log record (characters)."""
+_BLOCKED = "its destination is not allowed by the gateway's network policy"
+
+
+@dataclass(slots=True)
+class Execution:
+    """The result of one tool call."""
+
+    record: ExecutionRecord
+    content: str
+    """Exactly what the model is (or would be) given."""
+    dry_run: bool = False
+
+    @property
+    def outcome(self) -> Outcome:
+        """How the execution ended."""
+        return self.record.outcome
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx response (or a rendered dry run)."""
+        return self.record.outcome == "success"
+
+
+@dataclass(slots=True)
+class _Run:
+    """What one execution carries from step to step."""
+
+    tool: str
+    conversation: Conversation | None
+    tool_call_id: str | None
+    started: float
+    redactor: Redactor
+    rendered: RenderedRequest | None = None
+
+
+def _cap(text: str | None) -> tuple[str | None, bool]:
+    if text is None or len(text) <= STORED_BODY_CAP:
+        return text, False
+    return text[:STORED_BODY_CAP], True
+
+
+class Executor:
+    """Executes actions; owns nothing but borrowed parts, so tests can inject each one."""
+
+    def __init__(
+        self,
+        outbound: Outbound,
+        *,
+        secrets: Mapping[str, str] | None = None,
+        logstore: LogStore | None = None,
+        redactor: Redactor | None = None,
+        oauth: OAuthTokens | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.outbound = outbound
+        self.limits = limits or Limits()
+        self.secrets = dict(secrets or {})
+        self.logstore = logstore
+        self.redactor = redactor or Redactor()
+        for value in self.secrets.values():
+            if value:
+                self.redactor.add_secret(value)
+        self.oauth = oauth or OAuthTokens(outbound.post_form)
+
+    # --- entry points ---------------------------------------------------------------------
+
+    async def execute_action(
+        self,
+        action: HttpAction,
+        conversation: Conversation,
+        arguments: str | Mapping[str, Any] | None,
+        *,
+        tool_call_id: str | None = None,
+        dry_run: bool = False,
+    ) -> Execution:
+        """Parse the model's arguments, then run the action's request."""
+        started = time.perf_counter()
+        try:
+            args = parse_arguments(arguments, action.parameters, tool=action.tool_name)
+        except ExecutionRefused as e:
+            return self.refuse(
+                action.tool_name,
+                str(e),
+                conversation,
+                tool_call_id=tool_call_id,
+                started=started,
+                method=action.method,
+                url=action.url,
+            )
+        required = [name for name, p in action.parameters.items() if p.required]
+        return await self.execute_request(
+            action,
+            tool=action.tool_name,
+            conversation=conversation,
+            values=conversation.values(args=args, secrets=self.secrets),
+            required_args=required,
+            tool_call_id=tool_call_id,
+            dry_run=dry_run,
+            started=started,
+        )
+
+    async def execute_request(
+        self,
+        request: HttpRequest,
+        *,
+        tool: str,
+        conversation: Conversation,
+        values: Mapping[str, Any],
+        required_args: Iterable[str] = (),
+        tool_call_id: str | None = None,
+        dry_run: bool = False,
+        started: float | None = None,
+    ) -> Execution:
+        """Render, send, trim and log one request (a form's submit and a button's click too)."""
+        run = _Run(
+            tool,
+            conversation,
+            tool_call_id,
+            time.perf_counter() if started is None else started,
+            self.redactor.child(),
+        )
+        try:
+            run.rendered = render_request(request, values, required_args=required_args)
+            if dry_run and isinstance(request.auth, OAuth2ClientCredentials):
+                # A preview must not reach the token endpoint (nor anything else).
+                run.rendered.headers["Authorization"] = "Bearer (OAuth token, fetched when sent)"
+            elif request.auth is not None:
+                await apply_auth(
+                    request.auth,
+                    run.rendered,
+                    values,
+                    oauth=self.oauth,
+                    secret_sink=run.redactor.add_secret,
+                )
+        except ExecutionRefused as e:
+            return self._refused(run, str(e), "rejected", request.method, request.url)
+        except AuthError as e:
+            reason = "the API's credentials could not be obtained"
+            return self._finish(run, None, "connect_error", error_message(tool, reason), str(e))
+        rendered = run.rendered
+        if rendered.method != "GET" and not any(
+            k.lower() == "idempotency-key" for k in rendered.headers
+        ):
+            # One key per execution, the same on every retry, so a repeated POST is recognisable.
+            rendered.headers["Idempotency-Key"] = uuid.uuid4().hex
+        if dry_run:
+            content = "(dry run: the request was rendered but not sent)"
+            execution = self._finish(run, None, "success", content, submit=False)
+            execution.dry_run = True
+            return execution
+        return await self._send(request, run, values)
+
+    def refuse(
+        self,
+        tool: str,
+        reason: str,
+        conversation: Conversation | None,
+        *,
+        tool_call_id: str | None = None,
+        started: float | None = None,
+        outcome: Outcome = "rejected",
+        method: str = "",
+        url: str = "",
+    ) -> Execution:
+        """Record a call that was not sent (unknown tool, bad arguments, missing value)."""
+        started = time.perf_counter() if started is None else started
+        run = _Run(tool, conversation, tool_call_id, started, self.redactor)
+        return self._refused(run, reason, outcome, method, url)
+
+    async def mark_injected(self, execution: Execution, content: str | None = None) -> None:
+        """Record that the result reached the model (upserts the same record)."""
+        record = replace(
+            execution.record,
+            injected=True,
+            injected_content=execution.content if content is None else content,
+        )
+        execution.record = record
+        if self.logstore is not None:
+            self.logstore.submit(record)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _refused(
+        self, run: _Run, reason: str, outcome: Outcome, method: str, url: str
+    ) -> Execution:
+        request: dict[str, Any] = {
+            "method": method,
+            "url": run.redactor.redact_url(url),
+            "headers": {},
+            "body": None,
+        }
+        content = error_message(run.tool, reason)
+        return self._finish(run, None, outcome, content, reason, request=request)
+
+    async def _send(self, request: HttpRequest, run: _Run, values: Mapping[str, Any]) -> Execution:
+        tool = run.tool
+        deadline = asyncio.get_running_loop().time() + request.timeout_s
+        conversation_id = run.conversation.id if run.conversation else None
+        permit = self.limits.acquire(tool, conversation_id)
+        if isinstance(permit, str):
+            return self._finish(run, None, "rejected", error_message(tool, permit), permit)
+        failed = False  # a cancelled call says nothing about the API's health
+        try:
+            execution = await self._send_permitted(request, run, values, deadline)
+            failed = execution.outcome in {"timeout", "connect_error"} or (
+                execution.record.response is not None
+                and execution.record.response["status_code"] >= 500
+            )
+            return execution
+        finally:
+            self.limits.release(permit, failed=failed)
+
+    async def _send_permitted(
+        self, request: HttpRequest, run: _Run, values: Mapping[str, Any], deadline: float
+    ) -> Execution:
+        rendered = run.rendered
+        assert rendered is not None
+        tool = run.tool
+        try:
+            response = await self.outbound.send(
+                rendered.method,
+                rendered.url,
+                rendered.headers,
+                rendered.body,
+                deadline=deadline,
+                attempts=request.attempts,
+            )
+            if response.status == 401 and isinstance(request.auth, OAuth2ClientCredentials):
+                response = await self._retry_after_401(request, run, values, deadline)
+        except EgressBlocked as e:
+            return self._finish(run, None, "blocked", error_message(tool, _BLOCKED), str(e))
+        except TimeoutError:
+            reason = f"the API did not answer within {request.timeout_s:g} seconds"
+            return self._finish(run, None, "timeout", error_message(tool, reason), reason)
+        except (ConnectFailed, AuthError) as e:
+            content = error_message(tool, "the API could not be reached")
+            return self._finish(run, None, "connect_error", content, str(e))
+        ctype = response.headers.get("content-type", "")
+        if 200 <= response.status < 300:
+            content = trim_result(
+                action=tool,
+                status=response.status,
+                body=response.body,
+                content_type=ctype,
+                spec=request.response,
+                truncated=response.truncated,
+                redact_text=run.redactor.redact_text,
+            )
+            return self._finish(run, response, "success", content)
+        content = http_error_message(
+            action=tool,
+            status=response.status,
+            body=response.body,
+            content_type=ctype,
+            location=response.headers.get("location"),
+            spec=request.response,
+            truncated=response.truncated,
+            redact_text=run.redactor.redact_text,
+        )
+        return self._finish(run, response, "http_error", content, f"HTTP {response.status}")
+
+    async def _retry_after_401(
+        self, request: HttpRequest, run: _Run, values: Mapping[str, Any], deadline: float
+    ) -> OutboundResponse:
+        """A 401 with OAuth: drop the token (once for all concurrent callers) and try again."""
+        assert isinstance(request.auth, OAuth2ClientCredentials) and run.rendered is not None
+        rendered = run.rendered
+        stale = bearer_token(rendered) or ""
+        await self.oauth.invalidate(request.auth, values, stale)
+        await apply_auth(
+            request.auth, rendered, values, oauth=self.oauth, secret_sink=run.redactor.add_secret
+        )
+        return await self.outbound.send(
+            rendered.method, rendered.url, rendered.headers, rendered.body, deadline=deadline
+        )
+
+    def _finish(
+        self,
+        run: _Run,
+        response: OutboundResponse | None,
+        outcome: Outcome,
+        content: str,
+        error: str | None = None,
+        *,
+        request: dict[str, Any] | None = None,
+        submit: bool = True,
+    ) -> Execution:
+        redactor = run.redactor
+        if request is None:
+            request = {"method": "", "url": "", "headers": {}, "body": None}
+            if run.rendered is not None:
+                body, _ = _cap(run.rendered.body_text)
+                request = {
+                    "method": run.rendered.method,
+                    "url": redactor.redact_url(run.rendered.url),
+                    "headers": redactor.redact_headers(run.rendered.headers),
+                    "body": None if body is None else redactor.redact_text(body),
+                }
+        response_record = None
+        if response is not None:
+            text, cut = _cap(response.body.decode("utf-8", errors="replace"))
+            response_record = {
+                "status_code": response.status,
+                "body": redactor.redact_text(text or ""),
+                "truncated": response.truncated or cut,
+            }
+        conversation = run.conversation
+        record = new_record(
+            action=run.tool,
+            outcome=outcome,
+            request=request,
+            response=response_record,
+            duration_ms=round((time.perf_counter() - run.started) * 1000, 3),
+            agent_id=conversation.agent_id if conversation else None,
+            conversation_id=conversation.id if conversation else None,
+            tool_call_id=run.tool_call_id,
+            error=None if error is None else redactor.redact_text(error),
+        )
+        if submit and self.logstore is not None:
+            self.logstore.submit(record)
+        return Execution(record, content)

@@ -1,0 +1,275 @@
+"""Turn an :class:`~gateway.definitions.actions.HttpRequest` and conversation values into a
+concrete request.
+
+The URL template is split *before* rendering into scheme+authority (fixed at save time), path and
+query, so each variable is escaped for the part it lands in. Query-map entries and JSON body
+leaves are rendered as data and encoded once. Required variables (URL, headers, auth, required
+parameters) that are empty stop the request with :class:`~gateway.errors.MissingVariableError`;
+optional ones drop their query entry or body leaf.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote
+
+from gateway.definitions.actions import HttpRequest
+from gateway.definitions.templating import analyze, is_empty, lookup, render, to_text
+from gateway.errors import HeaderValueError, MissingVariableError
+
+__all__ = [
+    "RenderedRequest",
+    "body_variables",
+    "render_request",
+    "required_variables",
+    "split_url",
+]
+
+_URL_HEAD = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>.*)$", re.S
+)
+_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_JSON_TYPES = ("application/json", "+json")
+_FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+@dataclass(slots=True)
+class RenderedRequest:
+    """A request ready to send (credentials not yet applied)."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None = None
+    body_text: str | None = None
+    """The body as text, for logs (``None`` when there is no body)."""
+    query: list[tuple[str, str]] = field(default_factory=list)
+    """Extra query pairs added after rendering (already part of ``url``)."""
+
+
+def _split_outside_tags(text: str, sep: str, maxsplit: int = -1) -> list[str]:
+    """Split on ``sep`` where it does not stand inside ``{{ ... }}``."""
+    masked = _TAG.sub(lambda m: "\0" * len(m.group()), text)
+    parts: list[str] = []
+    start = 0
+    for m in re.finditer(re.escape(sep), masked):
+        if maxsplit >= 0 and len(parts) == maxsplit:
+            break
+        parts.append(text[start : m.start()])
+        start = m.end()
+    parts.append(text[start:])
+    return parts
+
+
+@lru_cache(maxsize=4096)
+def split_url(url: str) -> tuple[str, str, str, str, str]:
+    """Split a URL template into ``(scheme, authority, path, query, fragment)`` without rendering.
+
+    Raises:
+        ValueError: the URL has no ``scheme://authority`` head.
+    """
+    m = _URL_HEAD.match(url.strip())
+    if not m:
+        raise ValueError("must be an absolute URL such as https://api.example.com/path")
+    rest = m.group("rest")
+    rest, *frag = _split_outside_tags(rest, "#", 1)
+    path, *query = _split_outside_tags(rest, "?", 1)
+    return (
+        m.group("scheme"),
+        m.group("authority"),
+        path,
+        query[0] if query else "",
+        (frag[0] if frag else ""),
+    )
+
+
+def _vars(templates: Iterable[str]) -> set[str]:
+    found: set[str] = set()
+    for t in templates:
+        found |= analyze(t).variables
+    return found
+
+
+def required_variables(request: HttpRequest, required_args: Iterable[str] = ()) -> set[str]:
+    """Variables without which the request must not be sent (URL, headers, auth, required args)."""
+    templates = [request.url, *request.headers.values(), *request.headers.keys()]
+    auth = request.auth
+    if auth is not None:
+        # Field by field rather than model_dump(): this runs on every execution.
+        for name in type(auth).model_fields:
+            value = getattr(auth, name)
+            if isinstance(value, str) and name != "type":
+                templates.append(value)
+            elif isinstance(value, dict):
+                templates += [v for v in value.values() if isinstance(v, str)]
+    return _vars(templates) | {f"args.{a}" for a in required_args}
+
+
+def body_variables(body: Any) -> set[str]:
+    """Every variable referenced in a body (string or JSON value)."""
+    found: set[str] = set()
+    stack = [body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            found |= analyze(node).variables
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+            found |= _vars(k for k in node if isinstance(k, str))
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _missing(variables: Iterable[str], values: Mapping[str, Any]) -> list[str]:
+    return sorted(v for v in variables if is_empty(lookup(values, v)))
+
+
+def _check_required(variables: Iterable[str], values: Mapping[str, Any]) -> None:
+    missing = _missing(variables, values)
+    if missing:
+        raise MissingVariableError(missing[0])
+
+
+def _render_leaf(leaf: str, values: Mapping[str, Any], required: set[str]) -> tuple[bool, Any]:
+    """Render one JSON string leaf; ``(False, None)`` means "leave it out"."""
+    info = analyze(leaf)
+    if info.is_static:
+        return True, leaf
+    missing = _missing(info.variables, values)
+    if missing:
+        needed = [m for m in missing if m in required]
+        if needed:
+            raise MissingVariableError(needed[0])
+        return False, None
+    if info.single is not None:
+        # ``"{{ args.quantity }}"`` keeps the argument's JSON type (a number stays a number).
+        return True, lookup(values, info.single)
+    return True, render(leaf, values, "raw")
+
+
+def _render_json(node: Any, values: Mapping[str, Any], required: set[str]) -> tuple[bool, Any]:
+    if isinstance(node, str):
+        return _render_leaf(node, values, required)
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, child in node.items():
+            keep, value = _render_json(child, values, required)
+            if keep:
+                out[key] = value
+        return True, out
+    if isinstance(node, list):
+        items = []
+        for child in node:
+            keep, value = _render_json(child, values, required)
+            if keep:
+                items.append(value)
+        return True, items
+    return True, node
+
+
+def _render_headers(templates: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, template in templates.items():
+        try:
+            headers[name] = render(template, values, "header")
+        except HeaderValueError as e:
+            raise HeaderValueError(name, str(e).split(": ", 1)[-1]) from None
+    return headers
+
+
+def _content_type(headers: Mapping[str, str]) -> str:
+    for name, value in headers.items():
+        if name.lower() == "content-type":
+            return value.split(";", 1)[0].strip().lower()
+    return ""
+
+
+def render_request(
+    request: HttpRequest,
+    values: Mapping[str, Any],
+    *,
+    required_args: Iterable[str] = (),
+) -> RenderedRequest:
+    """Render a request template with every value escaped for where it lands.
+
+    Args:
+        request: the request definition (an action, a form's submit or a button's click).
+        values: namespaces of the conversation (``lead``, ``args``, ``secrets``, ...).
+        required_args: names of required parameters (missing ones stop the request).
+
+    Raises:
+        MissingVariableError: a required variable is missing or empty.
+        HeaderValueError: a header would get an unsafe value.
+        ExecutionRefused: a value cannot be used where it lands (e.g. ``..`` as a path segment).
+    """
+    required = required_variables(request, required_args)
+    _check_required(required, values)
+
+    scheme, authority, path, query, _fragment = split_url(request.url)
+    url = f"{scheme}://{authority}{render(path, values, 'path') if path else ''}"
+    pairs: list[str] = []
+    if query:
+        for pair in _split_outside_tags(query, "&"):
+            key, *value = _split_outside_tags(pair, "=", 1)
+            rendered = render(key, values, "query")
+            if value:
+                rendered += "=" + render(value[0], values, "query")
+            pairs.append(rendered)
+    extra: list[tuple[str, str]] = []
+    for key, template in request.query.items():
+        info = analyze(template)
+        missing = _missing(info.variables, values)
+        if missing:
+            needed = [m for m in missing if m in required]
+            if needed:
+                raise MissingVariableError(needed[0])
+            continue
+        text = render(template, values, "raw")
+        extra.append((key, text))
+        pairs.append(f"{quote(key, safe='')}={quote(text, safe='')}")
+    if pairs:
+        url += "?" + "&".join(pairs)
+
+    headers = _render_headers(request.headers, values)
+    body: bytes | None = None
+    body_text: str | None = None
+    ctype = _content_type(headers)
+    if isinstance(request.body, str):
+        info = analyze(request.body)
+        _check_required(info.variables, values)
+        if ctype == _FORM_TYPE:
+            body_text = render(request.body, values, "query")
+        elif ctype.endswith(_JSON_TYPES):
+            # A JSON document written as a string: values go in as JSON string content.
+            body_text = _render_json_text(request.body, values)
+        else:
+            body_text = render(request.body, values, "raw")
+    elif request.body is not None:
+        _, data = _render_json(request.body, values, required)
+        body_text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        if not ctype:
+            headers["Content-Type"] = "application/json"
+    if body_text is not None:
+        body = body_text.encode("utf-8")
+    return RenderedRequest(request.method, url, headers, body, body_text, extra)
+
+
+def _render_json_text(source: str, values: Mapping[str, Any]) -> str:
+    """Render a JSON document given as text, inserting each value as JSON string content."""
+    info = analyze(source)
+    if info.single is not None:
+        # The whole body is one value (``"{{ args.body }}"``): send it as JSON, not as a string.
+        return json.dumps(lookup(values, info.single), ensure_ascii=False, separators=(",", ":"))
+    escaped = {
+        ns: {k: json.dumps(to_text(v), ensure_ascii=False)[1:-1] for k, v in scope.items()}
+        if isinstance(scope, Mapping)
+        else scope
+        for ns, scope in values.items()
+    }
+    return render(source, escaped, "raw")

@@ -1,0 +1,59 @@
+"""Assemble the running parts from a config: database, log store, outbound client, executor.
+
+The CLI, the proxy and the MCP server all start from :func:`open_runtime`, so every execution
+goes through the same guard, client and log whichever door it came in by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.definitions.config import Config
+from gateway.engine.executor import Executor
+from gateway.engine.limits import Limits
+from gateway.net.egress import EgressPolicy
+from gateway.net.outbound import Outbound
+from gateway.redaction import Redactor
+from gateway.stores.db import create_engine, migrate
+from gateway.stores.logs import LogStore
+
+__all__ = ["Runtime", "open_runtime"]
+
+
+@dataclass(slots=True)
+class Runtime:
+    """The shared parts of one gateway process."""
+
+    config: Config
+    engine: AsyncEngine
+    logstore: LogStore
+    outbound: Outbound
+    executor: Executor
+    redactor: Redactor
+
+    async def close(self) -> None:
+        """Flush the log and close connections; nothing submitted is lost."""
+        await self.outbound.close()
+        await self.logstore.close()
+        await self.engine.dispose()
+
+
+async def open_runtime(config: Config, *, database: str | None = None) -> Runtime:
+    """Connect to the database (migrating it) and build the executor for ``config``."""
+    engine = create_engine(database or config.database)
+    await migrate(engine)
+    redactor = Redactor(v for v in config.secrets.values() if v)
+    logstore = LogStore(engine, redactor)
+    await logstore.start()
+    policy = EgressPolicy(config.egress.allow, enabled=config.egress.enabled)
+    outbound = Outbound(policy)
+    executor = Executor(
+        outbound,
+        secrets=config.secrets,
+        logstore=logstore,
+        redactor=redactor,
+        limits=Limits(config.limits),
+    )
+    return Runtime(config, engine, logstore, outbound, executor, redactor)

@@ -1,0 +1,1 @@
+"""Definitions from other formats: OpenAPI operations become actions."""

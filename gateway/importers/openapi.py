@@ -1,0 +1,491 @@
+"""Import HTTP actions from an OpenAPI 3.0 or 3.1 document (``actiongate import-openapi``).
+
+:func:`import_openapi` reads a spec (JSON or YAML, a file or an http(s) URL fetched through the
+gateway's egress guard) and maps each operation to one ``http`` action:
+
+- path parameters become ``{{args.NAME}}`` in the URL path, required query parameters go in the
+  URL's query string, optional ones in ``query:`` (left out when the model gives no value),
+  required header parameters in ``headers:``;
+- an object request body whose fields are scalars or arrays of scalars becomes one parameter per
+  field and a JSON ``body`` whose leaves are ``{{args.FIELD}}``; any other body becomes a single
+  ``body`` parameter (``body: "{{args.body}}"``, its schema sketched in the description);
+- the operation's security requirement becomes ``auth`` with ``{{secrets.NAME}}`` references,
+  NAME upper-snake from the scheme name (``PetstoreAuth`` -> ``PETSTORE_AUTH``, plus
+  ``_USERNAME``/``_PASSWORD`` for basic and ``_CLIENT_ID``/``_CLIENT_SECRET`` for OAuth 2).
+
+Every action is validated with :func:`gateway.definitions.config.parse_config` before it is
+returned; an operation that cannot be mapped, or whose action would not validate, is listed in
+:attr:`ImportResult.skipped` with the reason, and anything left out of an imported action (an
+optional cookie or header parameter, say) in :attr:`ImportResult.notes`. Nothing is dropped
+silently.
+
+Choices:
+
+- ``when_not_to_use`` is left empty, with a ``# TODO`` comment in the YAML: only the operator
+  knows when the model must not call an API, and a made-up guardrail would read as a real one.
+- Without ``servers`` the OpenAPI default ``/`` applies, so a spec fetched from a URL (FastAPI's
+  ``/openapi.json``) targets that host; a relative server URL in a spec read from a file is an
+  error asking for ``--base-url``.
+- Optional header parameters are left out (the gateway treats every header variable as
+  required); query arrays are sent only when the spec says comma-separated (``explode: false``).
+- A generic body is ``body: "{{args.body}}"`` with the spec's ``Content-Type``: the whole body
+  is the model's value, serialised as JSON for a JSON media type (an object or array value needs
+  the renderer to serialise a lone ``{{args.body}}`` as JSON; see
+  ``tests/test_openapi_import.py::test_generic_json_body_is_sent_as_json``). It is declared
+  required, since the gateway refuses a string body with a missing variable.
+- Secrets are named per scheme and listed in ``secrets:`` as ``${NAME}``, only for schemes an
+  imported action uses; ``Authorization``/``Accept``/``Content-Type`` header parameters are
+  ignored, as OpenAPI says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
+
+import yaml
+
+from gateway.definitions.config import parse_config
+from gateway.errors import ConfigError, EgressBlocked
+from gateway.importers.openapi_schema import (
+    SCALARS,
+    ActionParts,
+    Resolver,
+    SchemaError,
+    add_body,
+    arg,
+    as_dict,
+    clean_text,
+    scheme_auth,
+    to_parameter,
+    upper_snake,
+)
+from gateway.net.egress import EgressPolicy
+from gateway.net.outbound import ConnectFailed, Outbound
+
+__all__ = [
+    "MAX_SPEC_BYTES",
+    "ImportResult",
+    "OpenAPIImportError",
+    "fetch_url",
+    "import_openapi",
+    "tool_name",
+]
+
+MAX_SPEC_BYTES = 20 << 20
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_ALL_METHODS = frozenset(
+    {"get", "put", "post", "delete", "options", "head", "patch", "trace", "query"}
+)
+_IGNORED_HEADERS = frozenset({"accept", "content-type", "authorization"})
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+_TODO = "  # TODO: when must the model NOT use this action? (shown to the model)"
+
+Fetch = Callable[[str], bytes]
+
+
+class OpenAPIImportError(ConfigError):
+    """The spec cannot be imported at all (unreadable, not OpenAPI 3, no base URL, ...)."""
+
+
+@dataclass
+class ImportResult:
+    """What :func:`import_openapi` produced."""
+
+    config: dict[str, Any]
+    """``{"secrets": {NAME: "${NAME}"}, "actions": [...]}``, ready to dump as YAML."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """``(operationId or "METHOD path", reason)`` for each operation not imported."""
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    """``(operation, what was left out of its action and why)``."""
+    source: str = ""
+
+    def to_yaml(self) -> str:
+        """The text ``actiongate import-openapi`` prints: comments, ``secrets:``, ``actions:``."""
+        secrets = list(self.config.get("secrets", {}))
+        where = clean_text(self.source.split("?", 1)[0])  # a URL's query may hold a token
+        lines = [f"# Actions imported from {where} by actiongate import-openapi."]
+        lines.append("# Review them, then fill in when_not_to_use (left empty on purpose).")
+        if secrets:
+            lines.append("# Set these environment variables: " + ", ".join(secrets))
+        for title, items in (
+            ("Skipped operations (not imported)", self.skipped),
+            ("Left out of imported actions", self.notes),
+        ):
+            if items:
+                lines += ["#", f"# {title}:"]
+                lines += [f"#   {clean_text(op)}: {clean_text(why)}" for op, why in items]
+        text = yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True, width=100)
+        text = re.sub(
+            r"^( *)when_not_to_use: ''$", rf"\1when_not_to_use: ''{_TODO}", text, flags=re.M
+        )
+        return "\n".join(lines) + "\n" + text
+
+
+def fetch_url(url: str, *, allow: Sequence[str] = (), max_bytes: int = MAX_SPEC_BYTES) -> bytes:
+    """Download a spec through the egress guard (call it from synchronous code).
+
+    Args:
+        url: An http(s) URL.
+        allow: ``egress.allow`` exemptions (host names, IPs, CIDRs); none by default, so private
+            and loopback addresses are refused.
+        max_bytes: Largest accepted document.
+
+    Raises:
+        OpenAPIImportError: refused by the guard, unreachable, not 200, redirected or too large.
+    """
+    policy = EgressPolicy(allow)
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise OpenAPIImportError(f"{url}: credentials in the URL are not supported")
+    try:
+        policy.check_host_name(parts.hostname or "")
+    except EgressBlocked as e:
+        hint = "save the spec to a file and pass its path"
+        raise OpenAPIImportError(f"cannot fetch {url}: {e} ({hint})") from None
+    return asyncio.run(_download(url, policy, max_bytes))
+
+
+async def _download(url: str, policy: EgressPolicy, max_bytes: int) -> bytes:
+    outbound = Outbound(policy, max_body_bytes=max_bytes)
+    accept = "application/json, application/yaml;q=0.9, */*;q=0.5"
+    try:
+        deadline = asyncio.get_running_loop().time() + 30.0
+        response = await outbound.send("GET", url, {"Accept": accept}, None, deadline=deadline)
+    except (EgressBlocked, ConnectFailed, OSError) as e:
+        raise OpenAPIImportError(f"cannot fetch {url}: {e}") from None
+    except TimeoutError:
+        raise OpenAPIImportError(f"cannot fetch {url}: no answer within 30 seconds") from None
+    finally:
+        await outbound.close()
+    if 300 <= response.status < 400:
+        where = response.headers.get("location", "?")
+        raise OpenAPIImportError(f"{url}: redirected to {where} (not followed; use that URL)")
+    if response.status != 200:
+        raise OpenAPIImportError(f"{url}: HTTP status {response.status}")
+    if response.truncated:
+        raise OpenAPIImportError(f"{url}: larger than {max_bytes:,} bytes")
+    return response.body
+
+
+def import_openapi(
+    source: str,
+    *,
+    base_url: str | None = None,
+    operations: Sequence[str] = (),
+    fetch: Fetch | None = None,
+) -> ImportResult:
+    """Map the operations of an OpenAPI 3.x document to validated ``http`` actions.
+
+    Args:
+        source: A file path, or an http(s) URL fetched with ``fetch``.
+        base_url: Overrides the spec's ``servers``.
+        operations: Only these operationIds (or ``"METHOD /path"``); empty means all.
+        fetch: Downloads a URL; default :func:`fetch_url` (egress guard, no exemptions).
+
+    Raises:
+        OpenAPIImportError: unreadable or non-3.x spec, unknown operation, no usable base URL.
+    """
+    is_url = source.lower().startswith(("http://", "https://"))
+    if is_url:
+        try:
+            raw = (fetch or fetch_url)(source)
+        except OSError as e:
+            raise OpenAPIImportError(f"cannot fetch {source}: {e}") from None
+    else:
+        try:
+            raw = Path(source).read_bytes()
+        except OSError as e:
+            raise OpenAPIImportError(f"{source}: cannot read file: {e.strerror}") from None
+    document = _parse(raw, source)
+    importer = _Importer(document, spec_url=source if is_url else None, base_url=base_url)
+    return importer.run(operations, source)
+
+
+def _parse(raw: bytes, source: str) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8-sig")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = yaml.safe_load(text)  # YAML, or JSON that only a YAML parser forgives
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise OpenAPIImportError(f"{source}: not valid JSON or YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise OpenAPIImportError(f"{source}: not an OpenAPI document (expected a mapping)")
+    version = data.get("openapi")
+    if "swagger" in data:
+        raise OpenAPIImportError(f"{source}: Swagger 2.0 is not supported; convert it to 3.x")
+    if not isinstance(version, str | float) or not str(version).startswith("3."):
+        raise OpenAPIImportError(f"{source}: not an OpenAPI 3.x document (no 'openapi: 3.x')")
+    return data
+
+
+def tool_name(operation_id: str) -> str:
+    """A tool name from an operationId: ``listPets`` -> ``list_pets``."""
+    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", operation_id).lower()
+    text = re.sub(r"[^a-z0-9-]+", "_", text).strip("_-")
+    return text[:64].rstrip("_-") or "operation"
+
+
+class _Importer:
+    """Maps the operations of one document."""
+
+    def __init__(self, document: dict[str, Any], *, spec_url: str | None, base_url: str | None):
+        self.document = document
+        self.resolver = Resolver(document)
+        self.spec_url = spec_url
+        self.base_url = base_url
+        self.schemes = as_dict(as_dict(document.get("components")).get("securitySchemes"))
+        self.secret_names: dict[str, str] = {}
+        for scheme in self.schemes:
+            name, n = upper_snake(scheme), 2
+            while name in self.secret_names.values():
+                name, n = f"{upper_snake(scheme)}_{n}", n + 1
+            self.secret_names[scheme] = name
+        self.tool_names: set[str] = set()
+        self.broken: list[tuple[str, str]] = []
+
+    def run(self, wanted: Sequence[str], source: str) -> ImportResult:
+        found = list(self._operations())
+        labels = {label for label, *_ in found} | {f"{m.upper()} {p}" for _, m, p, *_ in found}
+        unknown = [w for w in wanted if w not in labels]
+        if unknown:
+            known = ", ".join(sorted(label for label, *_ in found)[:20]) or "none"
+            raise OpenAPIImportError(f"unknown operation {unknown[0]!r} (operations: {known})")
+        result = ImportResult({"secrets": {}, "actions": []}, list(self.broken), source=source)
+        secrets: dict[str, str] = result.config["secrets"]
+        for label, method, path, item, op in found:
+            if wanted and label not in wanted and f"{method.upper()} {path}" not in wanted:
+                continue
+            if method.upper() not in METHODS:
+                why = f"method {method.upper()} is not supported ({', '.join(METHODS)} only)"
+                result.skipped.append((label, why))
+                continue
+            try:
+                action, draft = self._action(method.upper(), path, item, op)
+                needed = {s: f"${{{s}}}" for s in draft.secrets}
+                parse_config({"actions": [action], "secrets": needed}, environ={})
+            except OpenAPIImportError:
+                raise  # the whole spec is unusable (no base URL), not this operation
+            except (SchemaError, ConfigError) as e:
+                result.skipped.append((label, str(e)))
+                continue
+            self.tool_names.add(action["tool_name"])
+            result.config["actions"].append(action)
+            secrets.update((s, v) for s, v in needed.items() if s not in secrets)
+            result.notes += [(label, note) for note in draft.notes]
+        parse_config(result.config, environ={})  # the whole file: unique tool names
+        return result
+
+    def _operations(self) -> Any:
+        for path, raw_item in as_dict(self.document.get("paths")).items():
+            try:
+                item = self.resolver.deref(raw_item)
+            except SchemaError as e:
+                self.broken.append((f"path {path}", str(e)))
+                continue
+            for method, op in item.items():
+                if method.lower() in _ALL_METHODS and isinstance(op, dict):
+                    op_id = op.get("operationId")
+                    label = (
+                        op_id if isinstance(op_id, str) and op_id else f"{method.upper()} {path}"
+                    )
+                    yield label, method.lower(), path, item, op
+
+    # --- one operation ----------------------------------------------------------------------
+
+    def _action(
+        self, method: str, path: str, item: dict[str, Any], op: dict[str, Any]
+    ) -> tuple[dict[str, Any], ActionParts]:
+        draft = ActionParts()
+        base = self._base_url(op, item)
+        auth = self._auth(op, base, draft)
+        for param in self._parameters(item, op):
+            self._parameter(param, draft)
+        if op.get("requestBody") is not None:
+            add_body(self.resolver, self.resolver.deref(op["requestBody"]), draft)
+        summary, details = clean_text(op.get("summary")), clean_text(op.get("description"))
+        op_id = op.get("operationId") if isinstance(op.get("operationId"), str) else ""
+        text = f"{summary.rstrip('.')}. {details}" if summary and details else summary or details
+        if op.get("deprecated") is True:
+            text = f"Deprecated. {text}"
+        action: dict[str, Any] = {
+            "name": clean_text(summary.rstrip(".") or op_id or f"{method} {path}", 200),
+            "tool_name": self._tool_name(op_id or f"{method} {path}"),
+            "type": "http",
+            "description": clean_text(text, 300),
+            "when_not_to_use": "",
+            "method": method,
+            "url": base + self._path(path, draft),
+        }
+        for key, value in (("query", draft.query), ("headers", draft.headers), ("auth", auth)):
+            if value:
+                action[key] = value
+        if draft.params:
+            action["parameters"] = draft.params
+        if draft.body is not None:
+            action["body"] = draft.body
+        return action, draft
+
+    def _tool_name(self, raw: str) -> str:
+        base = tool_name(raw)
+        name, n = base, 2
+        while name.lower() in self.tool_names:
+            name, n = f"{base[:60]}_{n}", n + 1
+        return name
+
+    def _base_url(self, op: dict[str, Any], item: dict[str, Any]) -> str:
+        if self.base_url:
+            url = self.base_url
+        else:
+            servers = op.get("servers") or item.get("servers") or self.document.get("servers")
+            server = as_dict(servers[0]) if isinstance(servers, list) and servers else {"url": "/"}
+            url = str(server.get("url") or "/")
+            for var, spec in as_dict(server.get("variables")).items():
+                url = url.replace(f"{{{var}}}", str(as_dict(spec).get("default", "")))
+            if not urlsplit(url).scheme:
+                if self.spec_url is None:
+                    what = f"server URL {url!r} is relative" if servers else "spec has no servers"
+                    raise OpenAPIImportError(
+                        f"the {what} and the spec was read from a file; pass --base-url URL"
+                    )
+                url = urljoin(self.spec_url, url)
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or "{" in url:
+            raise OpenAPIImportError(f"base URL {url!r} is not an absolute http(s) URL")
+        return url.rstrip("/")
+
+    def _parameters(self, item: dict[str, Any], op: dict[str, Any]) -> list[dict[str, Any]]:
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        for raw in [*(item.get("parameters") or []), *(op.get("parameters") or [])]:
+            param = self.resolver.deref(raw)
+            name, where = param.get("name"), param.get("in")
+            if not isinstance(name, str) or where not in {"path", "query", "header", "cookie"}:
+                raise SchemaError("a parameter has no name or no valid 'in'")
+            merged[(name, where)] = param  # an operation's parameter overrides the path's
+        return list(merged.values())
+
+    def _parameter(self, spec: dict[str, Any], draft: ActionParts) -> None:
+        name, where = spec["name"], spec["in"]
+        required = where == "path" or spec.get("required") is True
+        label = f"{where} parameter {name!r}"
+        content = as_dict(spec.get("content"))
+        node = (
+            spec["schema"]
+            if "schema" in spec
+            else next((as_dict(m).get("schema") for m in content.values()), {})
+        )
+        shape = self.resolver.flatten(node or {})
+        if where == "cookie":
+            draft.leave_out(required, f"{label}: cookie parameters are not supported")
+            return
+        if where == "header" and name.lower() in _IGNORED_HEADERS:
+            draft.notes.append(f"{label} ignored (the gateway sets it)")
+            return
+        if where == "header" and not required:
+            draft.notes.append(f"optional {label} left out (headers are always sent)")
+            return
+        param = to_parameter(
+            self.resolver, shape, description=spec.get("description", ""), required=required
+        )
+        if param["type"] in {"array", "object"} and not content:
+            style = spec.get("style") or ("form" if where == "query" else "simple")
+            explode = spec.get("explode", style == "form")
+            items = param.get("items", {"type": "string"})
+            if param["type"] == "object" or items["type"] not in SCALARS or explode:
+                what = f"{'exploded ' if explode else ''}{style}-style {param['type']}"
+                draft.leave_out(required, f"{label}: {what} values are not supported")
+                return
+            allowed = (
+                f" Allowed values: {', '.join(map(str, items['enum']))}." if "enum" in items else ""
+            )
+            text = f"{param.get('description', '')} Comma-separated values.{allowed}".strip()
+            param = {"type": "string", "description": text} | (
+                {"required": True} if required else {}
+            )
+        pname = draft.claim(name, where)
+        draft.params[pname] = param
+        if where == "path":
+            draft.path_args[name] = pname
+        elif where == "query" and required:
+            draft.query_required.append((name, arg(pname)))
+        elif where == "query":
+            draft.query[name] = arg(pname)
+        else:
+            draft.headers[name] = arg(pname)
+
+    def _path(self, path: str, draft: ActionParts) -> str:
+        out: list[str] = []
+        used: set[str] = set()
+        for piece in re.split(r"(\{[^{}/]+\})", path):
+            match = re.fullmatch(r"\{([^{}/]+)\}", piece)
+            if match is None:
+                out.append(quote(piece, safe=_PATH_SAFE))
+            elif match.group(1) in draft.path_args:
+                used.add(match.group(1))
+                out.append(arg(draft.path_args[match.group(1)]))
+            else:
+                raise SchemaError(f"path parameter {match.group(1)!r} is not declared")
+        for name in set(draft.path_args) - used:
+            del draft.params[draft.path_args[name]]
+            draft.notes.append(f"path parameter {name!r} does not appear in the path; left out")
+        query = [f"{quote(k, safe='')}={v}" for k, v in draft.query_required]
+        return "".join(out) + ("?" + "&".join(query) if query else "")
+
+    # --- security ---------------------------------------------------------------------------
+
+    def _auth(self, op: dict[str, Any], base: str, draft: ActionParts) -> dict[str, Any] | None:
+        requirements = op.get("security", self.document.get("security"))
+        if not isinstance(requirements, list) or not requirements:
+            return None
+        reasons: list[str] = []
+        anonymous = False  # {} among the alternatives: the API may be called without credentials
+        for requirement in requirements:
+            if not as_dict(requirement):
+                anonymous = True
+                continue
+            attempt = ActionParts()
+            try:
+                auth = self._requirement(as_dict(requirement), base, attempt)
+            except SchemaError as e:
+                reasons.append(str(e))
+                continue
+            draft.secrets += attempt.secrets
+            draft.headers.update(attempt.headers)
+            draft.query_required += attempt.query_required
+            return auth
+        if anonymous:
+            return None
+        raise SchemaError("; ".join(dict.fromkeys(reasons)))
+
+    def _requirement(
+        self, requirement: dict[str, Any], base: str, draft: ActionParts
+    ) -> dict[str, Any]:
+        auths: list[dict[str, Any]] = []
+        for scheme_name, scopes in requirement.items():
+            if scheme_name not in self.schemes:
+                raise SchemaError(f"unknown security scheme {scheme_name!r}")
+            scheme = self.resolver.deref(self.schemes[scheme_name])
+            secret = self.secret_names[scheme_name]
+            auth = scheme_auth(scheme_name, scheme, secret, scopes, base)
+            auths.append(auth)
+            draft.secrets += re.findall(r"\{\{secrets\.(\w+)\}\}", json.dumps(auth))
+        primary, *extra = auths
+        for auth in extra:  # several schemes at once: only extra API keys can ride along
+            if auth["type"] != "api_key":
+                raise SchemaError(
+                    "needs several security schemes at once, one of them not an API key"
+                )
+            if auth["in"] == "header":
+                draft.headers[auth["name"]] = auth["value"]
+            else:
+                draft.query_required.append((auth["name"], auth["value"]))
+        return primary

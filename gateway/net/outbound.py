@@ -1,0 +1,269 @@
+"""The one outbound HTTP client every outgoing call goes through (actions, token refresh, tests).
+
+Built on aiohttp (``bench/bench_client.py`` measures it against httpx under concurrency) with:
+
+- the egress guard's resolver, so sockets connect only to addresses that were checked;
+- an overall deadline per call (retries and body reading included: a server that drips bytes
+  cannot outlive it) and a separate connect timeout;
+- retries for idempotent methods on connection errors, 429 and 502/503/504, with full-jitter
+  backoff honouring ``Retry-After`` when it fits in the deadline; non-idempotent methods are
+  retried only when the connection was never made, so the request cannot have been seen;
+- redirects never followed; no cookie jar (customers must never share cookies); ``trust_env``
+  off (no proxy or netrc from the environment);
+- a raw response size cap counted on the wire, and gzip/deflate decoded by us with the same cap,
+  so a decompression bomb stops at the limit.
+
+:attr:`Outbound.hook` lets recording (:mod:`gateway.replay.recording`) and replay
+(:mod:`gateway.replay.run`) see or answer every call after the host-name check; it is None in
+normal operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import aiohttp
+from yarl import URL
+
+from gateway.net.egress import EgressPolicy, GuardedResolver, Lookup
+
+__all__ = ["DEFAULT_MAX_BODY", "ConnectFailed", "Outbound", "OutboundHook", "OutboundResponse"]
+
+DEFAULT_MAX_BODY = 1 << 20
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+USER_AGENT = "actiongate/0.1"
+_BACKOFF_BASE_S = 0.2
+
+
+class ConnectFailed(Exception):
+    """No response: the connection failed, was reset or closed early."""
+
+
+@dataclass(slots=True)
+class OutboundResponse:
+    """What came back from one call (after any retries)."""
+
+    status: int
+    headers: dict[str, str]
+    """Response headers, names lower-cased."""
+    body: bytes
+    truncated: bool
+    """True when the body was cut at the size cap (on the wire or after decoding)."""
+    attempts: int
+
+
+SendFn = Callable[
+    [str, str, Mapping[str, str], bytes | None, float, int], Awaitable[OutboundResponse]
+]
+"""``Outbound._send``: method, url, headers, body, deadline, attempts."""
+
+
+class OutboundHook(Protocol):
+    """Sees every outbound call: may pass it on through ``send`` (recording) or answer it."""
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        deadline: float,
+        attempts: int,
+        send: SendFn,
+    ) -> OutboundResponse:
+        """Answer one call; raises what :meth:`Outbound.send` raises."""
+        ...
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait according to a ``Retry-After`` header (delay or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.fromtimestamp(now, UTC)).total_seconds())
+
+
+def _decode(raw: bytes, encoding: str, cap: int) -> tuple[bytes, bool]:
+    """Decode gzip/deflate with an output cap; returns ``(body, cut)``."""
+    if encoding in {"gzip", "x-gzip"}:
+        decoders = [zlib.decompressobj(wbits=31)]
+    elif encoding == "deflate":
+        decoders = [zlib.decompressobj(wbits=15), zlib.decompressobj(wbits=-15)]
+    else:
+        return raw, False
+    for decoder in decoders:
+        try:
+            out = decoder.decompress(raw, cap)
+        except zlib.error:
+            continue
+        return out, bool(decoder.unconsumed_tail)
+    return raw, False
+
+
+class Outbound:
+    """Shared aiohttp session with the guard, deadlines, retries and size caps."""
+
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY,
+        connect_timeout_s: float = 5.0,
+        max_connections: int = 200,
+        lookup: Lookup | None = None,
+    ) -> None:
+        self.policy = policy
+        self.max_body_bytes = max_body_bytes
+        self._connect_timeout = connect_timeout_s
+        self._max_connections = max_connections
+        self._lookup = lookup
+        self._session: aiohttp.ClientSession | None = None
+        self.hook: OutboundHook | None = None
+        """Recording or replay interception (:mod:`gateway.replay.recording`,
+        :mod:`gateway.replay.run`)."""
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                resolver=GuardedResolver(self.policy, self._lookup),
+                limit=self._max_connections,
+                ttl_dns_cache=10,
+                enable_cleanup_closed=False,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self._connect_timeout, sock_connect=self._connect_timeout
+                ),
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
+                skip_auto_headers=("Content-Type",),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        *,
+        deadline: float,
+        attempts: int = 1,
+    ) -> OutboundResponse:
+        """Send a request, retrying within ``deadline`` (an event-loop time).
+
+        Raises:
+            EgressBlocked: the destination is not allowed.
+            TimeoutError: the deadline passed.
+            ConnectFailed: no response could be had.
+        """
+        host = URL(url).raw_host or ""
+        self.policy.check_host_name(host)
+        if self.hook is not None:
+            return await self.hook.send(method, url, headers, body, deadline, attempts, self._send)
+        return await self._send(method, url, headers, body, deadline, attempts)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        deadline: float,
+        attempts: int,
+    ) -> OutboundResponse:
+        host = URL(url).raw_host or ""
+        idempotent = method.upper() in IDEMPOTENT
+        attempt = 0
+        while True:
+            attempt += 1
+            last = attempt >= attempts
+            try:
+                async with asyncio.timeout_at(deadline):
+                    response = await self._once(method, url, headers, body)
+            except aiohttp.ClientConnectorError as e:
+                # Never connected: the server cannot have seen the request, any method may retry.
+                if last or not await self._backoff(attempt, deadline, None):
+                    raise ConnectFailed(f"cannot connect to {host}: {e.os_error or e}") from e
+                continue
+            except (aiohttp.ClientError, ConnectionError) as e:
+                if last or not idempotent or not await self._backoff(attempt, deadline, None):
+                    raise ConnectFailed(f"connection to {host} failed: {type(e).__name__}") from e
+                continue
+            response.attempts = attempt
+            if response.status in RETRY_STATUSES and idempotent and not last:
+                wait = _retry_after(response.headers.get("retry-after"), time.time())
+                if await self._backoff(attempt, deadline, wait):
+                    continue
+            return response
+
+    @staticmethod
+    async def _backoff(attempt: int, deadline: float, wait: float | None) -> bool:
+        """Sleep before the next attempt; False when that would pass the deadline."""
+        if wait is None:
+            wait = random.uniform(0, _BACKOFF_BASE_S * 2 ** (attempt - 1))  # noqa: S311
+        if asyncio.get_running_loop().time() + wait >= deadline:
+            return False
+        await asyncio.sleep(wait)
+        return True
+
+    async def _once(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> OutboundResponse:
+        session = self._ensure_session()
+        cap = self.max_body_bytes
+        async with session.request(
+            method, URL(url, encoded=True), headers=dict(headers), data=body, allow_redirects=False
+        ) as resp:
+            raw = bytearray()
+            truncated = False
+            async for chunk in resp.content.iter_any():
+                room = cap - len(raw)
+                if len(chunk) > room:
+                    raw += chunk[:room]
+                    truncated = True
+                    resp.close()  # do not read (or reuse) the rest of an oversized stream
+                    break
+                raw += chunk
+            headers_out = {k.lower(): v for k, v in resp.headers.items()}
+            encoding = headers_out.get("content-encoding", "").strip().lower()
+            data, cut = _decode(bytes(raw), encoding, cap)
+            return OutboundResponse(resp.status, headers_out, data, truncated or cut, 1)
+
+    async def post_form(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        """POST a form (OAuth token requests) through the same guard, with a 10 s deadline."""
+        deadline = asyncio.get_running_loop().time() + 10.0
+        response = await self.send(
+            "POST",
+            url,
+            {**headers, "Content-Type": "application/x-www-form-urlencoded"},
+            body,
+            deadline=deadline,
+        )
+        return response.status, response.body

@@ -1,0 +1,211 @@
+"""Client for the agent's OpenAI-compatible upstream (the LLM API).
+
+Upstream URLs come from the operator's config, never from a client or a model, so this session
+does not use the egress guard (an upstream on localhost is normal). Failures become
+:class:`~gateway.errors.UpstreamError` with the status the proxy answers with: 4xx keeps the
+upstream's status and message, 5xx and unreachable become 502, a timeout 504. The upstream key
+never appears in an error.
+
+:attr:`Upstream.hook` lets recording (:mod:`gateway.replay.recording`) and replay
+(:mod:`gateway.replay.run`) see or answer every call; it is None in normal operation, which costs
+one attribute check per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from gateway.errors import UpstreamError
+
+__all__ = ["Upstream", "UpstreamHook", "UpstreamTarget"]
+
+_MAX_ERROR_BODY = 64 * 1024
+_MAX_LINE = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where one agent's completions go."""
+
+    base_url: str
+    api_key: str
+    model: str
+    timeout_s: float = 120.0
+
+    @property
+    def url(self) -> str:
+        """The chat completions endpoint."""
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+
+def _scrub(text: str, target: UpstreamTarget) -> str:
+    if target.api_key and len(target.api_key) >= 4:
+        text = text.replace(target.api_key, "[REDACTED]")
+    return text
+
+
+def _error_message(body: bytes, status: int, target: UpstreamTarget) -> tuple[str, str]:
+    """The upstream's own error message and type, when it sent OpenAI's error shape."""
+    try:
+        data = orjson.loads(body[:_MAX_ERROR_BODY])
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return _scrub(err["message"], target), str(err.get("type") or "upstream_error")
+        if isinstance(err, str):
+            return _scrub(err, target), "upstream_error"
+    except orjson.JSONDecodeError:
+        pass
+    return f"the upstream answered HTTP {status}", "upstream_error"
+
+
+CompleteFn = Callable[[UpstreamTarget, dict[str, Any]], Awaitable[dict[str, Any]]]
+StreamFn = Callable[[UpstreamTarget, dict[str, Any]], AsyncGenerator[dict[str, Any], None]]
+
+
+class UpstreamHook(Protocol):
+    """Sees every upstream call: may pass it on through ``send`` (recording) or answer it."""
+
+    async def complete(
+        self, target: UpstreamTarget, payload: dict[str, Any], send: CompleteFn
+    ) -> dict[str, Any]:
+        """Answer one non-streamed completion."""
+        ...
+
+    def stream(
+        self, target: UpstreamTarget, payload: dict[str, Any], send: StreamFn
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Answer one streamed completion, chunk by chunk."""
+        ...
+
+
+class Upstream:
+    """One aiohttp session for every upstream call of this process."""
+
+    def __init__(self, *, max_connections: int = 500) -> None:
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self.hook: UpstreamHook | None = None
+        """Recording or replay interception (:mod:`gateway.replay.recording`,
+        :mod:`gateway.replay.run`)."""
+
+    def _ensure(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=60),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @staticmethod
+    @functools.lru_cache(maxsize=256)
+    def _headers(target: UpstreamTarget) -> dict[str, str]:
+        # Built once per target; aiohttp copies the mapping, so sharing it is safe.
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if target.api_key:
+            headers["Authorization"] = f"Bearer {target.api_key}"
+        return headers
+
+    async def _raise_for(self, resp: aiohttp.ClientResponse, target: UpstreamTarget) -> None:
+        if resp.status < 400:
+            return
+        body = await resp.content.read(_MAX_ERROR_BODY)
+        message, kind = _error_message(body, resp.status, target)
+        if resp.status >= 500:
+            raise UpstreamError(502, f"upstream error: {message}", "upstream_error")
+        raise UpstreamError(resp.status, message, kind)
+
+    async def complete(self, target: UpstreamTarget, payload: dict[str, Any]) -> dict[str, Any]:
+        """One non-streamed completion."""
+        if self.hook is not None:
+            return await self.hook.complete(target, payload, self._complete)
+        return await self._complete(target, payload)
+
+    def stream(
+        self, target: UpstreamTarget, payload: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A streamed completion, one parsed ``chat.completion.chunk`` at a time."""
+        if self.hook is not None:
+            return self.hook.stream(target, payload, self._stream)
+        return self._stream(target, payload)
+
+    async def _complete(self, target: UpstreamTarget, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            async with self._ensure().post(
+                target.url,
+                data=orjson.dumps(payload),
+                headers=self._headers(target),
+                timeout=aiohttp.ClientTimeout(total=target.timeout_s, sock_connect=10),
+            ) as resp:
+                await self._raise_for(resp, target)
+                data = orjson.loads(await resp.read())
+        except TimeoutError:
+            raise UpstreamError(
+                504, "the upstream did not answer in time", "upstream_timeout"
+            ) from None
+        except (aiohttp.ClientError, ConnectionError, orjson.JSONDecodeError) as e:
+            raise UpstreamError(
+                502,
+                f"the upstream could not be reached ({type(e).__name__})",
+                "upstream_unreachable",
+            ) from None
+        if not isinstance(data, dict) or not data.get("choices"):
+            raise UpstreamError(502, "the upstream sent a completion without choices")
+        return data
+
+    async def _stream(
+        self, target: UpstreamTarget, payload: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        # The deadline is checked around each read, never across a ``yield``: a timeout scope
+        # spanning a yield would cancel whichever task is consuming the stream at that moment.
+        deadline = asyncio.get_running_loop().time() + target.timeout_s
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                resp = await self._ensure().post(
+                    target.url, data=orjson.dumps(payload), headers=self._headers(target)
+                )
+                await self._raise_for(resp, target)
+            while True:
+                async with asyncio.timeout_at(deadline):
+                    line = await resp.content.readline()
+                if not line:
+                    return
+                if len(line) > _MAX_LINE:
+                    raise UpstreamError(502, "the upstream sent an oversized event")
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                chunk = orjson.loads(data)
+                if isinstance(chunk, dict) and "error" in chunk:
+                    err = chunk["error"]
+                    msg = err.get("message") if isinstance(err, dict) else str(err)
+                    raise UpstreamError(502, _scrub(f"upstream error: {msg}", target))
+                yield chunk
+        except TimeoutError:
+            raise UpstreamError(
+                504, "the upstream did not finish in time", "upstream_timeout"
+            ) from None
+        except (aiohttp.ClientError, ConnectionError, ValueError) as e:
+            raise UpstreamError(
+                502, f"the upstream stream broke ({type(e).__name__})", "upstream_unreachable"
+            ) from None
+        finally:
+            if resp is not None:
+                resp.release()

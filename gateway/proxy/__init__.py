@@ -1,0 +1,1 @@
+"""The OpenAI-compatible proxy: one turn, the tool loop, and forms, buttons and confirmations."""

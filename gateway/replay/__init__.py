@@ -1,0 +1,1 @@
+"""Recorded conversations: cassettes, recording, replay, differences, the pytest plugin."""

@@ -1,0 +1,1 @@
+"""The database: schema and migrations, logs, conversations, definitions and secrets."""

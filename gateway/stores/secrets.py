@@ -1,0 +1,124 @@
+"""The encrypted secret store (SPEC §4): secrets set through the admin API, shared by replicas.
+
+Values are encrypted with AES-256-GCM before they reach the database (the secret's name is the
+associated data, so a ciphertext cannot be moved to another name). The key is
+``$ACTIONGATE_SECRET_KEY`` (any string; hashed to 32 bytes) or, when unset, derived from the
+admin token — so every replica sharing the token can read the store, and rotating the token
+without setting ``ACTIONGATE_SECRET_KEY`` makes stored secrets unreadable (they must be set
+again). Values are write-only: nothing here returns them to a client.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import RequestError
+from gateway.stores.db import secrets as secrets_table
+from gateway.stores.db import upsert_statement
+
+__all__ = ["NAME_PATTERN", "SecretStore", "store_key"]
+
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")  # "_" names are internal rows
+MAX_VALUE_BYTES = 8192
+_VERSION = "v1:"
+_INTERNAL = "_"  # rows such as the admin token's hash are not secrets
+
+
+def store_key(derive: Any) -> bytes:
+    """The store's key: from ``$ACTIONGATE_SECRET_KEY``, else ``derive(b"secret-store")``."""
+    given = os.environ.get("ACTIONGATE_SECRET_KEY", "")
+    if given:
+        return hashlib.sha256(given.encode()).digest()
+    key: bytes = derive(b"secret-store")
+    return key
+
+
+class SecretStore:
+    """Encrypted ``secrets`` rows."""
+
+    def __init__(self, engine: AsyncEngine, key: bytes) -> None:
+        self._engine = engine
+        self._aead = AESGCM(key)
+        self._upsert = upsert_statement(secrets_table, engine.dialect)
+
+    def _seal(self, name: str, value: str) -> str:
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, value.encode(), name.encode())
+        return _VERSION + base64.b64encode(nonce + sealed).decode()
+
+    def _open(self, name: str, stored: str) -> str | None:
+        if not stored.startswith(_VERSION):
+            return None
+        raw = base64.b64decode(stored[len(_VERSION) :])
+        try:
+            return self._aead.decrypt(raw[:12], raw[12:], name.encode()).decode()
+        except InvalidTag:
+            return None  # written under another key: unreadable, reported by names()
+
+    async def load(self) -> dict[str, str]:
+        """Every readable secret, decrypted (for the executor only)."""
+        out: dict[str, str] = {}
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(secrets_table.c.name, secrets_table.c.value))
+            for name, stored in rows:
+                if name.startswith(_INTERNAL):
+                    continue
+                value = self._open(name, stored)
+                if value is not None:
+                    out[name] = value
+        return out
+
+    async def names(self) -> list[dict[str, Any]]:
+        """Names, update times and whether each is readable with the current key."""
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        secrets_table.c.name, secrets_table.c.value, secrets_table.c.updated_at
+                    ).order_by(secrets_table.c.name)
+                )
+            ).all()
+        return [
+            {
+                "name": name,
+                "updated_at": updated.isoformat().replace("+00:00", "Z"),
+                "readable": self._open(name, stored) is not None,
+            }
+            for name, stored, updated in rows
+            if not name.startswith(_INTERNAL)
+        ]
+
+    async def put(self, name: str, value: str) -> None:
+        """Set a secret (validated: name pattern, non-empty value, at most 8 KiB)."""
+        if not NAME_PATTERN.match(name):
+            raise RequestError(
+                422, "name must match ^[A-Za-z][A-Za-z0-9_]{0,63}$", "invalid_secret", "name"
+            )
+        if not value or len(value.encode()) > MAX_VALUE_BYTES or "\x00" in value:
+            raise RequestError(
+                422,
+                f"value must be 1 to {MAX_VALUE_BYTES} bytes without NUL",
+                "invalid_secret",
+                "value",
+            )
+        row = {"name": name, "value": self._seal(name, value), "updated_at": datetime.now(UTC)}
+        async with self._engine.begin() as conn:
+            await conn.execute(self._upsert, [row])
+
+    async def delete(self, name: str) -> bool:
+        """Remove a secret; False when there was none."""
+        if name.startswith(_INTERNAL):
+            return False
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(secrets_table).where(secrets_table.c.name == name))
+        return bool(result.rowcount)
