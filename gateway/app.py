@@ -22,7 +22,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
-from gateway.admin.api import AdminToken, build_router, ensure_admin_token
+from gateway.admin.api import build_router
 from gateway.admin.dashboard import build_dashboard, mount_static
 from gateway.admin.service import Admin
 from gateway.definitions.config import Config
@@ -30,15 +30,15 @@ from gateway.engine.runtime import Runtime, open_runtime
 from gateway.engine.workspace import Workspace
 from gateway.errors import RequestError, UpstreamError
 from gateway.mcp.mount import LazyMcp
+from gateway.net.inbound import MAX_REQUEST_BYTES, bearer_token, read_json_body
 from gateway.net.upstream import Upstream
 from gateway.proxy.loop import Proxy
 from gateway.stores.conversations import ConversationStore
 from gateway.stores.definitions import DefinitionStore
-from gateway.stores.secrets import SecretStore, store_key
+from gateway.stores.secrets import AdminToken, SecretStore, ensure_admin_token, store_key
 
 __all__ = ["MAX_REQUEST_BYTES", "Services", "create_app"]
 
-MAX_REQUEST_BYTES = 4 << 20
 log = logging.getLogger("actiongate")
 
 
@@ -77,31 +77,6 @@ def error_response(
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-def _client_key(request: Request) -> str | None:
-    value = request.headers.get("authorization", "")
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-async def _read_body(request: Request) -> Any:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
-        raise RequestError(413, f"request body larger than {MAX_REQUEST_BYTES} bytes", "too_large")
-    chunks = bytearray()
-    async for chunk in request.stream():
-        chunks += chunk
-        if len(chunks) > MAX_REQUEST_BYTES:
-            raise RequestError(
-                413, f"request body larger than {MAX_REQUEST_BYTES} bytes", "too_large"
-            )
-    try:
-        return orjson.loads(chunks)
-    except orjson.JSONDecodeError as e:
-        raise RequestError(
-            400, f"the request body is not valid JSON: {e}", "invalid_json"
-        ) from None
 
 
 def create_app(config: Config, *, database: str | None = None) -> FastAPI:
@@ -177,9 +152,11 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
     async def chat_completions(request: Request) -> Response:
         """OpenAI Chat Completions, streamed or not, with the agent's actions as tools."""
         svc = services(request)
-        body = await _read_body(request)
+        body = await read_json_body(request)
         headers = {k.lower(): v for k, v in request.headers.items()}
-        turn = await svc.proxy.prepare(body, headers, _client_key(request))
+        turn = await svc.proxy.prepare(
+            body, headers, bearer_token(request.headers.get("authorization"))
+        )
         if not turn.stream:
             return _json(await svc.proxy.complete(turn))
         events = svc.proxy.stream(turn)
@@ -204,7 +181,7 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
     async def models(request: Request) -> Response:
         """The agents this client key may use."""
         svc = services(request)
-        key = _client_key(request)
+        key = bearer_token(request.headers.get("authorization"))
         data = []
         for agent_id in svc.workspace.agents:
             view = svc.workspace.view(agent_id)

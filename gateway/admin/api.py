@@ -7,72 +7,19 @@ it). Any other token is a 401. Lists answer ``{"items": [...], "next_cursor": st
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-import secrets as pysecrets
-import sys
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.admin.service import Admin
 from gateway.errors import RequestError
-from gateway.stores.db import secrets as secrets_table
+from gateway.net.inbound import bearer_token
 from gateway.stores.logs import MAX_PAGE_SIZE, Outcome
+from gateway.stores.secrets import AdminToken
 
-__all__ = ["AdminToken", "build_router", "ensure_admin_token"]
-
-_TOKEN_ROW = "_admin_token_sha256"
-
-
-class AdminToken:
-    """Checks a presented admin token in constant time."""
-
-    def __init__(self, digest: bytes) -> None:
-        self._digest = digest
-
-    def derive_key(self, purpose: bytes) -> bytes:
-        """A key for ``purpose`` that every replica sharing this token derives alike."""
-        return hmac.new(self._digest, b"actiongate:" + purpose, hashlib.sha256).digest()
-
-    def accepts(self, presented: str | None) -> bool:
-        """Whether ``presented`` is the admin token."""
-        candidate = hashlib.sha256((presented or "").encode()).digest()
-        return hmac.compare_digest(candidate, self._digest) and bool(presented)
-
-
-async def ensure_admin_token(engine: AsyncEngine) -> AdminToken:
-    """Use ``$ACTIONGATE_ADMIN_TOKEN``, or the stored one, or make, store and print a new one."""
-    given = os.environ.get("ACTIONGATE_ADMIN_TOKEN", "")
-    if given:
-        return AdminToken(hashlib.sha256(given.encode()).digest())
-    token = pysecrets.token_urlsafe(32)
-    digest = hashlib.sha256(token.encode()).digest()
-    row = {"name": _TOKEN_ROW, "value": digest.hex(), "updated_at": datetime.now(UTC)}
-    # Insert only if absent, then read back: replicas starting together agree on one token.
-    insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
-        secrets_table
-    ).on_conflict_do_nothing(index_elements=["name"])
-    async with engine.begin() as conn:
-        await conn.execute(insert, [row])
-        stored = (
-            await conn.execute(
-                select(secrets_table.c.value).where(secrets_table.c.name == _TOKEN_ROW)
-            )
-        ).scalar_one()
-    if stored != digest.hex():
-        return AdminToken(bytes.fromhex(stored))
-    sys.stderr.write(
-        f"actiongate: no ACTIONGATE_ADMIN_TOKEN set; generated admin token (shown once): {token}\n"
-    )
-    return AdminToken(digest)
+__all__ = ["build_router"]
 
 
 class TestRequest(BaseModel):
@@ -107,10 +54,8 @@ def _page(items: list[dict[str, Any]], key: str, cursor: str | None, limit: int)
 async def require_admin(request: Request) -> Admin:
     """The admin service, once the bearer token is checked (401 otherwise)."""
     services = request.app.state.services
-    value = request.headers.get("authorization", "")
-    scheme, _, presented = value.partition(" ")
     token: AdminToken = services.token
-    if scheme.lower() != "bearer" or not token.accepts(presented.strip()):
+    if not token.accepts(bearer_token(request.headers.get("authorization"))):
         raise RequestError(
             401, "a valid admin token is required", "unauthorized", kind="authentication_error"
         )

@@ -22,7 +22,6 @@ from pydantic import ValidationError as PydanticValidationError
 
 from gateway.definitions.actions import Action
 from gateway.definitions.validation import validate_actions
-from gateway.engine.limits import LimitsConfig
 from gateway.errors import ConfigError, DefinitionError
 
 __all__ = [
@@ -30,6 +29,7 @@ __all__ = [
     "AgentConfig",
     "Config",
     "EgressConfig",
+    "LimitsConfig",
     "UpstreamConfig",
     "load_actions",
     "load_config",
@@ -43,6 +43,21 @@ _ACTION = TypeAdapter(Action)
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class LimitsConfig(BaseModel):
+    """The ``limits:`` section of the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    concurrency: int = Field(default=32, ge=1, le=10_000)
+    """Calls to one action running at once."""
+    rate: int = Field(default=30, ge=1, le=100_000)
+    """Action calls allowed per conversation per ``per_s`` seconds."""
+    per_s: float = Field(default=60.0, gt=0, le=86_400)
+    failures: int = Field(default=5, ge=1, le=1_000)
+    """Consecutive failures that open an action's circuit."""
+    cooldown_s: float = Field(default=30.0, gt=0, le=3_600)
+    """How long an open circuit fails fast before one trial call."""
 
 
 class UpstreamConfig(_Model):

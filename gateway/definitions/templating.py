@@ -43,6 +43,8 @@ __all__ = [
     "is_empty",
     "lookup",
     "render",
+    "split_outside_tags",
+    "split_url",
     "to_text",
 ]
 
@@ -284,3 +286,47 @@ def render(source: str, values: Mapping[str, Any], escape: Escape) -> str:
         # Fast path for the common ``{{ lead.email }}``: skip Jinja2 entirely.
         return _ESCAPERS[escape](lookup(values, info.single))
     return str(_compiled(source, escape).render(values))
+
+
+# --- URL templates ------------------------------------------------------------------------
+
+_URL_HEAD = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>.*)$", re.S
+)
+_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+
+
+def split_outside_tags(text: str, sep: str, maxsplit: int = -1) -> list[str]:
+    """Split on ``sep`` where it does not stand inside ``{{ ... }}``."""
+    masked = _TAG.sub(lambda m: "\0" * len(m.group()), text)
+    parts: list[str] = []
+    start = 0
+    for m in re.finditer(re.escape(sep), masked):
+        if maxsplit >= 0 and len(parts) == maxsplit:
+            break
+        parts.append(text[start : m.start()])
+        start = m.end()
+    parts.append(text[start:])
+    return parts
+
+
+@lru_cache(maxsize=4096)
+def split_url(url: str) -> tuple[str, str, str, str, str]:
+    """Split a URL template into ``(scheme, authority, path, query, fragment)`` without rendering.
+
+    Raises:
+        ValueError: the URL has no ``scheme://authority`` head.
+    """
+    m = _URL_HEAD.match(url.strip())
+    if not m:
+        raise ValueError("must be an absolute URL such as https://api.example.com/path")
+    rest = m.group("rest")
+    rest, *frag = split_outside_tags(rest, "#", 1)
+    path, *query = split_outside_tags(rest, "?", 1)
+    return (
+        m.group("scheme"),
+        m.group("authority"),
+        path,
+        query[0] if query else "",
+        (frag[0] if frag else ""),
+    )

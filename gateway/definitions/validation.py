@@ -26,8 +26,7 @@ from gateway.definitions.actions import (
     NavigateClick,
     OAuth2ClientCredentials,
 )
-from gateway.definitions.templating import TemplateProblem, analyze
-from gateway.engine.rendering import split_url
+from gateway.definitions.templating import TemplateProblem, analyze, split_url
 from gateway.errors import DefinitionError
 
 __all__ = ["FORBIDDEN_HEADERS", "TOOL_NAME_PATTERN", "validate_action", "validate_actions"]

@@ -18,26 +18,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from gateway.definitions.config import LimitsConfig
 
 __all__ = ["Limits", "LimitsConfig", "Permit"]
 
 _MAX_CONVERSATIONS = 100_000
-
-
-class LimitsConfig(BaseModel):
-    """The ``limits:`` section of the config."""
-
-    model_config = ConfigDict(extra="forbid")
-    concurrency: int = Field(default=32, ge=1, le=10_000)
-    """Calls to one action running at once."""
-    rate: int = Field(default=30, ge=1, le=100_000)
-    """Action calls allowed per conversation per ``per_s`` seconds."""
-    per_s: float = Field(default=60.0, gt=0, le=86_400)
-    failures: int = Field(default=5, ge=1, le=1_000)
-    """Consecutive failures that open an action's circuit."""
-    cooldown_s: float = Field(default=30.0, gt=0, le=3_600)
-    """How long an open circuit fails fast before one trial call."""
 
 
 @dataclass(slots=True)

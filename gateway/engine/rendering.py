@@ -11,15 +11,21 @@ optional ones drop their query entry or body leaf.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
 from gateway.definitions.actions import HttpRequest
-from gateway.definitions.templating import analyze, is_empty, lookup, render, to_text
+from gateway.definitions.templating import (
+    analyze,
+    is_empty,
+    lookup,
+    render,
+    split_outside_tags,
+    split_url,
+    to_text,
+)
 from gateway.errors import HeaderValueError, MissingVariableError
 
 __all__ = [
@@ -27,13 +33,8 @@ __all__ = [
     "body_variables",
     "render_request",
     "required_variables",
-    "split_url",
 ]
 
-_URL_HEAD = re.compile(
-    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>.*)$", re.S
-)
-_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
 _JSON_TYPES = ("application/json", "+json")
 _FORM_TYPE = "application/x-www-form-urlencoded"
 
@@ -50,42 +51,6 @@ class RenderedRequest:
     """The body as text, for logs (``None`` when there is no body)."""
     query: list[tuple[str, str]] = field(default_factory=list)
     """Extra query pairs added after rendering (already part of ``url``)."""
-
-
-def _split_outside_tags(text: str, sep: str, maxsplit: int = -1) -> list[str]:
-    """Split on ``sep`` where it does not stand inside ``{{ ... }}``."""
-    masked = _TAG.sub(lambda m: "\0" * len(m.group()), text)
-    parts: list[str] = []
-    start = 0
-    for m in re.finditer(re.escape(sep), masked):
-        if maxsplit >= 0 and len(parts) == maxsplit:
-            break
-        parts.append(text[start : m.start()])
-        start = m.end()
-    parts.append(text[start:])
-    return parts
-
-
-@lru_cache(maxsize=4096)
-def split_url(url: str) -> tuple[str, str, str, str, str]:
-    """Split a URL template into ``(scheme, authority, path, query, fragment)`` without rendering.
-
-    Raises:
-        ValueError: the URL has no ``scheme://authority`` head.
-    """
-    m = _URL_HEAD.match(url.strip())
-    if not m:
-        raise ValueError("must be an absolute URL such as https://api.example.com/path")
-    rest = m.group("rest")
-    rest, *frag = _split_outside_tags(rest, "#", 1)
-    path, *query = _split_outside_tags(rest, "?", 1)
-    return (
-        m.group("scheme"),
-        m.group("authority"),
-        path,
-        query[0] if query else "",
-        (frag[0] if frag else ""),
-    )
 
 
 def _vars(templates: Iterable[str]) -> set[str]:
@@ -215,8 +180,8 @@ def render_request(
     url = f"{scheme}://{authority}{render(path, values, 'path') if path else ''}"
     pairs: list[str] = []
     if query:
-        for pair in _split_outside_tags(query, "&"):
-            key, *value = _split_outside_tags(pair, "=", 1)
+        for pair in split_outside_tags(query, "&"):
+            key, *value = split_outside_tags(pair, "=", 1)
             rendered = render(key, values, "query")
             if value:
                 rendered += "=" + render(value[0], values, "query")

@@ -42,6 +42,7 @@ from gateway.engine.context import Conversation
 from gateway.engine.runtime import Runtime
 from gateway.engine.workspace import AgentView, Workspace
 from gateway.mcp.server import CHANNEL, Caller, build_server
+from gateway.net.inbound import bearer_token
 
 __all__ = ["MAX_SESSIONS", "McpBackend", "McpHttp"]
 
@@ -111,7 +112,7 @@ class McpHttp:
             response = _error(404, "use /mcp/{agent_id}")
         elif (agent := self._backend().workspace.view(agent_id)) is None:
             response = _error(404, f"unknown agent {agent_id[:64]!r}")
-        elif not agent.accepts(key := _bearer(Headers(scope=scope))):
+        elif not agent.accepts(key := bearer_token(Headers(scope=scope).get("authorization"))):
             response = _error(401, f"invalid or missing client key for agent {agent_id!r}")
             response.headers["WWW-Authenticate"] = 'Bearer realm="actiongate"'
         else:
@@ -154,11 +155,6 @@ def _agent_id(scope: Scope) -> str | None:
         path = path[len(root) :]
     segments = path.strip("/").split("/")
     return segments[0] if len(segments) == 1 and segments[0] else None
-
-
-def _bearer(headers: Headers) -> str | None:
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def _error(status: int, message: str) -> Response:

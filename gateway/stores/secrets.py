@@ -12,21 +12,25 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import re
+import secrets as pysecrets
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import RequestError
 from gateway.stores.db import secrets as secrets_table
 from gateway.stores.db import upsert_statement
 
-__all__ = ["NAME_PATTERN", "SecretStore", "store_key"]
+__all__ = ["NAME_PATTERN", "AdminToken", "SecretStore", "ensure_admin_token", "store_key"]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")  # "_" names are internal rows
 MAX_VALUE_BYTES = 8192
@@ -122,3 +126,51 @@ class SecretStore:
         async with self._engine.begin() as conn:
             result = await conn.execute(delete(secrets_table).where(secrets_table.c.name == name))
         return bool(result.rowcount)
+
+
+# --- The admin token ---------------------------------------------------------------------
+
+_TOKEN_ROW = "_admin_token_sha256"
+
+
+class AdminToken:
+    """Checks a presented admin token in constant time."""
+
+    def __init__(self, digest: bytes) -> None:
+        self._digest = digest
+
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A key for ``purpose`` that every replica sharing this token derives alike."""
+        return hmac.new(self._digest, b"actiongate:" + purpose, hashlib.sha256).digest()
+
+    def accepts(self, presented: str | None) -> bool:
+        """Whether ``presented`` is the admin token."""
+        candidate = hashlib.sha256((presented or "").encode()).digest()
+        return hmac.compare_digest(candidate, self._digest) and bool(presented)
+
+
+async def ensure_admin_token(engine: AsyncEngine) -> AdminToken:
+    """Use ``$ACTIONGATE_ADMIN_TOKEN``, or the stored one, or make, store and print a new one."""
+    given = os.environ.get("ACTIONGATE_ADMIN_TOKEN", "")
+    if given:
+        return AdminToken(hashlib.sha256(given.encode()).digest())
+    token = pysecrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).digest()
+    row = {"name": _TOKEN_ROW, "value": digest.hex(), "updated_at": datetime.now(UTC)}
+    # Insert only if absent, then read back: replicas starting together agree on one token.
+    insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
+        secrets_table
+    ).on_conflict_do_nothing(index_elements=["name"])
+    async with engine.begin() as conn:
+        await conn.execute(insert, [row])
+        stored = (
+            await conn.execute(
+                select(secrets_table.c.value).where(secrets_table.c.name == _TOKEN_ROW)
+            )
+        ).scalar_one()
+    if stored != digest.hex():
+        return AdminToken(bytes.fromhex(stored))
+    sys.stderr.write(
+        f"actiongate: no ACTIONGATE_ADMIN_TOKEN set; generated admin token (shown once): {token}\n"
+    )
+    return AdminToken(digest)
