@@ -260,14 +260,7 @@ class Executor:
         assert rendered is not None
         tool = run.tool
         try:
-            response = await self.outbound.send(
-                rendered.method,
-                rendered.url,
-                rendered.headers,
-                rendered.body,
-                deadline=deadline,
-                attempts=request.attempts,
-            )
+            response = await self.outbound.send(rendered.call(deadline, request.attempts))
             if response.status == 401 and isinstance(request.auth, OAuth2ClientCredentials):
                 response = await self._retry_after_401(request, run, values, deadline)
         except EgressBlocked as e:
@@ -313,9 +306,7 @@ class Executor:
         await apply_auth(
             request.auth, rendered, values, oauth=self.oauth, secret_sink=run.redactor.add_secret
         )
-        return await self.outbound.send(
-            rendered.method, rendered.url, rendered.headers, rendered.body, deadline=deadline
-        )
+        return await self.outbound.send(rendered.call(deadline))
 
     def _finish(
         self,

@@ -27,6 +27,7 @@ from gateway.definitions.templating import (
     to_text,
 )
 from gateway.errors import HeaderValueError, MissingVariableError
+from gateway.net.outbound import OutboundCall
 
 __all__ = [
     "RenderedRequest",
@@ -51,6 +52,10 @@ class RenderedRequest:
     """The body as text, for logs (``None`` when there is no body)."""
     query: list[tuple[str, str]] = field(default_factory=list)
     """Extra query pairs added after rendering (already part of ``url``)."""
+
+    def call(self, deadline: float, attempts: int = 1) -> OutboundCall:
+        """The request as the outbound client sends it (credentials applied by then)."""
+        return OutboundCall(self.method, self.url, self.headers, self.body, deadline, attempts)
 
 
 def _vars(templates: Iterable[str]) -> set[str]:

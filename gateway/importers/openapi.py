@@ -67,7 +67,7 @@ from gateway.importers.openapi_schema import (
     upper_snake,
 )
 from gateway.net.egress import EgressPolicy
-from gateway.net.outbound import ConnectFailed, Outbound
+from gateway.net.outbound import ConnectFailed, Outbound, OutboundCall
 
 __all__ = [
     "MAX_SPEC_BYTES",
@@ -157,7 +157,7 @@ async def _download(url: str, policy: EgressPolicy, max_bytes: int) -> bytes:
     accept = "application/json, application/yaml;q=0.9, */*;q=0.5"
     try:
         deadline = asyncio.get_running_loop().time() + 30.0
-        response = await outbound.send("GET", url, {"Accept": accept}, None, deadline=deadline)
+        response = await outbound.send(OutboundCall("GET", url, {"Accept": accept}, None, deadline))
     except (EgressBlocked, ConnectFailed, OSError) as e:
         raise OpenAPIImportError(f"cannot fetch {url}: {e}") from None
     except TimeoutError:

@@ -35,7 +35,15 @@ from yarl import URL
 
 from gateway.net.egress import EgressPolicy, GuardedResolver, Lookup
 
-__all__ = ["DEFAULT_MAX_BODY", "ConnectFailed", "Outbound", "OutboundHook", "OutboundResponse"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "ConnectFailed",
+    "Outbound",
+    "OutboundCall",
+    "OutboundHook",
+    "OutboundResponse",
+    "SendFn",
+]
 
 DEFAULT_MAX_BODY = 1 << 20
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -46,6 +54,26 @@ _BACKOFF_BASE_S = 0.2
 
 class ConnectFailed(Exception):
     """No response: the connection failed, was reset or closed early."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundCall:
+    """One request to send: what the executor, the OAuth token cache, recording and replay pass."""
+
+    method: str
+    url: str
+    """Already rendered and percent-encoded; sent as it is."""
+    headers: Mapping[str, str]
+    body: bytes | None
+    deadline: float
+    """The event-loop time by which every attempt must be over."""
+    attempts: int = 1
+    """How many tries in all (retries happen only where they are safe for the method)."""
+
+    @property
+    def host(self) -> str:
+        """The destination host, as the egress guard checks it."""
+        return URL(self.url).raw_host or ""
 
 
 @dataclass(slots=True)
@@ -61,25 +89,14 @@ class OutboundResponse:
     attempts: int
 
 
-SendFn = Callable[
-    [str, str, Mapping[str, str], bytes | None, float, int], Awaitable[OutboundResponse]
-]
-"""``Outbound._send``: method, url, headers, body, deadline, attempts."""
+SendFn = Callable[[OutboundCall], Awaitable[OutboundResponse]]
+"""``Outbound._send``: sends one call, past the hook."""
 
 
 class OutboundHook(Protocol):
     """Sees every outbound call: may pass it on through ``send`` (recording) or answer it."""
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        deadline: float,
-        attempts: int,
-        send: SendFn,
-    ) -> OutboundResponse:
+    async def send(self, call: OutboundCall, send: SendFn) -> OutboundResponse:
         """Answer one call; raises what :meth:`Outbound.send` raises."""
         ...
 
@@ -166,47 +183,29 @@ class Outbound:
             await self._session.close()
             self._session = None
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        *,
-        deadline: float,
-        attempts: int = 1,
-    ) -> OutboundResponse:
-        """Send a request, retrying within ``deadline`` (an event-loop time).
+    async def send(self, call: OutboundCall) -> OutboundResponse:
+        """Send a request, retrying within ``call.deadline`` (an event-loop time).
 
         Raises:
             EgressBlocked: the destination is not allowed.
             TimeoutError: the deadline passed.
             ConnectFailed: no response could be had.
         """
-        host = URL(url).raw_host or ""
-        self.policy.check_host_name(host)
+        self.policy.check_host_name(call.host)
         if self.hook is not None:
-            return await self.hook.send(method, url, headers, body, deadline, attempts, self._send)
-        return await self._send(method, url, headers, body, deadline, attempts)
+            return await self.hook.send(call, self._send)
+        return await self._send(call)
 
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        deadline: float,
-        attempts: int,
-    ) -> OutboundResponse:
-        host = URL(url).raw_host or ""
-        idempotent = method.upper() in IDEMPOTENT
+    async def _send(self, call: OutboundCall) -> OutboundResponse:
+        host, deadline, attempts = call.host, call.deadline, call.attempts
+        idempotent = call.method.upper() in IDEMPOTENT
         attempt = 0
         while True:
             attempt += 1
             last = attempt >= attempts
             try:
                 async with asyncio.timeout_at(deadline):
-                    response = await self._once(method, url, headers, body)
+                    response = await self._once(call)
             except aiohttp.ClientConnectorError as e:
                 # Never connected: the server cannot have seen the request, any method may retry.
                 if last or not await self._backoff(attempt, deadline, None):
@@ -233,13 +232,15 @@ class Outbound:
         await asyncio.sleep(wait)
         return True
 
-    async def _once(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
-    ) -> OutboundResponse:
+    async def _once(self, call: OutboundCall) -> OutboundResponse:
         session = self._ensure_session()
         cap = self.max_body_bytes
         async with session.request(
-            method, URL(url, encoded=True), headers=dict(headers), data=body, allow_redirects=False
+            call.method,
+            URL(call.url, encoded=True),
+            headers=dict(call.headers),
+            data=call.body,
+            allow_redirects=False,
         ) as resp:
             raw = bytearray()
             truncated = False
@@ -259,11 +260,6 @@ class Outbound:
     async def post_form(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         """POST a form (OAuth token requests) through the same guard, with a 10 s deadline."""
         deadline = asyncio.get_running_loop().time() + 10.0
-        response = await self.send(
-            "POST",
-            url,
-            {**headers, "Content-Type": "application/x-www-form-urlencoded"},
-            body,
-            deadline=deadline,
-        )
+        headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+        response = await self.send(OutboundCall("POST", url, headers, body, deadline))
         return response.status, response.body

@@ -52,6 +52,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import ActionGateError
+from gateway.net.outbound import OutboundCall
 from gateway.redaction import REDACTED, Redactor, is_credential_header, is_credential_param
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "CassetteRequest",
     "body_bytes",
     "body_fields",
+    "call_fields",
     "cassette_path",
     "conversation_of",
     "dump_line",
@@ -253,6 +255,16 @@ def body_fields(data: bytes | None) -> dict[str, Any]:
         return {"body": data.decode("utf-8")}
     except UnicodeDecodeError:
         return {"body_base64": base64.b64encode(data).decode("ascii")}
+
+
+def call_fields(call: OutboundCall) -> dict[str, Any]:
+    """An outbound call as a cassette's ``sent`` object (before redaction)."""
+    return {
+        "method": call.method,
+        "url": call.url,
+        "headers": dict(call.headers),
+        **body_fields(call.body),
+    }
 
 
 def body_bytes(fields: Mapping[str, Any]) -> bytes:

@@ -30,12 +30,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.errors import EgressBlocked, UpstreamError
-from gateway.net.outbound import ConnectFailed, OutboundResponse, SendFn
+from gateway.net.outbound import ConnectFailed, OutboundCall, OutboundResponse, SendFn
 from gateway.net.upstream import CompleteFn, StreamFn, UpstreamTarget
 from gateway.redaction import REDACTED, Redactor
 from gateway.replay.cassette import (
     FORMAT_VERSION,
     body_fields,
+    call_fields,
     cassette_path,
     conversation_of,
     dump_line,
@@ -130,23 +131,14 @@ class _RecordingUpstream:
 class _RecordingOutbound:
     """Passes action requests on, noting each exchange on the current tape."""
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        deadline: float,
-        attempts: int,
-        send: SendFn,
-    ) -> OutboundResponse:
+    async def send(self, call: OutboundCall, send: SendFn) -> OutboundResponse:
         tape = _TAPE.get()
         if tape is None:
-            return await send(method, url, headers, body, deadline, attempts)
-        sent = {"method": method, "url": url, "headers": dict(headers), **body_fields(body)}
+            return await send(call)
+        sent = call_fields(call)
         event = tape.start("action", sent=sent)
         try:
-            response = await send(method, url, headers, body, deadline, attempts)
+            response = await send(call)
         except TimeoutError:
             event["error"] = {"kind": "timeout", "message": ""}
             raise

@@ -40,7 +40,7 @@ import orjson
 
 from gateway.definitions.config import Config, load_config, parse_config
 from gateway.errors import ActionGateError, EgressBlocked, UpstreamError
-from gateway.net.outbound import ConnectFailed, OutboundResponse, SendFn
+from gateway.net.outbound import ConnectFailed, OutboundCall, OutboundResponse, SendFn
 from gateway.net.upstream import CompleteFn, StreamFn, UpstreamTarget
 from gateway.redaction import REDACTED, Redactor
 from gateway.replay.cassette import (
@@ -48,7 +48,7 @@ from gateway.replay.cassette import (
     CassetteError,
     CassetteRequest,
     body_bytes,
-    body_fields,
+    call_fields,
     json_copy,
     load_cassette,
     redact_action_sent,
@@ -151,18 +151,9 @@ class ReplayOutbound:
                     return exchange
         return None
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        deadline: float,
-        attempts: int,
-        send: SendFn,
-    ) -> OutboundResponse:
+    async def send(self, call: OutboundCall, send: SendFn) -> OutboundResponse:
         """The recorded response of the matching exchange; a connection error when none."""
-        raw = {"method": method, "url": url, "headers": dict(headers), **body_fields(body)}
+        raw = call_fields(call)
         sent = redact_action_sent(raw, self.redactor)
         recorded = self._match(sent)
         observation = Observation("action", sent, recorded)
@@ -173,7 +164,9 @@ class ReplayOutbound:
                 token = {"access_token": "replay-token", "token_type": "Bearer", "expires_in": 3600}
                 ctype = {"content-type": "application/json"}
                 return OutboundResponse(200, ctype, orjson.dumps(token), False, 1)
-            raise ConnectFailed(f"replay: no recorded exchange for {method} {sent['url']} (599)")
+            raise ConnectFailed(
+                f"replay: no recorded exchange for {call.method} {sent['url']} (599)"
+            )
         error = recorded.get("error")
         if error:
             if error.get("kind") == "timeout":
