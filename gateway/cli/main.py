@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.definitions.actions import request_of
-from gateway.definitions.config import Config, load_config
+from gateway.definitions.config import DEFAULT_DATABASE, Config, load_config
 from gateway.definitions.templating import analyze
 from gateway.engine.rendering import body_variables, required_variables
 from gateway.errors import ActionGateError, ConfigError
@@ -219,6 +219,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``actiongate`` argument parser."""
     from adapters import FORMATS
+    from gateway.replay.run import add_replay_arguments
 
     parser = argparse.ArgumentParser(
         prog="actiongate", description="Custom Actions gateway for OpenAI-compatible agents."
@@ -247,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("logs", help="show execution logs, newest first")
     p.add_argument("--config", metavar="FILE", help="read the database URL from this config")
-    p.add_argument("--db", metavar="URL", help="database URL (default sqlite:///actiongate.db)")
+    p.add_argument("--db", metavar="URL", help=f"database URL (default {DEFAULT_DATABASE})")
     p.add_argument("--action", metavar="TOOL_NAME")
     p.add_argument("--agent", metavar="ID")
     p.add_argument("--conversation", metavar="ID")
@@ -279,9 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_import_openapi)
 
     p = sub.add_parser("replay", help="replay recorded conversations; report every difference")
-    p.add_argument("cassette", nargs="+", metavar="CASSETTE", help="a cassette or a directory")
-    p.add_argument("--config", metavar="FILE", help="default: the config recorded in the cassette")
-    p.add_argument("--json", action="store_true", help="one JSON report per cassette")
+    add_replay_arguments(p)
     p.set_defaults(handler=cmd_replay)
 
     p = sub.add_parser("demo", help="offline demo: gateway + scripted model + sample API")

@@ -63,6 +63,7 @@ __all__ = [
     "ReplayOutbound",
     "ReplayReport",
     "ReplayUpstream",
+    "add_replay_arguments",
     "main",
     "replay",
     "replay_file",
@@ -388,19 +389,22 @@ def run_replay_command(
     return 0 if passed else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m gateway.replay.run``: the same as ``actiongate replay``."""
-    parser = argparse.ArgumentParser(prog="actiongate replay", description=__doc__.splitlines()[0])
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the arguments of ``actiongate replay`` (and ``python -m gateway.replay``)."""
     parser.add_argument("cassette", nargs="+", metavar="CASSETTE", help="a cassette or a directory")
-    parser.add_argument("--config", metavar="FILE", help="default: the config in the cassette")
+    parser.add_argument(
+        "--config", metavar="FILE", help="default: the config recorded in the cassette"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON report per cassette")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gateway.replay``: the same as ``actiongate replay``."""
+    parser = argparse.ArgumentParser(prog="actiongate replay", description=__doc__.splitlines()[0])
+    add_replay_arguments(parser)
     ns = parser.parse_args(argv)
     try:
         return run_replay_command(ns.cassette, config=ns.config, as_json=ns.json)
     except ActionGateError as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

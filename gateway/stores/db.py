@@ -46,7 +46,6 @@ from sqlalchemy.types import TypeDecorator
 from gateway.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_DATABASE_URL",
     "MIGRATIONS",
     "Migration",
     "UTCDateTime",
@@ -65,7 +64,6 @@ __all__ = [
     "upsert_statement",
 ]
 
-DEFAULT_DATABASE_URL = "sqlite:///actiongate.db"
 """The database used when none is configured: ``actiongate.db`` in the working directory."""
 
 _SQLITE_BEGIN = "actiongate_sqlite_begin"
