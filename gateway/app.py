@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +79,16 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-def create_app(config: Config, *, database: str | None = None) -> FastAPI:
-    """Build the application; its lifespan opens the database and clients and closes them."""
+def services_of(request: Request) -> Services:
+    """The running app's :class:`Services` (set by the lifespan)."""
+    result: Services = request.app.state.services
+    return result
+
+
+def _lifespan(
+    config: Config, database: str | None, mcp: LazyMcp
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Open the database, clients and stores at start-up; close them at shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,109 +110,129 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
             await upstream.close()
             await runtime.close()
 
-    app = FastAPI(title="actiongate", version=__version__, lifespan=lifespan)
+    return lifespan
+
+
+# --- errors: every failure leaves in OpenAI's shape -----------------------------------------
+
+
+async def _on_request_error(_request: Request, e: Exception) -> Response:
+    assert isinstance(e, RequestError)
+    return error_response(e.status, str(e), e.kind, e.code, e.param)
+
+
+async def _on_upstream_error(_request: Request, e: Exception) -> Response:
+    assert isinstance(e, UpstreamError)
+    return error_response(e.status, str(e), "upstream_error", e.code)
+
+
+async def _on_validation_error(_request: Request, e: Exception) -> Response:
+    assert isinstance(e, RequestValidationError)
+    err = e.errors()[0]
+    field = ".".join(str(p) for p in err["loc"][1:]) or None
+    return error_response(
+        422, f"{field}: {err['msg']}", "invalid_request_error", "invalid_request", field
+    )
+
+
+async def _on_database_busy(_request: Request, e: Exception) -> Response:
+    # Pool exhausted or database briefly down: a retryable condition, not a server bug.
+    log.warning("database unavailable: %s", type(e).__name__)
+    response = error_response(
+        503,
+        "the gateway's database is busy or unavailable; retry shortly",
+        "service_unavailable",
+        "database_unavailable",
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+async def _on_http_error(_request: Request, e: Exception) -> Response:
+    assert isinstance(e, StarletteHTTPException)
+    return error_response(e.status_code, str(e.detail), "invalid_request_error", None)
+
+
+async def _on_unexpected(_request: Request, e: Exception) -> Response:
+    log.exception("unexpected error")  # the trace goes to the log, never to the client
+    return error_response(500, "internal error", "server_error", "internal_error")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestError, _on_request_error)
+    app.add_exception_handler(UpstreamError, _on_upstream_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(SQLAlchemyTimeoutError, _on_database_busy)
+    app.add_exception_handler(DBAPIError, _on_database_busy)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+# --- the OpenAI-compatible routes -------------------------------------------------------------
+
+
+async def chat_completions(request: Request) -> Response:
+    """OpenAI Chat Completions, streamed or not, with the agent's actions as tools."""
+    svc = services_of(request)
+    body = await read_json_body(request)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    turn = await svc.proxy.prepare(body, headers, bearer_token(headers.get("authorization")))
+    if not turn.stream:
+        return _json(await svc.proxy.complete(turn))
+    events = svc.proxy.stream(turn)
+    first = await events.__anext__()  # an upstream failing at once is still an HTTP error
+
+    async def body_events() -> AsyncIterator[bytes]:
+        yield first
+        async for event in events:
+            yield event
+
+    return StreamingResponse(
+        body_events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def list_models(request: Request) -> Response:
+    """The agents this client key may use."""
+    svc = services_of(request)
+    key = bearer_token(request.headers.get("authorization"))
+    data = []
+    for agent_id in svc.workspace.agents:
+        view = svc.workspace.view(agent_id)
+        if view is not None and view.accepts(key):
+            data.append({"id": agent_id, "object": "model", "created": 0, "owned_by": "actiongate"})
+    return _json({"object": "list", "data": data})
+
+
+async def health(request: Request) -> Response:
+    """Liveness plus the log writer's counters."""
+    svc = services_of(request)
+    return _json(
+        {
+            "status": "ok",
+            "version": __version__,
+            "log": dict(svc.runtime.logstore.stats()),
+            "actions": svc.runtime.executor.limits.snapshot(),
+        }
+    )
+
+
+def create_app(config: Config, *, database: str | None = None) -> FastAPI:
+    """Build the application; its lifespan opens the database and clients and closes them."""
     mcp = LazyMcp(lambda: app.state.services)
+    app = FastAPI(
+        title="actiongate", version=__version__, lifespan=_lifespan(config, database, mcp)
+    )
     app.mount("/mcp", mcp)
-
-    def services(request: Request) -> Services:
-        result: Services = request.app.state.services
-        return result
-
-    @app.exception_handler(RequestError)
-    async def on_request_error(_request: Request, e: RequestError) -> Response:
-        return error_response(e.status, str(e), e.kind, e.code, e.param)
-
-    @app.exception_handler(UpstreamError)
-    async def on_upstream_error(_request: Request, e: UpstreamError) -> Response:
-        return error_response(e.status, str(e), "upstream_error", e.code)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_request: Request, e: RequestValidationError) -> Response:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"][1:]) or None
-        return error_response(
-            422, f"{field}: {err['msg']}", "invalid_request_error", "invalid_request", field
-        )
-
-    @app.exception_handler(SQLAlchemyTimeoutError)
-    @app.exception_handler(DBAPIError)
-    async def on_database_busy(_request: Request, e: Exception) -> Response:
-        # Pool exhausted or database briefly down: a retryable condition, not a server bug.
-        log.warning("database unavailable: %s", type(e).__name__)
-        response = error_response(
-            503,
-            "the gateway's database is busy or unavailable; retry shortly",
-            "service_unavailable",
-            "database_unavailable",
-        )
-        response.headers["Retry-After"] = "1"
-        return response
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(_request: Request, e: StarletteHTTPException) -> Response:
-        return error_response(e.status_code, str(e.detail), "invalid_request_error", None)
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(_request: Request, e: Exception) -> Response:
-        log.exception("unexpected error")  # the trace goes to the log, never to the client
-        return error_response(500, "internal error", "server_error", "internal_error")
-
-    async def chat_completions(request: Request) -> Response:
-        """OpenAI Chat Completions, streamed or not, with the agent's actions as tools."""
-        svc = services(request)
-        body = await read_json_body(request)
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        turn = await svc.proxy.prepare(
-            body, headers, bearer_token(request.headers.get("authorization"))
-        )
-        if not turn.stream:
-            return _json(await svc.proxy.complete(turn))
-        events = svc.proxy.stream(turn)
-        first = await events.__anext__()  # an upstream failing at once is still an HTTP error
-
-        async def body_events() -> AsyncIterator[bytes]:
-            yield first
-            async for event in events:
-                yield event
-
-        return StreamingResponse(
-            body_events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
+    _install_error_handlers(app)
     # A plain Starlette route: no dependency solving on the hottest path (OpenAI's API, not ours
     # to document in the OpenAPI schema).
     app.router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
-
-    @app.get("/v1/models", response_model=None)
-    async def models(request: Request) -> Response:
-        """The agents this client key may use."""
-        svc = services(request)
-        key = bearer_token(request.headers.get("authorization"))
-        data = []
-        for agent_id in svc.workspace.agents:
-            view = svc.workspace.view(agent_id)
-            if view is not None and view.accepts(key):
-                data.append(
-                    {"id": agent_id, "object": "model", "created": 0, "owned_by": "actiongate"}
-                )
-        return _json({"object": "list", "data": data})
-
-    @app.get("/healthz", response_model=None)
-    async def health(request: Request) -> Response:
-        """Liveness plus the log writer's counters."""
-        svc = services(request)
-        return _json(
-            {
-                "status": "ok",
-                "version": __version__,
-                "log": dict(svc.runtime.logstore.stats()),
-                "actions": svc.runtime.executor.limits.snapshot(),
-            }
-        )
-
+    app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=None)
+    app.add_api_route("/healthz", health, methods=["GET"], response_model=None)
     app.include_router(build_router())
-    app.include_router(build_dashboard(services))
+    app.include_router(build_dashboard(services_of))
     mount_static(app)
     return app
