@@ -79,154 +79,177 @@ def _refuse_nul(**params: str | None) -> None:
             raise RequestError(400, f"{name} contains a NUL character", "invalid_request", name)
 
 
+router = APIRouter(prefix="/api", tags=["admin"])
+"""The ``/api`` routes; they find the services in ``app.state.services``."""
+
+
+@router.get("/actions")
+async def list_actions(
+    admin: AdminDep, cursor: str | None = None, limit: Limit = 50
+) -> dict[str, Any]:
+    """Every Custom Action (credentials masked)."""
+    return _page(admin.list_actions(), "tool_name", cursor, limit)
+
+
+@router.post("/actions", status_code=201)
+async def create_action(data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+    """Create an action from a definition in the file format."""
+    return await admin.create_action(data)
+
+
+@router.get("/actions/{tool_name}")
+async def get_action(tool_name: str, admin: AdminDep) -> dict[str, Any]:
+    """One action (credentials masked)."""
+    return admin.get_action(tool_name)
+
+
+@router.put("/actions/{tool_name}")
+async def replace_action(tool_name: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+    """Replace an action; masked values sent back keep the stored credential."""
+    return await admin.replace_action(tool_name, data)
+
+
+@router.patch("/actions/{tool_name}")
+async def patch_action(tool_name: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+    """Merge fields into an action (JSON merge patch)."""
+    return await admin.patch_action(tool_name, data)
+
+
+@router.delete("/actions/{tool_name}", status_code=204)
+async def delete_action(tool_name: str, admin: AdminDep) -> Response:
+    """Delete an action."""
+    await admin.delete_action(tool_name)
+    return Response(status_code=204)
+
+
+@router.post("/actions/{tool_name}/test")
+async def test_action(tool_name: str, test: TestRequest, admin: AdminDep) -> dict[str, Any]:
+    """Run an action once; a live POST/PUT/PATCH/DELETE changes real data (see ``warning``)."""
+    result = await admin.test_action(tool_name, test.variables, test.args, test.dry_run)
+    out = result.as_json()
+    action = admin.workspace.actions[tool_name]
+    method = getattr(action, "method", "GET")
+    if not test.dry_run and method != "GET":
+        out["warning"] = f"{method} ran for real without confirmation: it may change real data"
+    return out
+
+
+@router.get("/agents")
+async def list_agents(
+    admin: AdminDep, cursor: str | None = None, limit: Limit = 50
+) -> dict[str, Any]:
+    """Every agent with its enabled actions."""
+    return _page(admin.list_agents(), "id", cursor, limit)
+
+
+@router.post("/agents", status_code=201)
+async def create_agent(data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+    """Create an agent."""
+    return await admin.save_agent(None, data)
+
+
+@router.get("/agents/{agent_id}")
+async def get_agent(agent_id: str, admin: AdminDep) -> dict[str, Any]:
+    """One agent (client keys masked)."""
+    return admin.get_agent(agent_id)
+
+
+@router.put("/agents/{agent_id}")
+async def replace_agent(agent_id: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+    """Replace an agent."""
+    return await admin.save_agent(agent_id, data)
+
+
+@router.patch("/agents/{agent_id}")
+async def patch_agent(agent_id: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+    """Merge fields into an agent."""
+    return await admin.save_agent(agent_id, data, merge=True)
+
+
+@router.delete("/agents/{agent_id}", status_code=204)
+async def delete_agent(agent_id: str, admin: AdminDep) -> Response:
+    """Delete an agent."""
+    await admin.delete_agent(agent_id)
+    return Response(status_code=204)
+
+
+@router.put("/agents/{agent_id}/actions/{tool_name}")
+async def enable(agent_id: str, tool_name: str, admin: AdminDep) -> dict[str, Any]:
+    """Enable an action for an agent."""
+    return await admin.toggle(agent_id, tool_name, True)
+
+
+@router.delete("/agents/{agent_id}/actions/{tool_name}")
+async def disable(agent_id: str, tool_name: str, admin: AdminDep) -> dict[str, Any]:
+    """Disable an action for an agent."""
+    return await admin.toggle(agent_id, tool_name, False)
+
+
+@router.get("/agents/{agent_id}/tools")
+async def tools(agent_id: str, admin: AdminDep, format: str = "openai") -> Any:
+    """The agent's tools in an export format."""
+    return admin.export(agent_id, format)
+
+
+@router.get("/secrets")
+async def list_secrets(admin: AdminDep) -> dict[str, Any]:
+    """Secret names and where each comes from; values are never returned."""
+    return {"items": await admin.list_secrets(), "next_cursor": None}
+
+
+@router.put("/secrets/{name}", status_code=204)
+async def put_secret(name: str, secret: SecretValue, admin: AdminDep) -> Response:
+    """Set a secret in the encrypted store (referenced as ``{{secrets.NAME}}``)."""
+    await admin.put_secret(name, secret.value)
+    return Response(status_code=204)
+
+
+@router.delete("/secrets/{name}", status_code=204)
+async def delete_secret(name: str, admin: AdminDep) -> Response:
+    """Remove a stored secret; the config file's value, if any, applies again."""
+    await admin.delete_secret(name)
+    return Response(status_code=204)
+
+
+@router.get("/logs")
+async def logs(
+    admin: AdminDep,
+    action: str | None = None,
+    agent: str | None = None,
+    conversation_id: str | None = None,
+    outcome: Outcome | None = None,
+    cursor: str | None = None,
+    limit: Limit = 50,
+) -> dict[str, Any]:
+    """Execution records, newest first."""
+    _refuse_nul(action=action, agent=agent, conversation_id=conversation_id, cursor=cursor)
+    store = admin.runtime.logstore
+    await store.flush()
+    try:
+        records, next_cursor = await store.query(
+            action=action,
+            agent=agent,
+            conversation_id=conversation_id,
+            outcome=outcome,
+            limit=min(limit, MAX_PAGE_SIZE),
+            cursor=cursor,
+        )
+    except ValueError:
+        raise RequestError(400, "invalid cursor", "invalid_cursor", "cursor") from None
+    return {"items": [r.to_dict() for r in records], "next_cursor": next_cursor}
+
+
+@router.get("/logs/{record_id}")
+async def log(record_id: str, admin: AdminDep) -> dict[str, Any]:
+    """One execution record."""
+    _refuse_nul(record_id=record_id)
+    await admin.runtime.logstore.flush()
+    record = await admin.runtime.logstore.get(record_id)
+    if record is None:
+        raise RequestError(404, f"log record {record_id!r} not found", "not_found")
+    return record.to_dict()
+
+
 def build_router() -> APIRouter:
-    """The ``/api`` routes (they find the services in ``app.state.services``)."""
-    router = APIRouter(prefix="/api", tags=["admin"])
-
-    @router.get("/actions")
-    async def list_actions(
-        admin: AdminDep, cursor: str | None = None, limit: Limit = 50
-    ) -> dict[str, Any]:
-        """Every Custom Action (credentials masked)."""
-        return _page(admin.list_actions(), "tool_name", cursor, limit)
-
-    @router.post("/actions", status_code=201)
-    async def create_action(data: JSONBody, admin: AdminDep) -> dict[str, Any]:
-        """Create an action from a definition in the file format."""
-        return await admin.create_action(data)
-
-    @router.get("/actions/{tool_name}")
-    async def get_action(tool_name: str, admin: AdminDep) -> dict[str, Any]:
-        """One action (credentials masked)."""
-        return admin.get_action(tool_name)
-
-    @router.put("/actions/{tool_name}")
-    async def replace_action(tool_name: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
-        """Replace an action; masked values sent back keep the stored credential."""
-        return await admin.replace_action(tool_name, data)
-
-    @router.patch("/actions/{tool_name}")
-    async def patch_action(tool_name: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
-        """Merge fields into an action (JSON merge patch)."""
-        return await admin.patch_action(tool_name, data)
-
-    @router.delete("/actions/{tool_name}", status_code=204)
-    async def delete_action(tool_name: str, admin: AdminDep) -> Response:
-        """Delete an action."""
-        await admin.delete_action(tool_name)
-        return Response(status_code=204)
-
-    @router.post("/actions/{tool_name}/test")
-    async def test_action(tool_name: str, test: TestRequest, admin: AdminDep) -> dict[str, Any]:
-        """Run an action once; a live POST/PUT/PATCH/DELETE changes real data (see ``warning``)."""
-        result = await admin.test_action(tool_name, test.variables, test.args, test.dry_run)
-        out = result.as_json()
-        action = admin.workspace.actions[tool_name]
-        method = getattr(action, "method", "GET")
-        if not test.dry_run and method != "GET":
-            out["warning"] = f"{method} ran for real without confirmation: it may change real data"
-        return out
-
-    @router.get("/agents")
-    async def list_agents(
-        admin: AdminDep, cursor: str | None = None, limit: Limit = 50
-    ) -> dict[str, Any]:
-        """Every agent with its enabled actions."""
-        return _page(admin.list_agents(), "id", cursor, limit)
-
-    @router.post("/agents", status_code=201)
-    async def create_agent(data: JSONBody, admin: AdminDep) -> dict[str, Any]:
-        """Create an agent."""
-        return await admin.save_agent(None, data)
-
-    @router.get("/agents/{agent_id}")
-    async def get_agent(agent_id: str, admin: AdminDep) -> dict[str, Any]:
-        """One agent (client keys masked)."""
-        return admin.get_agent(agent_id)
-
-    @router.put("/agents/{agent_id}")
-    async def replace_agent(agent_id: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
-        """Replace an agent."""
-        return await admin.save_agent(agent_id, data)
-
-    @router.patch("/agents/{agent_id}")
-    async def patch_agent(agent_id: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
-        """Merge fields into an agent."""
-        return await admin.save_agent(agent_id, data, merge=True)
-
-    @router.delete("/agents/{agent_id}", status_code=204)
-    async def delete_agent(agent_id: str, admin: AdminDep) -> Response:
-        """Delete an agent."""
-        await admin.delete_agent(agent_id)
-        return Response(status_code=204)
-
-    @router.put("/agents/{agent_id}/actions/{tool_name}")
-    async def enable(agent_id: str, tool_name: str, admin: AdminDep) -> dict[str, Any]:
-        """Enable an action for an agent."""
-        return await admin.toggle(agent_id, tool_name, True)
-
-    @router.delete("/agents/{agent_id}/actions/{tool_name}")
-    async def disable(agent_id: str, tool_name: str, admin: AdminDep) -> dict[str, Any]:
-        """Disable an action for an agent."""
-        return await admin.toggle(agent_id, tool_name, False)
-
-    @router.get("/agents/{agent_id}/tools")
-    async def tools(agent_id: str, admin: AdminDep, format: str = "openai") -> Any:
-        """The agent's tools in an export format."""
-        return admin.export(agent_id, format)
-
-    @router.get("/secrets")
-    async def list_secrets(admin: AdminDep) -> dict[str, Any]:
-        """Secret names and where each comes from; values are never returned."""
-        return {"items": await admin.list_secrets(), "next_cursor": None}
-
-    @router.put("/secrets/{name}", status_code=204)
-    async def put_secret(name: str, secret: SecretValue, admin: AdminDep) -> Response:
-        """Set a secret in the encrypted store (referenced as ``{{secrets.NAME}}``)."""
-        await admin.put_secret(name, secret.value)
-        return Response(status_code=204)
-
-    @router.delete("/secrets/{name}", status_code=204)
-    async def delete_secret(name: str, admin: AdminDep) -> Response:
-        """Remove a stored secret; the config file's value, if any, applies again."""
-        await admin.delete_secret(name)
-        return Response(status_code=204)
-
-    @router.get("/logs")
-    async def logs(
-        admin: AdminDep,
-        action: str | None = None,
-        agent: str | None = None,
-        conversation_id: str | None = None,
-        outcome: Outcome | None = None,
-        cursor: str | None = None,
-        limit: Limit = 50,
-    ) -> dict[str, Any]:
-        """Execution records, newest first."""
-        _refuse_nul(action=action, agent=agent, conversation_id=conversation_id, cursor=cursor)
-        store = admin.runtime.logstore
-        await store.flush()
-        try:
-            records, next_cursor = await store.query(
-                action=action,
-                agent=agent,
-                conversation_id=conversation_id,
-                outcome=outcome,
-                limit=min(limit, MAX_PAGE_SIZE),
-                cursor=cursor,
-            )
-        except ValueError:
-            raise RequestError(400, "invalid cursor", "invalid_cursor", "cursor") from None
-        return {"items": [r.to_dict() for r in records], "next_cursor": next_cursor}
-
-    @router.get("/logs/{record_id}")
-    async def log(record_id: str, admin: AdminDep) -> dict[str, Any]:
-        """One execution record."""
-        _refuse_nul(record_id=record_id)
-        await admin.runtime.logstore.flush()
-        record = await admin.runtime.logstore.get(record_id)
-        if record is None:
-            raise RequestError(404, f"log record {record_id!r} not found", "not_found")
-        return record.to_dict()
-
+    """The ``/api`` routes (an app includes a copy of them)."""
     return router
