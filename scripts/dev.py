@@ -3,7 +3,7 @@
 
     python3 scripts/dev.py demo     # offline demo on the embedded defaults
     python3 scripts/dev.py test     # install what tests need, then run them
-    python3 scripts/dev.py lint     # ruff + mypy --strict
+    python3 scripts/dev.py lint     # ruff, mypy --strict, the import layer contracts
     python3 scripts/dev.py bench    # benchmarks in bench/
 
 Everything is installed into ./.venv; the install is repeated only when pyproject.toml changes.
@@ -61,7 +61,7 @@ def ensure_chromium() -> None:
 
 
 def cmd_demo(args: list[str]) -> None:
-    ensure_venv("")
+    ensure_venv("all")
     os.execv(str(BIN / "actiongate"), [str(BIN / "actiongate"), "demo", *args])
 
 
@@ -80,6 +80,7 @@ def cmd_lint(args: list[str]) -> None:
     run(BIN / "ruff", "check", ".")
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy")
+    run(BIN / "lint-imports")  # the layer contracts in pyproject.toml
 
 
 def cmd_bench(args: list[str]) -> None:

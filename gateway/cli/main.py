@@ -18,6 +18,7 @@ from gateway.definitions.config import DEFAULT_DATABASE, Config, load_config
 from gateway.definitions.templating import analyze
 from gateway.engine.rendering import body_variables, required_variables
 from gateway.errors import ActionGateError, ConfigError
+from gateway.extras import require_extra
 from gateway.stores.logs import OUTCOMES
 
 __all__ = ["main"]
@@ -186,6 +187,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 def cmd_mcp(ns: argparse.Namespace) -> int:
     import asyncio
 
+    require_extra("mcp", "mcp", "actiongate mcp")
     from gateway.mcp.server import serve_stdio
 
     config = load_config(ns.file)

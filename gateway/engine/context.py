@@ -6,15 +6,20 @@ client supplies it; it is computed only when a template asks for it, once per me
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
+from gateway.extras import MissingExtra, require_extra
+
 __all__ = ["Conversation", "Sentiment", "classify_sentiment", "new_conversation_id"]
 
 Sentiment = Literal["positive", "neutral", "negative"]
+log = logging.getLogger("actiongate.context")
+
 # VADER's documented thresholds on the compound score.
 _POSITIVE = 0.05
 _NEGATIVE = -0.05
@@ -22,16 +27,23 @@ _NEGATIVE = -0.05
 
 @cache
 def _analyzer() -> Any:
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return SentimentIntensityAnalyzer()
+    """VADER's analyser, or ``None`` (said once in the log) when the extra is not installed."""
+    try:
+        vader = require_extra("vaderSentiment.vaderSentiment", "sentiment", "message.sentiment")
+    except MissingExtra as e:
+        log.warning("%s; every message counts as neutral", e)
+        return None
+    return vader.SentimentIntensityAnalyzer()
 
 
 def classify_sentiment(text: str) -> Sentiment:
     """Classify a customer message as positive, neutral or negative."""
     if not text.strip():
         return "neutral"
-    compound = float(_analyzer().polarity_scores(text)["compound"])
+    analyzer = _analyzer()
+    if analyzer is None:
+        return "neutral"
+    compound = float(analyzer.polarity_scores(text)["compound"])
     if compound >= _POSITIVE:
         return "positive"
     if compound <= _NEGATIVE:

@@ -11,7 +11,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from gateway.extras import MissingExtra, require_extra
 
 __all__ = ["LazyMcp"]
 
@@ -50,6 +54,15 @@ class LazyMcp:
             return app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            try:
+                require_extra("mcp", "mcp", "the MCP endpoint")
+            except MissingExtra as e:
+                body = orjson.dumps({"error": {"message": str(e), "code": "mcp_not_installed"}})
+                await Response(body, status_code=501, media_type="application/json")(
+                    scope, receive, send
+                )
+                return
         app = self._app if self._app is not None else await self._start()
         await app(scope, receive, send)
 

@@ -44,6 +44,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 
 from gateway.errors import ConfigError
+from gateway.extras import require_extra
 
 __all__ = [
     "MIGRATIONS",
@@ -149,6 +150,7 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
     settings: dict[str, Any] = {"hide_parameters": True}
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
+        require_extra("asyncpg", "postgres", "a PostgreSQL database")
         settings.update(pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
         settings["pool_timeout"] = 10
         connect_args["timeout"] = 10  # seconds to connect; asyncpg's default is 60

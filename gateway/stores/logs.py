@@ -41,7 +41,7 @@ __all__ = [
     "new_record",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("actiongate.logs")
 
 # fmt: off
 Outcome = Literal["success", "http_error", "timeout", "connect_error", "blocked", "rejected",
