@@ -21,7 +21,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway import __version__
 from gateway.admin.api import build_router
 from gateway.admin.dashboard import build_dashboard, mount_static
 from gateway.admin.service import Admin
@@ -36,6 +35,7 @@ from gateway.proxy.loop import Proxy
 from gateway.stores.conversations import ConversationStore
 from gateway.stores.definitions import DefinitionStore
 from gateway.stores.secrets import AdminToken, SecretStore, ensure_admin_token, store_key
+from gateway.version import __version__
 
 __all__ = ["MAX_REQUEST_BYTES", "Services", "create_app"]
 

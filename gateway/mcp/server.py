@@ -43,7 +43,6 @@ from mcp_types import (
 )
 
 from adapters.mcp import to_mcp_tools
-from gateway import __version__
 from gateway.definitions.actions import HttpAction
 from gateway.definitions.config import Config
 from gateway.definitions.tools import to_tool_definitions
@@ -52,6 +51,7 @@ from gateway.engine.executor import Execution, Executor
 from gateway.engine.runtime import Runtime, open_runtime
 from gateway.engine.workspace import AgentView, Workspace
 from gateway.errors import ConfigError
+from gateway.version import __version__
 
 __all__ = [
     "CHANNEL",

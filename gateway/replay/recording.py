@@ -28,7 +28,6 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import __version__
 from gateway.errors import EgressBlocked, UpstreamError
 from gateway.net.outbound import ConnectFailed, OutboundCall, OutboundResponse, SendFn
 from gateway.net.upstream import CompleteFn, StreamFn, UpstreamTarget
@@ -50,6 +49,7 @@ from gateway.replay.cassette import (
     snapshot_config,
 )
 from gateway.stores.logs import MAX_PAGE_SIZE
+from gateway.version import __version__
 
 __all__ = ["CHAT_PATH", "Recorder", "RecordingApp", "recording_redactor"]
 
