@@ -1,4 +1,4 @@
-"""Credential redaction for logs, errors and responses (SPEC §4, §6).
+"""Credential redaction for logs, errors and responses (README, "Execution engine").
 
 Two independent rules remove credentials, and both always run:
 

@@ -1,4 +1,4 @@
-"""Admin REST API under ``/api`` (SPEC §7), bearer-token protected.
+"""Admin REST API under ``/api`` (README, "Admin API and dashboard"), bearer-token protected.
 
 The token is ``$ACTIONGATE_ADMIN_TOKEN``; when unset, one is generated at the first start,
 printed once, and only its SHA-256 is stored (every replica reading the same database accepts
@@ -66,7 +66,8 @@ async def require_admin(request: Request) -> Admin:
 
 AdminDep = Annotated[Admin, Depends(require_admin)]
 JSONBody = Annotated[
-    dict[str, Any], Body(description="A definition in the file format (SPEC §1/§3).")
+    dict[str, Any],
+    Body(description="A definition in the file format (README, 'Definitions and validation')."),
 ]
 Limit = Annotated[
     int, Query(ge=1, description=f"page size; larger values are capped at {MAX_PAGE_SIZE}")

@@ -1,4 +1,6 @@
-"""Command line (SPEC §8). Thin: parse arguments, call the library, print, choose an exit code.
+"""The ``actiongate`` command line (README, "Command line").
+
+Thin: parse arguments, call the library, print, choose an exit code.
 
 Exit status: 0 success, 1 user error (one line on stderr), 2 bad usage (argparse).
 """

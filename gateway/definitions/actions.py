@@ -1,4 +1,4 @@
-"""Action definition models (SPEC §1).
+"""Action definition models (README, "Definitions and validation").
 
 An action is one of three kinds, told apart by ``type``:
 
@@ -85,7 +85,7 @@ class Parameter(_Strict):
         return schema
 
 
-# --- authentication (SPEC §4) -------------------------------------------------------------
+# --- authentication (README, "Execution engine") ------------------------------------------
 
 
 class NoAuth(_Strict):

@@ -1,4 +1,6 @@
-"""Configuration files (SPEC §3): upstream, database, egress, secrets, agents and actions.
+"""Configuration files: upstream, database, egress, secrets, agents and actions.
+
+The keys are listed in the README's "Configuration reference".
 
 A file may hold a whole config, a list of actions, or a single action. ``${VAR}`` environment
 references are resolved once, at load time, in every section except ``actions`` (credentials

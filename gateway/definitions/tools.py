@@ -1,4 +1,4 @@
-"""Turn actions into neutral tool definitions (SPEC §2).
+"""Turn actions into neutral tool definitions (README, "Definitions and validation").
 
 Only model-filled values reach a schema: an http action's ``parameters``, a form's fields as
 optional prefill values, nothing for a button. Conversation variables and secrets never appear.

@@ -1,4 +1,4 @@
-"""Apply an action's credentials to a rendered request (SPEC §4).
+"""Apply an action's credentials to a rendered request (README, "Execution engine").
 
 Credential fields are templates (usually ``{{secrets.NAME}}``); every variable in them is
 required. :func:`apply_auth` renders them, sets the header or query parameter, and hands every

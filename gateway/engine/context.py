@@ -1,4 +1,4 @@
-"""Conversation context: the values templates read (SPEC §1, §5).
+"""Conversation context: the values templates read (README, "The proxy").
 
 ``message.sentiment`` comes from VADER, a lexicon and rule-based sentiment model, unless the
 client supplies it; it is computed only when a template asks for it, once per message.

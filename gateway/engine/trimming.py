@@ -1,4 +1,6 @@
-"""Turn an HTTP action's response into the tool message the model reads (SPEC §1, §6, §9).
+"""Turn an HTTP action's response into the tool message the model reads.
+
+The README's "Execution engine" section describes the rules for users.
 
 JSON loses its ``redact`` paths, then ``select`` applies, then it is serialised compactly (a body
 cut at the wire size cap is first cut back to its last complete element and closed). Text loses

@@ -1,4 +1,4 @@
-"""Serve an agent's ``http`` actions as MCP tools (SPEC §8, §9).
+"""Serve an agent's ``http`` actions as MCP tools (README, "Replay tests, OpenAPI import, MCP").
 
 ``actiongate mcp FILE --agent ID`` speaks MCP over stdio (:func:`serve_stdio`); ``actiongate
 serve`` also answers MCP over streamable HTTP at ``/mcp/{agent_id}`` (:mod:`gateway.mcp.http`).

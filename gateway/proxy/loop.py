@@ -1,4 +1,4 @@
-"""The tool loop behind ``POST /v1/chat/completions`` (SPEC §5).
+"""The tool loop behind ``POST /v1/chat/completions`` (README, "The proxy").
 
 A request is prepared into a :class:`Turn` (:mod:`gateway.proxy.turns`): agent, conversation,
 messages

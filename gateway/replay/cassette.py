@@ -29,7 +29,7 @@ upstream and action exchanges of one request in the order they started.
   execution made the call (null for an OAuth token request).
 - ``response.events`` holds each ``data:`` payload of a streamed response, parsed (``"[DONE]"``
   kept as a string).
-- ``executions.records`` are the stored log rows (SPEC §6), oldest first.
+- ``executions.records`` are the stored log rows (README, "Execution engine"), oldest first.
 
 Credentials never reach the file: every value goes through the runtime's
 :class:`~gateway.redaction.Redactor` (headers by name and value, URLs by parameter name and

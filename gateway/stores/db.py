@@ -311,14 +311,14 @@ def _define_tables_v1(meta: MetaData) -> None:
         "actions",
         meta,
         Column("tool_name", String(64), primary_key=True),
-        Column("definition", Text, nullable=False),  # JSON, the file format of SPEC §1
+        Column("definition", Text, nullable=False),  # JSON, in the file format
         Column("updated_at", UTCDateTime(), nullable=False),
     )
     Table(
         "agents",
         meta,
         Column("id", String(255), primary_key=True),
-        Column("definition", Text, nullable=False),  # JSON, the `agents:` entry of SPEC §3
+        Column("definition", Text, nullable=False),  # JSON, an `agents:` entry of the config
         Column("updated_at", UTCDateTime(), nullable=False),
     )
     Table(

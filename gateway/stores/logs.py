@@ -1,4 +1,6 @@
-"""The execution log (SPEC §6): one record per execution, written in the background.
+"""The execution log: one record per execution, written in the background.
+
+The record's fields are listed in the README's "Execution engine" section.
 
 The request path only calls :meth:`LogStore.submit`, which never waits for the database. A
 single writer task drains the buffer in batches (one transaction each); when the database is
@@ -99,7 +101,10 @@ def _now() -> datetime:
 
 @dataclass(slots=True, kw_only=True)
 class ExecutionRecord:
-    """One execution, exactly the fields of SPEC §6; ``id`` and ``timestamp`` fill themselves."""
+    """One execution, exactly the fields the README lists.
+
+    ``id`` and ``timestamp`` fill themselves.
+    """
 
     id: str = field(default_factory=new_execution_id)
     """Time-sortable id (see :func:`new_execution_id`)."""

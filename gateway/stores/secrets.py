@@ -1,4 +1,6 @@
-"""The encrypted secret store (SPEC §4): secrets set through the admin API, shared by replicas.
+"""The encrypted secret store: secrets set through the admin API, shared by replicas.
+
+The README's "Admin API and dashboard" section describes it for operators.
 
 Values are encrypted with AES-256-GCM before they reach the database (the secret's name is the
 associated data, so a ciphertext cannot be moved to another name). The key is
