@@ -74,3 +74,40 @@ def test_a_users_actiongate_logging_config_sees_dropped_record_warnings(
     caplog.set_level(logging.WARNING, logger="actiongate")
     logs.logger.warning("records dropped")
     assert [r.name for r in caplog.records] == ["actiongate.logs"]
+
+
+def _lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
+    tool = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run(
+        [str(tool), "--no-cache"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        ("gateway/errors.py", "import gateway.app", "Layers"),  # the bottom reaching the top
+        ("gateway/net/sse.py", "import gateway.engine.executor", "Layers"),
+        ("adapters/openai.py", "import gateway.errors", "adapters/ is a leaf"),
+        ("gateway/proxy/turns.py", "import gateway.proxy.loop", "No import circles"),
+    ],
+)
+def test_layer_contracts_catch_an_upward_import_or_a_circle(
+    tmp_path: Path, module: str, line: str, broken: str
+) -> None:
+    import shutil
+
+    for name in ("gateway", "adapters"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    assert _lint_imports(tmp_path).returncode == 0  # the tree as it is keeps every contract
+    target = tmp_path / module
+    target.write_text(target.read_text() + f"\n{line}  # noqa\n")
+    result = _lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert f"{broken}" in result.stdout and "BROKEN" in result.stdout
