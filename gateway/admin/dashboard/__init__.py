@@ -1,4 +1,7 @@
-"""The operator dashboard (SPEC §7): Custom Actions, Agents, Logs and the Playground."""
+"""The operator dashboard: Custom Actions, Agents, Logs and the Playground.
+
+What it offers and how it is secured: README, "Admin API and dashboard".
+"""
 
 from __future__ import annotations
 

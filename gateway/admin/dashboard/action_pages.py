@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
 from gateway.admin.dashboard.forms import (
@@ -20,7 +20,10 @@ from gateway.admin.dashboard.forms import (
     parse_variables,
 )
 from gateway.admin.dashboard.pages import (
+    AdminSession,
+    Dash,
     Dashboard,
+    PageTable,
     checked,
     definition_error,
     forbidden,
@@ -34,7 +37,9 @@ from gateway.admin.testrun import run_test_with
 from gateway.definitions.config import parse_action
 from gateway.errors import ConfigError, RequestError
 
-__all__ = ["add_action_pages"]
+__all__ = ["pages"]
+
+pages = PageTable()
 
 
 def _enabled_on(admin: Admin, tool_name: str) -> list[str]:
@@ -65,182 +70,190 @@ async def _wizard_test(admin: Admin, form: FormData, definition: dict[str, Any])
     return result.as_json()
 
 
-def add_action_pages(router: APIRouter, dash: Dashboard) -> None:
-    """Add the Custom Actions pages to the dashboard's router."""
+async def _wizard(
+    request: Request,
+    dash: Dashboard,
+    session: Session,
+    form: FormData,
+    status: int = 200,
+    error: RequestError | None = None,
+    result: dict[str, Any] | None = None,
+    checked_agents: list[str] | None = None,
+    editing: str | None = None,
+    step: int | None = None,
+) -> Response:
+    """The Create/Edit Action wizard, open at ``step`` (by default where the error or result is)."""
+    admin = await dash.admin(request)
+    if step is None and not form:
+        step = 1
+    elif step is None:
+        step = 4 if result is not None else step_of(error.param if error else None)
+    return dash.render(
+        request,
+        "action_new.html",
+        session,
+        status,
+        form=form,
+        error=error,
+        result=result,
+        agents=admin.list_agents(),
+        checked=checked_agents or [],
+        step=step,
+        editing=editing,
+    )
 
-    @router.get("/actions")
-    async def actions(request: Request) -> Response:
-        session = dash.admin_session(request)
-        if session is None:
-            return dash.login_redirect()
-        admin = await dash.admin(request)
-        return dash.render(request, "actions.html", session, actions=admin.list_actions())
 
-    async def wizard(
-        request: Request,
-        session: Session,
-        form: FormData,
-        status: int = 200,
-        error: RequestError | None = None,
-        result: dict[str, Any] | None = None,
-        checked_agents: list[str] | None = None,
-        editing: str | None = None,
-        step: int | None = None,
-    ) -> Response:
-        admin = await dash.admin(request)
-        if step is None and not form:
-            step = 1
-        elif step is None:
-            step = 4 if result is not None else step_of(error.param if error else None)
-        return dash.render(
-            request,
-            "action_new.html",
-            session,
-            status,
-            form=form,
-            error=error,
-            result=result,
-            agents=admin.list_agents(),
-            checked=checked_agents or [],
-            step=step,
-            editing=editing,
-        )
+async def _action_page(
+    request: Request,
+    dash: Dashboard,
+    session: Session,
+    tool_name: str,
+    form: FormData | None = None,
+    result: dict[str, Any] | None = None,
+    error: RequestError | None = None,
+) -> Response:
+    """An action's page: its definition and the Test panel (with a test's result or error)."""
+    admin = await dash.admin(request)
+    try:
+        definition = admin.get_action(tool_name)
+    except RequestError:
+        return dash.render(request, "not_found.html", session, 404, what="Action")
+    params = request.query_params
+    return dash.render(
+        request,
+        "action.html",
+        session,
+        422 if error else 200,
+        action=definition,
+        form=form or {},
+        result=result,
+        error=error,
+        created=params.get("created") == "1",
+        saved=params.get("saved") == "1",
+        tab="test",
+    )
 
-    @router.get("/actions/new")
-    async def new_action(request: Request) -> Response:
-        session = dash.admin_session(request)
-        if session is None:
-            return dash.login_redirect()
-        return await wizard(request, session, {})
 
-    @router.post("/actions/new")
-    async def create_action(request: Request) -> Response:
-        session = dash.session(request)
-        form, lists = await read_form_lists(request)
-        if session is None or not checked(session, form):
-            return forbidden()
-        admin = await dash.admin(request)
-        agents = lists.get("agent", [])
-        try:
-            definition = parse_definition(form)
-            if form.get("intent") == "test":
-                result = await _wizard_test(admin, form, definition)
-                return await wizard(request, session, form, result=result, checked_agents=agents)
-            saved = await admin.create_action(definition)
-        except RequestError as e:
-            return await wizard(request, session, form, 422, error=e, checked_agents=agents)
-        await _enable(admin, saved["tool_name"], agents)
-        return RedirectResponse(f"/actions/{saved['tool_name']}?created=1", status_code=303)
+@pages.get("/actions")
+async def actions(request: Request, dash: Dash, session: AdminSession) -> Response:
+    admin = await dash.admin(request)
+    return dash.render(request, "actions.html", session, actions=admin.list_actions())
 
-    @router.get("/actions/{tool_name}/edit")
-    async def edit_action(tool_name: str, request: Request) -> Response:
-        session = dash.admin_session(request)
-        if session is None:
-            return dash.login_redirect()
-        admin = await dash.admin(request)
-        try:
-            definition = admin.get_action(tool_name)
-        except RequestError:
-            return dash.render(request, "not_found.html", session, 404, what="Action")
-        return await wizard(
-            request,
-            session,
-            definition_form(definition),
-            checked_agents=_enabled_on(admin, tool_name),
-            editing=tool_name,
-            step=2,
-        )
 
-    @router.post("/actions/{tool_name}/edit")
-    async def save_action(tool_name: str, request: Request) -> Response:
-        session = dash.session(request)
-        form, lists = await read_form_lists(request)
-        if session is None or not checked(session, form):
-            return forbidden()
-        admin = await dash.admin(request)
-        try:
-            old = admin.get_action(tool_name)
-        except RequestError:
-            return dash.render(request, "not_found.html", session, 404, what="Action")
-        # The type is fixed while editing: the page shows it read-only and ignores a posted one.
-        form = {**form, "type": str(old.get("type", "http"))}
-        agents = lists.get("agent", [])
-        try:
-            definition = merge_edit(old, parse_definition(form))
-            if form.get("intent") == "test":
-                # Test what would be saved: stored credentials stand in for the masks.
-                current = admin.workspace.actions[tool_name]
-                stored = current.model_dump(mode="json", by_alias=True, exclude_none=True)
-                result = await _wizard_test(admin, form, unmask(definition, stored))
-                return await wizard(
-                    request, session, form, result=result, checked_agents=agents, editing=tool_name
-                )
-            saved = await admin.replace_action(tool_name, definition)
-        except RequestError as e:
-            return await wizard(
-                request, session, form, 422, error=e, checked_agents=agents, editing=tool_name
+@pages.get("/actions/new")
+async def new_action(request: Request, dash: Dash, session: AdminSession) -> Response:
+    return await _wizard(request, dash, session, {})
+
+
+@pages.post("/actions/new")
+async def create_action(request: Request, dash: Dash) -> Response:
+    session = dash.session(request)
+    form, lists = await read_form_lists(request)
+    if session is None or not checked(session, form):
+        return forbidden()
+    admin = await dash.admin(request)
+    agents = lists.get("agent", [])
+    try:
+        definition = parse_definition(form)
+        if form.get("intent") == "test":
+            result = await _wizard_test(admin, form, definition)
+            return await _wizard(request, dash, session, form, result=result, checked_agents=agents)
+        saved = await admin.create_action(definition)
+    except RequestError as e:
+        return await _wizard(request, dash, session, form, 422, error=e, checked_agents=agents)
+    await _enable(admin, saved["tool_name"], agents)
+    return RedirectResponse(f"/actions/{saved['tool_name']}?created=1", status_code=303)
+
+
+@pages.get("/actions/{tool_name}/edit")
+async def edit_action(
+    tool_name: str, request: Request, dash: Dash, session: AdminSession
+) -> Response:
+    admin = await dash.admin(request)
+    try:
+        definition = admin.get_action(tool_name)
+    except RequestError:
+        return dash.render(request, "not_found.html", session, 404, what="Action")
+    return await _wizard(
+        request,
+        dash,
+        session,
+        definition_form(definition),
+        checked_agents=_enabled_on(admin, tool_name),
+        editing=tool_name,
+        step=2,
+    )
+
+
+@pages.post("/actions/{tool_name}/edit")
+async def save_action(tool_name: str, request: Request, dash: Dash) -> Response:
+    session = dash.session(request)
+    form, lists = await read_form_lists(request)
+    if session is None or not checked(session, form):
+        return forbidden()
+    admin = await dash.admin(request)
+    try:
+        old = admin.get_action(tool_name)
+    except RequestError:
+        return dash.render(request, "not_found.html", session, 404, what="Action")
+    # The type is fixed while editing: the page shows it read-only and ignores a posted one.
+    form = {**form, "type": str(old.get("type", "http"))}
+    agents = lists.get("agent", [])
+    try:
+        definition = merge_edit(old, parse_definition(form))
+        if form.get("intent") == "test":
+            # Test what would be saved: stored credentials stand in for the masks.
+            current = admin.workspace.actions[tool_name]
+            stored = current.model_dump(mode="json", by_alias=True, exclude_none=True)
+            result = await _wizard_test(admin, form, unmask(definition, stored))
+            return await _wizard(
+                request,
+                dash,
+                session,
+                form,
+                result=result,
+                checked_agents=agents,
+                editing=tool_name,
             )
-        await _enable(admin, saved["tool_name"], agents)
-        return RedirectResponse(f"/actions/{saved['tool_name']}?saved=1", status_code=303)
-
-    async def action_page(
-        request: Request,
-        session: Session,
-        tool_name: str,
-        form: FormData | None = None,
-        result: dict[str, Any] | None = None,
-        error: RequestError | None = None,
-    ) -> Response:
-        admin = await dash.admin(request)
-        try:
-            definition = admin.get_action(tool_name)
-        except RequestError:
-            return dash.render(request, "not_found.html", session, 404, what="Action")
-        params = request.query_params
-        return dash.render(
-            request,
-            "action.html",
-            session,
-            422 if error else 200,
-            action=definition,
-            form=form or {},
-            result=result,
-            error=error,
-            created=params.get("created") == "1",
-            saved=params.get("saved") == "1",
-            tab="test",
+        saved = await admin.replace_action(tool_name, definition)
+    except RequestError as e:
+        return await _wizard(
+            request, dash, session, form, 422, error=e, checked_agents=agents, editing=tool_name
         )
+    await _enable(admin, saved["tool_name"], agents)
+    return RedirectResponse(f"/actions/{saved['tool_name']}?saved=1", status_code=303)
 
-    @router.get("/actions/{tool_name}")
-    async def show_action(tool_name: str, request: Request) -> Response:
-        session = dash.admin_session(request)
-        if session is None:
-            return dash.login_redirect()
-        return await action_page(request, session, tool_name)
 
-    @router.post("/actions/{tool_name}/test")
-    async def test_action(tool_name: str, request: Request) -> Response:
-        session = dash.session(request)
-        form = await read_form(request)
-        if session is None or not checked(session, form):
-            return forbidden()
-        admin = await dash.admin(request)
-        dry_run = form.get("dry_run") == "on"
-        try:
-            variables, args = parse_variables(form), parse_args(form)
-            result = (await admin.test_action(tool_name, variables, args, dry_run)).as_json()
-        except RequestError as e:
-            return await action_page(request, session, tool_name, form, error=e)
-        method = getattr(admin.workspace.actions.get(tool_name), "method", "GET")
-        if not dry_run and method != "GET":
-            result["warning"] = f"{method} ran for real: it may have changed real data"
-        return await action_page(request, session, tool_name, form, result=result)
+@pages.get("/actions/{tool_name}")
+async def show_action(
+    tool_name: str, request: Request, dash: Dash, session: AdminSession
+) -> Response:
+    return await _action_page(request, dash, session, tool_name)
 
-    @router.post("/actions/{tool_name}/delete")
-    async def delete_action(tool_name: str, request: Request) -> Response:
-        session = dash.session(request)
-        if not checked(session, await read_form(request)):
-            return forbidden()
-        admin = await dash.admin(request)
-        await admin.delete_action(tool_name)
-        return RedirectResponse("/actions", status_code=303)
+
+@pages.post("/actions/{tool_name}/test")
+async def test_action(tool_name: str, request: Request, dash: Dash) -> Response:
+    session = dash.session(request)
+    form = await read_form(request)
+    if session is None or not checked(session, form):
+        return forbidden()
+    admin = await dash.admin(request)
+    dry_run = form.get("dry_run") == "on"
+    try:
+        variables, args = parse_variables(form), parse_args(form)
+        result = (await admin.test_action(tool_name, variables, args, dry_run)).as_json()
+    except RequestError as e:
+        return await _action_page(request, dash, session, tool_name, form, error=e)
+    method = getattr(admin.workspace.actions.get(tool_name), "method", "GET")
+    if not dry_run and method != "GET":
+        result["warning"] = f"{method} ran for real: it may have changed real data"
+    return await _action_page(request, dash, session, tool_name, form, result=result)
+
+
+@pages.post("/actions/{tool_name}/delete")
+async def delete_action(tool_name: str, request: Request, dash: Dash) -> Response:
+    if not checked(dash.session(request), await read_form(request)):
+        return forbidden()
+    admin = await dash.admin(request)
+    await admin.delete_action(tool_name)
+    return RedirectResponse("/actions", status_code=303)

@@ -2,17 +2,22 @@
 
 Templates are autoescaped and the page scripts insert text with ``textContent``, so nothing a
 customer, a model or an action's API wrote is ever parsed as HTML.
+
+Every dashboard router carries its :class:`Dashboard` (``Depends(dash.bind)``); the handlers
+reach it with :data:`Dash`, and the GET pages take the logged-in admin's session with
+:data:`AdminSession`, which sends any other browser to the login page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -21,12 +26,16 @@ from gateway.admin.dashboard.session import COOKIE, Session, SessionSigner
 from gateway.admin.dashboard.views import pretty
 from gateway.admin.service import Admin
 from gateway.errors import ConfigError, DefinitionError, RequestError
-
-if TYPE_CHECKING:
-    from gateway.app import Services
+from gateway.stores.secrets import AdminToken
 
 __all__ = [
+    "AdminSession",
+    "Dash",
     "Dashboard",
+    "DashboardBackend",
+    "DashboardRoute",
+    "LoginRequired",
+    "PageTable",
     "checked",
     "definition_error",
     "forbidden",
@@ -85,17 +94,40 @@ def definition_error(e: ConfigError) -> RequestError:
     return RequestError(422, str(e), code="invalid_definition", param=param)
 
 
+class DashboardBackend(Protocol):
+    """What the dashboard needs from the running gateway (``app.state.services`` fits)."""
+
+    @property
+    def admin(self) -> Admin: ...
+
+    @property
+    def token(self) -> AdminToken: ...
+
+
 class Dashboard:
     """Request handling shared by the routes: sessions, CSRF and rendering."""
 
-    def __init__(self, services_of: Callable[[Request], Services]) -> None:
-        self.services_of = services_of
+    def __init__(self, backend_of: Callable[[Request], DashboardBackend]) -> None:
+        """Create the dashboard.
+
+        Args:
+            backend_of: Finds the running gateway's parts for a request (after start-up).
+        """
+        self.backend_of = backend_of
         self._signer: SessionSigner | None = None
+
+    async def bind(self, request: Request) -> None:
+        """Make this the request's dashboard, for :func:`current_dashboard`.
+
+        Used as its router's dependency: FastAPI solves a router's dependencies before those
+        of the handler's parameters.
+        """
+        request.state.dashboard = self
 
     def signer(self, request: Request) -> SessionSigner:
         """The signer, keyed from the admin token so every replica accepts the same cookie."""
         if self._signer is None:
-            self._signer = SessionSigner(self.services_of(request).token.derive_key(b"dashboard"))
+            self._signer = SessionSigner(self.backend_of(request).token.derive_key(b"dashboard"))
         return self._signer
 
     def session(self, request: Request) -> Session | None:
@@ -125,17 +157,89 @@ class Dashboard:
         return HTMLResponse(page, status_code=status, headers=_SECURITY_HEADERS)
 
     async def admin(self, request: Request) -> Admin:
-        admin = self.services_of(request).admin
+        admin = self.backend_of(request).admin
         await admin.refresh()
         return admin
 
-    def admin_session(self, request: Request) -> Session | None:
-        """The session when it is logged in as admin (pages redirect to the login otherwise)."""
-        session = self.session(request)
-        return session if session is not None and session.admin else None
 
-    def login_redirect(self) -> Response:
-        return RedirectResponse("/login", status_code=303)
+class LoginRequired(Exception):
+    """The browser has no admin session; its page is the login (see :class:`DashboardRoute`)."""
+
+
+class DashboardRoute(APIRoute):
+    """A dashboard route: :class:`LoginRequired`, raised while answering, redirects to the login.
+
+    The route converts it rather than an app exception handler, so a dashboard router works in
+    any app that includes it.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_or_redirect(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except LoginRequired:
+                return RedirectResponse("/login", status_code=303)
+
+        return handle_or_redirect
+
+
+async def current_dashboard(request: Request) -> Dashboard:
+    """The dashboard whose router answers the request (set by :meth:`Dashboard.bind`)."""
+    dash: Dashboard = request.state.dashboard
+    return dash
+
+
+Dash = Annotated[Dashboard, Depends(current_dashboard)]
+
+
+async def admin_session(request: Request, dash: Dash) -> Session:
+    """The session when it is logged in as admin; raises :class:`LoginRequired` otherwise."""
+    session = dash.session(request)
+    if session is None or not session.admin:
+        raise LoginRequired
+    return session
+
+
+AdminSession = Annotated[Session, Depends(admin_session)]
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Response]])
+
+
+class PageTable:
+    """A module's pages, declared once and added to every dashboard's router.
+
+    Each dashboard has a router of its own (its dependency binds that dashboard), so the pages
+    cannot be declared on one module-level router.
+    """
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, str, Callable[..., Awaitable[Response]]]] = []
+
+    def get(self, path: str) -> Callable[[Endpoint], Endpoint]:
+        """Declare a GET page."""
+        return self._declare("GET", path)
+
+    def post(self, path: str) -> Callable[[Endpoint], Endpoint]:
+        """Declare a form's POST handler."""
+        return self._declare("POST", path)
+
+    def _declare(self, method: str, path: str) -> Callable[[Endpoint], Endpoint]:
+        def declare(endpoint: Endpoint) -> Endpoint:
+            self._routes.append((method, path, endpoint))
+            return endpoint
+
+        return declare
+
+    def add_to(self, router: APIRouter) -> None:
+        """Add the pages to ``router`` in declaration order.
+
+        The order decides which route answers a path that two of them match (``/actions/new``
+        before ``/actions/{tool_name}``) and which methods a 405 names.
+        """
+        for method, path, endpoint in self._routes:
+            router.add_api_route(path, endpoint, methods=[method])
 
 
 def checked(session: Session | None, form: FormData) -> bool:

@@ -8,76 +8,85 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
-from gateway.admin.dashboard.pages import Dashboard, checked, forbidden, read_form
+from gateway.admin.dashboard.pages import (
+    AdminSession,
+    Dash,
+    Dashboard,
+    PageTable,
+    checked,
+    forbidden,
+    read_form,
+)
 from gateway.admin.dashboard.session import Session
 from gateway.errors import RequestError
 
-__all__ = ["add_secret_pages"]
+__all__ = ["pages"]
+
+pages = PageTable()
 
 
-def add_secret_pages(router: APIRouter, dash: Dashboard) -> None:
-    """Add the Secrets page to the dashboard's router."""
+async def _secrets_page(
+    request: Request,
+    dash: Dashboard,
+    session: Session,
+    status: int = 200,
+    error: RequestError | None = None,
+    name: str = "",
+) -> Response:
+    """The Secrets page, with the error of a failed save or delete and the name that was typed."""
+    admin = await dash.admin(request)
+    try:
+        secrets = await admin.list_secrets()
+    except RequestError as e:
+        secrets, error = [], error or e
+    params = request.query_params
+    return dash.render(
+        request,
+        "secrets.html",
+        session,
+        status,
+        secrets=secrets,
+        error=error,
+        name=name,
+        saved=params.get("saved", ""),
+        deleted=params.get("deleted", ""),
+    )
 
-    async def secrets_page(
-        request: Request,
-        session: Session,
-        status: int = 200,
-        error: RequestError | None = None,
-        name: str = "",
-    ) -> Response:
-        admin = await dash.admin(request)
-        try:
-            secrets = await admin.list_secrets()
-        except RequestError as e:
-            secrets, error = [], error or e
-        params = request.query_params
-        return dash.render(
-            request,
-            "secrets.html",
-            session,
-            status,
-            secrets=secrets,
-            error=error,
-            name=name,
-            saved=params.get("saved", ""),
-            deleted=params.get("deleted", ""),
-        )
 
-    @router.get("/secrets")
-    async def secrets(request: Request) -> Response:
-        session = dash.admin_session(request)
-        if session is None:
-            return dash.login_redirect()
-        return await secrets_page(request, session)
+@pages.get("/secrets")
+async def secrets(request: Request, dash: Dash, session: AdminSession) -> Response:
+    return await _secrets_page(request, dash, session)
 
-    @router.post("/secrets")
-    async def put_secret(request: Request) -> Response:
-        session = dash.session(request)
-        form = await read_form(request)
-        if session is None or not checked(session, form):
-            return forbidden()
-        admin = await dash.admin(request)
-        name = form.get("name", "").strip()
-        try:
-            if name.startswith("_"):
-                # The store keeps internal rows (the admin token's hash) under "_" names.
-                raise RequestError(422, "name must not start with _", "invalid_secret", "name")
-            await admin.put_secret(name, form.get("value", ""))
-        except RequestError as e:
-            return await secrets_page(request, session, e.status, error=e, name=name)
-        return RedirectResponse(f"/secrets?{urlencode({'saved': name})}", status_code=303)
 
-    @router.post("/secrets/{name}/delete")
-    async def delete_secret(name: str, request: Request) -> Response:
-        session = dash.session(request)
-        if session is None or not checked(session, await read_form(request)):
-            return forbidden()
-        admin = await dash.admin(request)
-        try:
-            await admin.delete_secret(name)
-        except RequestError as e:
-            return await secrets_page(request, session, e.status, error=e)
-        return RedirectResponse(f"/secrets?{urlencode({'deleted': name})}", status_code=303)
+@pages.post("/secrets")
+async def put_secret(request: Request, dash: Dash) -> Response:
+    session = dash.session(request)
+    form = await read_form(request)
+    if session is None or not checked(session, form):
+        return forbidden()
+    admin = await dash.admin(request)
+    name = form.get("name", "").strip()
+    try:
+        if name.startswith("_"):
+            # The store keeps internal rows (the admin token's hash) under "_" names.
+            raise RequestError(422, "name must not start with _", "invalid_secret", "name")
+        await admin.put_secret(name, form.get("value", ""))
+    except RequestError as e:
+        return await _secrets_page(request, dash, session, e.status, error=e, name=name)
+    return RedirectResponse(f"/secrets?{urlencode({'saved': name})}", status_code=303)
+
+
+@pages.post("/secrets/{name}/delete")
+async def delete_secret(name: str, request: Request, dash: Dash) -> Response:
+    session = dash.session(request)
+    if session is None or not checked(session, await read_form(request)):
+        return forbidden()
+    admin = await dash.admin(request)
+    try:
+        await admin.delete_secret(name)
+    except RequestError as e:
+        return await _secrets_page(request, dash, session, e.status, error=e)
+    return RedirectResponse(f"/secrets?{urlencode({'deleted': name})}", status_code=303)
