@@ -5,6 +5,7 @@
     python3 scripts/dev.py test     # install what tests need, then run them
     python3 scripts/dev.py lint     # ruff, mypy --strict, the import layer contracts
     python3 scripts/dev.py bench    # benchmarks in bench/
+    python3 scripts/dev.py conformance  # the official MCP conformance suite (needs npm)
 
 Everything is installed into ./.venv; the install is repeated only when pyproject.toml changes.
 """
@@ -83,13 +84,83 @@ def cmd_lint(args: list[str]) -> None:
     run(BIN / "lint-imports")  # the layer contracts in pyproject.toml
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cmd_conformance(args: list[str]) -> None:
+    """The official MCP conformance suite against ``/mcp/support`` of a real ``serve``.
+
+    Scenarios that only the SDKs' "everything" test server can pass are listed, each with its
+    reason, in tests/mcp_conformance/baseline.yml; any other failure, or a listed scenario that
+    now passes, fails the run.
+    """
+    import tempfile
+    import time
+    import urllib.request
+
+    ensure_venv("test")
+    suite = ROOT / "tests" / "mcp_conformance"
+    tool = suite / "node_modules" / ".bin" / "conformance"
+    if not tool.exists():
+        run("npm", "install", "--no-package-lock", "--no-audit", "--no-fund", "--prefix", suite)
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "ACTIONGATE_ADMIN_TOKEN": "conformance-admin-token"}
+        serve = subprocess.Popen(
+            [
+                BIN / "actiongate",
+                "serve",
+                "--config",
+                "examples/demo.yaml",
+                "--port",
+                str(port),
+                "--db",
+                f"sqlite:///{tmp}/conformance.db",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        try:
+            for _ in range(100):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            code = run(
+                tool,
+                "server",
+                "--url",
+                f"http://127.0.0.1:{port}/mcp/support",
+                "--expected-failures",
+                suite / "baseline.yml",
+                *args,
+                check=False,
+            )
+        finally:
+            serve.terminate()
+            serve.wait(timeout=30)
+    sys.exit(code)
+
+
 def cmd_bench(args: list[str]) -> None:
     ensure_venv("test")
     for script in sorted((ROOT / "bench").glob("bench_*.py")):
         run(PY, script, *args)
 
 
-COMMANDS = {"demo": cmd_demo, "test": cmd_test, "lint": cmd_lint, "bench": cmd_bench}
+COMMANDS = {
+    "demo": cmd_demo,
+    "test": cmd_test,
+    "lint": cmd_lint,
+    "bench": cmd_bench,
+    "conformance": cmd_conformance,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
