@@ -15,7 +15,7 @@ from gateway.errors import ConfigError
 
 __all__ = ["Extra", "MissingExtra", "require_extra"]
 
-Extra = Literal["postgres", "mcp", "sentiment"]
+Extra = Literal["postgres", "mcp", "sentiment", "demo"]
 
 
 class MissingExtra(ConfigError):

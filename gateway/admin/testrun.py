@@ -1,7 +1,13 @@
-"""``actiongate test``: run one action once, outside any conversation, and report it."""
+"""``actiongate test``: run one action once, outside any conversation, and report it.
+
+A live test is logged like any execution. A dry run is never logged, not even when it is refused
+(a missing variable, an invalid argument): it runs on a copy of the executor without a log
+store, so nothing it does can reach the execution log.
+"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +36,8 @@ class TestResult:
 
     execution: Execution | None
     navigate_url: str | None = None
+    dry_run: bool = False
+    """Asked for as a dry run: nothing was sent and nothing was logged."""
 
     @property
     def passed(self) -> bool:
@@ -48,7 +56,7 @@ class TestResult:
             "duration_ms": record.duration_ms,
             "error": record.error,
             "injected_content": self.execution.content,
-            "log_id": None if self.execution.dry_run else record.id,
+            "log_id": None if self.dry_run or self.execution.dry_run else record.id,
         }
 
     def as_text(self) -> str:
@@ -70,7 +78,9 @@ class TestResult:
                 lines.append(f"Error:    {record.error}")
         lines.append("Model receives:")
         lines += [f"  {line}" for line in self.execution.content.splitlines()]
-        if not self.execution.dry_run:
+        if self.dry_run:
+            lines.append("Log record: none (dry run)")
+        elif not self.execution.dry_run:
             lines.append(f"Log record: {record.id}")
         return "\n".join(lines) + "\n"
 
@@ -120,8 +130,12 @@ async def run_test_with(
         assert isinstance(action, ButtonAction)
         navigate = HttpRequest(url=getattr(action.on_click, "navigate", ""))
         rendered = render_request(navigate, conversation.values())
-        return TestResult(None, navigate_url=rendered.url)
+        return TestResult(None, navigate_url=rendered.url, dry_run=dry_run)
     executor = runtime.executor
+    if dry_run:
+        # The executor logs refusals itself; a copy without a log store cannot log anything.
+        executor = copy.copy(executor)
+        executor.logstore = None
     if isinstance(action, HttpAction):
         execution = await executor.execute_action(action, conversation, dict(args), dry_run=dry_run)
     else:
@@ -134,7 +148,7 @@ async def run_test_with(
             values=conversation.values(form=form, secrets=executor.secrets),
             dry_run=dry_run,
         )
-    return TestResult(execution)
+    return TestResult(execution, dry_run=dry_run)
 
 
 def _flat(variables: Mapping[str, Any]) -> dict[str, Any]:

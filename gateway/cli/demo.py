@@ -1,9 +1,11 @@
 """``actiongate demo``: the whole product offline, in one process.
 
-Starts the sample customer API (port 8092), a scripted OpenAI-compatible model that picks tools
-like a support model would (port 8091), and the gateway on ``examples/demo.yaml`` (port 8080),
-then prints what to try. ``--check`` runs a short tour with the official ``openai`` SDK against
-the running gateway and exits 0 only if every step behaved.
+Starts the sample customer API (port 8092, ``--api-port``), a scripted OpenAI-compatible model
+that picks tools like a support model would (port 8091, ``--upstream-port``), and the gateway on
+``examples/demo.yaml`` pointed at those two (port 8080, ``--port``), then prints what to try.
+``--check`` runs a short tour with the official ``openai`` SDK (the ``demo`` extra) against the
+running gateway and exits 0 only if every step behaved. A port that is taken (a second demo) is
+one line naming it and the option that moves it, before anything has started.
 """
 
 from __future__ import annotations
@@ -12,21 +14,39 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gateway.definitions.config import load_config
-from gateway.errors import ConfigError
+import yaml
 
-__all__ = ["run_demo"]
+from gateway.definitions.config import Config, parse_config
+from gateway.errors import ConfigError
+from gateway.extras import require_extra
+
+__all__ = ["DemoPorts", "demo_config", "run_demo"]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
+HOST = "127.0.0.1"
 UPSTREAM_PORT = 8091
+"""The scripted model's port as ``examples/demo.yaml`` names it."""
 DEMO_ADMIN_TOKEN = "demo-admin-token"
 API_PORT = 8092
+"""The sample API's port as ``examples/demo.yaml`` names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoPorts:
+    """Where the demo's three servers listen (``--port``, ``--upstream-port``, ``--api-port``)."""
+
+    gateway: int = 8080
+    upstream: int = UPSTREAM_PORT
+    api: int = API_PORT
+
 
 TRY_IT = """\
 actiongate demo is running (Ctrl-C to stop):
@@ -58,6 +78,14 @@ Other messages the scripted model understands: "I want to return something" (a f
 "Refund order A-10024, it arrived damaged" (a confirmation), "Can I get a demo?" (a button).
 Execution logs: actiongate logs --db sqlite:///actiongate-demo.db
 """
+
+
+def demo_config(ports: DemoPorts) -> Config:
+    """``examples/demo.yaml`` with its model and sample API URLs moved to ``ports``."""
+    text = (EXAMPLES / "demo.yaml").read_text(encoding="utf-8")
+    text = text.replace(f"http://{HOST}:{UPSTREAM_PORT}", f"http://{HOST}:{ports.upstream}")
+    text = text.replace(f"http://{HOST}:{API_PORT}", f"http://{HOST}:{ports.api}")
+    return parse_config(yaml.safe_load(text))
 
 
 async def _tour(port: int, say: Callable[[str], None]) -> bool:
@@ -120,47 +148,90 @@ async def _tour(port: int, say: Callable[[str], None]) -> bool:
     return ok
 
 
-async def _serve(port: int, check: bool) -> int:
-    import uvicorn
+async def _start_samples(
+    stack: contextlib.AsyncExitStack[Any], ports: DemoPorts, key: str
+) -> DemoPorts:
+    """Start the sample API and the scripted model; a port either cannot bind is one line.
 
-    sys.path.insert(0, str(ROOT))
+    Returns:
+        ``ports`` with the ports really bound (they differ where 0 asked for a free one).
+    """
+    if str(ROOT) not in sys.path:  # examples/ is not installed with the package
+        sys.path.insert(0, str(ROOT))
     from examples.customer_api import running_customer_api
     from examples.scripted_upstream import running_upstream
-    from gateway.app import create_app
+    from gateway.cli.serving import listen_error
 
-    config = load_config(EXAMPLES / "demo.yaml")
+    samples: list[tuple[int, str, str, contextlib.AbstractAsyncContextManager[Any]]] = [
+        (ports.api, "sample API", "--api-port", running_customer_api(port=ports.api)),
+        (
+            ports.upstream,
+            "scripted model",
+            "--upstream-port",
+            running_upstream(port=ports.upstream, rules=True, api_key=key),
+        ),
+    ]
+    bound: list[int] = []
+    for port, what, flag, server in samples:
+        try:
+            started = await stack.enter_async_context(server)
+        except OSError as e:
+            raise listen_error(HOST, port, e, what=what, flag=flag) from None
+        bound.append(int(started.base_url.removesuffix("/v1").rsplit(":", 1)[1]))
+    return replace(ports, api=bound[0], upstream=bound[1])
+
+
+async def _serve(ports: DemoPorts, check: bool, sock: socket.socket) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.cli.serving import ReadyServer
+
     # A known token, so the printed instructions can say how to open the dashboard.
     os.environ.setdefault("ACTIONGATE_ADMIN_TOKEN", DEMO_ADMIN_TOKEN)
-    app = create_app(config)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    async with (
-        running_customer_api(port=API_PORT),
-        running_upstream(port=UPSTREAM_PORT, rules=True, api_key=config.upstream.api_key),
-    ):
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            if serving.done():
-                return 1  # uvicorn already said why (e.g. the port is taken)
-            await asyncio.sleep(0.05)
+    async with contextlib.AsyncExitStack() as stack:
+        key = demo_config(ports).upstream.api_key
+        ports = await _start_samples(stack, ports, key)
+        app = create_app(demo_config(ports))
+        server = ReadyServer(uvicorn.Config(app, log_level="warning", access_log=False))
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        await server.ready.wait()  # a failed start-up ends the loop with SystemExit instead
         if not check:
             token = os.environ["ACTIONGATE_ADMIN_TOKEN"]
-            print(TRY_IT.format(port=port, up=UPSTREAM_PORT, api=API_PORT, token=token), flush=True)
-            await serving
+            text = TRY_IT.format(port=ports.gateway, up=ports.upstream, api=ports.api, token=token)
+            print(text, flush=True)
+            await serving  # until Ctrl-C
             return 0
         try:
-            passed = await _tour(port, lambda line: print(line, flush=True))
+            passed = await _tour(ports.gateway, lambda line: print(line, flush=True))
         finally:
             server.should_exit = True
             await serving
         return 0 if passed else 1
 
 
-def run_demo(*, port: int = 8080, check: bool = False) -> int:
-    """Run the demo until Ctrl-C (or, with ``check``, run the tour and return its status)."""
+def run_demo(*, ports: DemoPorts | None = None, check: bool = False) -> int:
+    """Run the demo until Ctrl-C (or, with ``check``, run the tour and return its status).
+
+    Raises:
+        ConfigError: no ``examples/`` folder, ``--check`` without the openai SDK, a port that
+            cannot be listened on, or a gateway that did not start (each one line).
+    """
+    from gateway.cli.serving import listen
+
+    ports = ports or DemoPorts()
     if not (EXAMPLES / "demo.yaml").exists():
         raise ConfigError("the demo needs the repository's examples/ folder (run from a checkout)")
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_serve(port, check))
-    return 0
+    if check:
+        require_extra("openai", "demo", "actiongate demo --check")  # before starting anything
+    with contextlib.closing(listen(HOST, ports.gateway, what="gateway", flag="--port")) as sock:
+        ports = replace(ports, gateway=sock.getsockname()[1])
+        try:
+            return asyncio.run(_serve(ports, check, sock))
+        except KeyboardInterrupt:
+            return 0
+        except SystemExit:
+            # uvicorn's way of saying the app's start-up failed; it has logged why.
+            raise ConfigError(
+                "the demo gateway did not start (the reason is logged above)"
+            ) from None

@@ -1,4 +1,9 @@
-"""``actiongate logs``: print execution records, newest first, optionally following new ones."""
+"""``actiongate logs``: print execution records, newest first, optionally following new ones.
+
+Conversation ids and tool names come from clients and models: every character a terminal would
+act on (escape sequences, line breaks, bidirectional overrides) is printed as an escape, so a
+record can neither forge log lines nor restyle the terminal.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +17,71 @@ from gateway.definitions.config import DEFAULT_DATABASE
 from gateway.stores.db import create_engine, migrate
 from gateway.stores.logs import ExecutionRecord, LogStore
 
-__all__ = ["format_line", "show_logs"]
+__all__ = ["format_line", "json_line", "show_logs", "terminal_text"]
 
 FOLLOW_INTERVAL_S = 1.0
+_SHORT = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: str) -> str:
+    if char in _SHORT:
+        return _SHORT[char]
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def terminal_text(text: str) -> str:
+    """``text`` with backslashes and every non-printable character written as escapes.
+
+    Non-printable is Python's :meth:`str.isprintable`: control characters (C0, DEL, C1),
+    format characters such as bidirectional overrides, line and paragraph separators. The
+    backslash is doubled so an escape in the output always means the character it names.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(map(_escape, text))
+
+
+def _json_escape(char: str) -> str:
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # JSON spells characters beyond the BMP as a surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def json_line(value: Any) -> str:
+    """``value`` as one line of JSON, non-ASCII text kept but non-printable characters escaped.
+
+    ``json.dumps`` already escapes C0 controls; DEL, C1 controls (0x9b starts an escape
+    sequence on some terminals), bidirectional overrides and separators are escaped here. They
+    only occur inside JSON strings, so the line still decodes to exactly ``value``.
+    """
+    text = json.dumps(value, ensure_ascii=False)
+    return text if text.isprintable() else "".join(map(_json_escape, text))
 
 
 def format_line(record: ExecutionRecord) -> str:
-    """One human-readable line per record."""
+    """One human-readable line per record, every field printable (see :func:`terminal_text`)."""
     status = record.response["status_code"] if record.response else "-"
     stamp = record.to_dict()["timestamp"]
+    action = terminal_text(record.action)
+    conversation = terminal_text(record.conversation_id or "-")
     return (
-        f"{stamp}  {record.action:<28} {record.outcome:<20} {status!s:>4} "
-        f"{record.duration_ms:>9.1f} ms  conv={record.conversation_id or '-'}  id={record.id}"
+        f"{stamp}  {action:<28} {record.outcome:<20} {status!s:>4} "
+        f"{record.duration_ms:>9.1f} ms  conv={conversation}  id={terminal_text(record.id)}"
     )
 
 
 def _emit(record: ExecutionRecord, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        sys.stdout.write(json_line(record.to_dict()) + "\n")
     else:
         sys.stdout.write(format_line(record) + "\n")
     sys.stdout.flush()

@@ -2,7 +2,8 @@
 
 Thin: parse arguments, call the library, print, choose an exit code.
 
-Exit status: 0 success, 1 user error (one line on stderr), 2 bad usage (argparse).
+Exit status: 0 success, 1 user error (one line on stderr), 2 bad usage (argparse), 130 when
+interrupted (Ctrl-C) before a server took over the signal.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -157,33 +157,26 @@ def cmd_logs(ns: argparse.Namespace) -> int:
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
-    import uvicorn
-
+    """Check, bind, then serve: every failure before serving is one line and exit 1."""
     from gateway.app import create_app
+    from gateway.cli.serving import check_database, listen, run_server, url_of
 
     config = load_config(ns.config)
     if config.unset_env:
         names = ", ".join(f"${{{n}}}" for n in config.unset_env)
         raise ConfigError(f"not starting: environment variables not set: {names}")
-    app = create_app(config, database=ns.db)
-    served: Any = app
-    if ns.record:
-        from gateway.replay.recording import Recorder
+    # Bound before the app starts: its lifespan stores a first admin token, shown only once.
+    with contextlib.closing(listen(ns.host, ns.port)) as sock:
+        check_database(ns.db or config.database)
+        app = create_app(config, database=ns.db)
+        served: Any = app
+        if ns.record:
+            from gateway.replay.recording import Recorder
 
-        served = Recorder(ns.record).wrap(app)
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal through the
-    # handler that was installed before it started; a no-op one lets the process exit 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    uvicorn.run(
-        served,
-        host=ns.host,
-        port=ns.port,
-        log_level=ns.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
-    return 0
+            served = Recorder(ns.record).wrap(app)
+        url = url_of(sock)
+        line = f"actiongate: listening on {url} (OpenAI base URL {url}/v1, dashboard {url}/)"
+        return run_server(served, sock, log_level=ns.log_level, ready_line=line)
 
 
 def cmd_mcp(ns: argparse.Namespace) -> int:
@@ -215,9 +208,10 @@ def cmd_replay(ns: argparse.Namespace) -> int:
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
-    from gateway.cli.demo import run_demo
+    from gateway.cli.demo import DemoPorts, run_demo
 
-    return run_demo(port=ns.port, check=ns.check)
+    ports = DemoPorts(gateway=ns.port, upstream=ns.upstream_port, api=ns.api_port)
+    return run_demo(ports=ports, check=ns.check)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,7 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_replay)
 
     p = sub.add_parser("demo", help="offline demo: gateway + scripted model + sample API")
-    p.add_argument("--port", type=int, default=8080, help="gateway port")
+    p.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    p.add_argument(
+        "--upstream-port", type=int, default=8091, help="scripted model port (default 8091)"
+    )
+    p.add_argument("--api-port", type=int, default=8092, help="sample API port (default 8092)")
     p.add_argument("--check", action="store_true", help="run the scripted tour, then exit")
     p.set_defaults(handler=cmd_demo)
     return parser

@@ -12,7 +12,7 @@ extending a conversation gives a readable diff::
     upstream    {"request": n, "seq", "stream", "sent", "received" | "chunks", "error"?}
     action      {"request": n, "seq", "action", "tool_call_id", "sent", "received" | "error"}
     response    {"request": n, "status", "body" | "body_text" | "events"}
-    executions  {"request": n, "records": [...]}   the conversation's log rows after request n
+    executions  {"request": n, "records": [...]}   the recorded requests' log rows after n
 
 For each client request ``n`` (0, 1, ...) the lines come in that order; ``seq`` numbers the
 upstream and action exchanges of one request in the order they started.
@@ -29,7 +29,9 @@ upstream and action exchanges of one request in the order they started.
   execution made the call (null for an OAuth token request).
 - ``response.events`` holds each ``data:`` payload of a streamed response, parsed (``"[DONE]"``
   kept as a string).
-- ``executions.records`` are the stored log rows (README, "Execution engine"), oldest first.
+- ``executions.records`` are the stored log rows (README, "Execution engine") of the cassette's
+  recorded requests up to ``n``, as stored after request ``n``, oldest first; rows the
+  conversation had from requests that were not recorded are left out.
 
 Credentials never reach the file: every value goes through the runtime's
 :class:`~gateway.redaction.Redactor` (headers by name and value, URLs by parameter name and

@@ -11,7 +11,15 @@ tasks and the streaming task write to the request that started them. The hooks i
 :class:`~gateway.net.upstream.Upstream` and :class:`~gateway.net.outbound.Outbound` (their ``hook``
 attributes) pass every call on and note it on the tape; calls made outside a chat request (the
 admin API's tests) are passed on unrecorded. When the response is complete, the tape is
-redacted and appended to the conversation's cassette, with the conversation's log rows.
+redacted and appended to the conversation's cassette, with the log rows of the recorded requests.
+
+Only those rows: a conversation may have executions from before recording started (an earlier
+``serve`` on the same database, a front that is not recorded, ``actiongate test`` with its
+``conversation.id``), and a replay, which starts from an empty log, could never reproduce them.
+A tape notes a fresh record id when its request starts; record ids sort by time, so the rows
+newer than that mark are the request's own. The recorder keeps, per conversation, the ids of
+every recorded request's rows (reading them back from an existing cassette), and writes those
+rows, as they are stored now (a later request may have marked one injected), after each request.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from gateway.replay.cassette import (
     response_fields,
     snapshot_config,
 )
-from gateway.stores.logs import MAX_PAGE_SIZE
+from gateway.stores.logs import MAX_PAGE_SIZE, new_execution_id
 from gateway.version import __version__
 
 __all__ = ["CHAT_PATH", "Recorder", "RecordingApp", "recording_redactor"]
@@ -78,6 +86,8 @@ class _Tape:
     """What one client request caused, in the order the calls started."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
+    since: str = field(default_factory=new_execution_id)
+    """A record id issued when the request started: the request's own rows sort after it."""
 
     def start(self, kind: str, **fields: Any) -> dict[str, Any]:
         event = {"kind": kind, "seq": len(self.events), **fields}
@@ -165,7 +175,7 @@ class Recorder:
         self.directory = Path(directory)
         self._services: Any = None
         self._redactor = Redactor()
-        self._counts: dict[str, int] = {}
+        self._conversations: dict[str, _Recorded] = {}
         self._lock = asyncio.Lock()
 
     def wrap(self, app: ASGIApp) -> RecordingApp:
@@ -198,10 +208,14 @@ class Recorder:
         records, _ = await services.runtime.logstore.query(
             conversation_id=conversation_id, limit=MAX_PAGE_SIZE
         )
-        rows = [r.to_dict() for r in reversed(records)]
         async with self._lock:
             path = cassette_path(self.directory, conversation_id)
-            index = self._next_index(path, conversation_id)
+            recorded = self._recorded(path, conversation_id)
+            index = recorded.requests
+            recorded.requests += 1
+            own = [r.to_dict() for r in reversed(records) if r.id > tape.since]
+            recorded.rows.update(r["id"] for r in own)
+            rows = [r.to_dict() for r in reversed(records) if r.id in recorded.rows]
             self._learn_tokens(tape.events)
             redactor = self._redactor
             lines: list[dict[str, Any]] = []
@@ -215,7 +229,7 @@ class Recorder:
                 lines.append({"kind": "config", "config": config})
             step = [{"kind": "request", **redact_client_request(request, redactor)}]
             step += [
-                redact_exchange(e, redactor) for e in _name_actions(tape.events, rows, redactor)
+                redact_exchange(e, redactor) for e in _name_actions(tape.events, own, redactor)
             ]
             step.append({"kind": "response", **redact_value(dict(response), redactor)})
             step.append({"kind": "executions", "records": redact_value(rows, redactor)})
@@ -225,16 +239,18 @@ class Recorder:
             await asyncio.to_thread(_append, path, text)
         return path
 
-    def _next_index(self, path: Path, conversation_id: str) -> int:
-        if conversation_id not in self._counts:
-            count = 0
+    def _recorded(self, path: Path, conversation_id: str) -> _Recorded:
+        """What the cassette holds so far (read from the file the first time)."""
+        found = self._conversations.get(conversation_id)
+        if found is None:
+            found = self._conversations[conversation_id] = _Recorded()
             if path.exists():
-                for line in path.read_text(encoding="utf-8").splitlines():
-                    count += orjson.loads(line).get("kind") == "request"
-            self._counts[conversation_id] = count
-        index = self._counts[conversation_id]
-        self._counts[conversation_id] = index + 1
-        return index
+                for text in path.read_text(encoding="utf-8").splitlines():
+                    line = orjson.loads(text)
+                    found.requests += line.get("kind") == "request"
+                    if line.get("kind") == "executions":
+                        found.rows.update(str(r.get("id")) for r in line.get("records") or [])
+        return found
 
     def _learn_tokens(self, events: list[dict[str, Any]]) -> None:
         """Register OAuth tokens seen in token responses, so they are redacted everywhere."""
@@ -251,6 +267,14 @@ class Recorder:
                             self._redactor.add_secret(data[key])
 
 
+@dataclass(slots=True)
+class _Recorded:
+    """One conversation's cassette so far: its client requests and the ids of their rows."""
+
+    requests: int = 0
+    rows: set[str] = field(default_factory=set)
+
+
 def _append(path: Path, text: str) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(text)
@@ -259,8 +283,8 @@ def _append(path: Path, text: str) -> None:
 def _name_actions(
     events: list[dict[str, Any]], rows: list[dict[str, Any]], redactor: Redactor
 ) -> list[dict[str, Any]]:
-    """Note on each action exchange the tool whose execution made it (from the log rows)."""
-    unused = list(reversed(rows))  # this request's rows are the newest
+    """Note on each action exchange the tool whose execution made it (this request's rows)."""
+    unused = list(reversed(rows))
     for event in reversed(events):
         if event["kind"] != "action":
             continue

@@ -16,7 +16,8 @@ transports below, installed as the ``hook`` of :class:`~gateway.net.upstream.Ups
 
 Everything the gateway sent is compared with the cassette as :mod:`gateway.replay.differences`
 describes; the :class:`ReplayReport` lists each difference, and ``actiongate replay`` exits 1
-when there is any.
+when there is any. Only the log rows the replayed requests made are compared (a database given
+to :func:`replay` may hold older rows of the conversation).
 """
 
 from __future__ import annotations
@@ -322,6 +323,9 @@ async def replay(
     compare = Comparison()
     async with _started(_replay_config(tape, config), database) as app:
         services = app.state.services
+        store = services.runtime.logstore
+        query = {"conversation_id": tape.conversation_id, "limit": MAX_PAGE_SIZE}
+        before = {r.id for r in (await store.query(**query))[0]}
         redactor = recording_redactor(services)
         upstream, outbound = ReplayUpstream(redactor), ReplayOutbound(redactor)
         services.upstream.hook, services.runtime.outbound.hook = upstream, outbound
@@ -338,10 +342,9 @@ async def replay(
                 compare.response(step.index, step.response, redact_value(replayed, redactor))
                 report.upstream_calls += len(upstream.observations)
                 report.action_requests += len(outbound.observations)
-        store = services.runtime.logstore
         await store.flush()
-        records, _ = await store.query(conversation_id=tape.conversation_id, limit=MAX_PAGE_SIZE)
-    report.records = list(reversed(records))
+        records, _ = await store.query(**query)
+    report.records = [r for r in reversed(records) if r.id not in before]
     rows = [redact_value(r.to_dict(), redactor) for r in report.records]
     compare.rows(tape.executions, rows)
     report.differences = compare.differences

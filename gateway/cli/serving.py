@@ -1,0 +1,204 @@
+"""Starting a server from the command line: the checks before it, one line once it listens.
+
+``serve`` and ``demo`` bind their listening sockets here before the app starts, so a busy port is
+one line naming it (and exit 1) before the app's lifespan has done anything: in particular before
+a first start generates and stores the admin token, which it shows only once. ``serve`` also
+checks that the database answers, and says so in one line naming the URL with its password
+hidden, instead of a traceback from the app's start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import uvicorn
+
+from gateway.errors import ActionGateError, ConfigError
+
+__all__ = [
+    "DATABASE_TIMEOUT_S",
+    "ReadyServer",
+    "check_database",
+    "hidden_url",
+    "listen",
+    "listen_error",
+    "run_server",
+    "url_of",
+]
+
+DATABASE_TIMEOUT_S = 10.0
+"""How long ``serve`` waits for the database to answer before it gives up."""
+BACKLOG = 2048  # uvicorn's default
+
+
+def listen_error(
+    host: str, port: int, error: OSError, *, what: str = "", flag: str = ""
+) -> ConfigError:
+    """The one-line error for a port that cannot be listened on (``flag`` moves it)."""
+    where = f"{host}:{port}" + (f" ({what})" if what else "")
+    if error.errno == errno.EADDRINUSE:
+        hint = f" (choose another with {flag})" if flag else ""
+        return ConfigError(f"cannot listen on {where}: address already in use{hint}")
+    reason = (error.strerror or str(error)).lower()
+    return ConfigError(f"cannot listen on {where}: {reason}")
+
+
+def listen(host: str, port: int, *, what: str = "", flag: str = "--port") -> socket.socket:
+    """A socket listening on ``host:port``, or a one-line :class:`ConfigError` naming them.
+
+    Args:
+        host: A host name or IP address (IPv6 without brackets).
+        port: The port; 0 picks a free one.
+        what: Which server wants the port (``sample API``), named in the error.
+        flag: The option that moves it, named in the error when the port is taken.
+    """
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise listen_error(host, port, e, what=what) from None
+    # A name with both kinds of address (localhost) listens on its IPv4 one, as most clients
+    # that try IPv6 first fall back to.
+    found.sort(key=lambda info: info[0] != socket.AF_INET)
+    family, kind, proto, _, address = found[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As uvicorn does: a port left in TIME_WAIT by a previous run is reusable, a port
+        # another process listens on is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as e:
+        sock.close()
+        raise listen_error(host, port, e, what=what, flag=flag) from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """``http://HOST:PORT`` of a listening socket (the real port when 0 was asked for)."""
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def hidden_url(url: str) -> str:
+    """A database URL fit to print: the password (if any) shown as ``***``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        # Unparsable: show no more than the scheme, it may still hold a password.
+        scheme = url.partition("://")[0]
+        return f"{scheme}://…" if scheme != url else "(the database URL)"
+
+
+def _reason(error: BaseException, password: str | None) -> str:
+    cause = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
+    lines = str(cause).strip().splitlines()
+    text = lines[0] if lines else type(cause).__name__
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+async def _connect(url: str) -> None:
+    from gateway.stores.db import create_engine
+
+    engine = create_engine(url)
+    try:
+        async with asyncio.timeout(DATABASE_TIMEOUT_S), engine.connect():
+            pass
+    finally:
+        await engine.dispose()
+
+
+def check_database(url: str) -> None:
+    """Connect to the database once, or raise a one-line :class:`ConfigError` naming it.
+
+    Raises:
+        ConfigError: the URL is not supported, or the database does not answer or refuses.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    shown = hidden_url(url)
+    try:
+        password = make_url(url).password
+    except ArgumentError:  # an unparsable URL is reported by create_engine below
+        password = None
+    try:
+        asyncio.run(_connect(url))
+    except ActionGateError:
+        raise
+    except TimeoutError:
+        raise ConfigError(
+            f"cannot reach the database {shown}: no answer within {DATABASE_TIMEOUT_S:g} s"
+        ) from None
+    except Exception as e:  # every driver has its own errors; each is one line here
+        reason = _reason(e, None if password is None else str(password))
+        raise ConfigError(f"cannot reach the database {shown}: {reason}") from None
+
+
+class ReadyServer(uvicorn.Server):
+    """A uvicorn server that says when it accepts connections (:attr:`ready`, ``on_ready``)."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None = None) -> None:
+        """Wrap ``config``; ``on_ready`` runs after start-up succeeded, before serving."""
+        super().__init__(config)
+        self._on_ready = on_ready
+        self.ready = asyncio.Event()
+        """Set once the app started and the sockets listen."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start as uvicorn does (a failed lifespan exits), then report readiness."""
+        await super().startup(sockets=sockets)
+        if self._on_ready is not None:
+            self._on_ready()
+        self.ready.set()
+
+
+@contextlib.contextmanager
+def _quiet_signals() -> Iterator[None]:
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal through the
+    # handler that was installed before it started; a no-op one lets the process exit 0.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_server(app: Any, sock: socket.socket, *, log_level: str, ready_line: str) -> int:
+    """Serve ``app`` on ``sock`` until SIGTERM/SIGINT; print ``ready_line`` once it listens.
+
+    Returns:
+        0 after a graceful shutdown.
+
+    Raises:
+        ConfigError: the app's start-up failed (uvicorn has logged why).
+    """
+
+    def ready() -> None:
+        sys.stdout.write(ready_line + "\n")
+        sys.stdout.flush()
+
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=False, timeout_graceful_shutdown=30
+    )
+    server = ReadyServer(config, ready)
+    try:
+        with _quiet_signals():
+            server.run(sockets=[sock])
+    except SystemExit:
+        # uvicorn exits with its start-up failure code when the lifespan fails.
+        raise ConfigError("the gateway did not start (the reason is logged above)") from None
+    return 0
