@@ -174,9 +174,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 async def chat_completions(request: Request) -> Response:
     """OpenAI Chat Completions, streamed or not, with the agent's actions as tools."""
     svc = services_of(request)
-    body = await read_json_body(request)
     headers = {k.lower(): v for k, v in request.headers.items()}
-    turn = await svc.proxy.prepare(body, headers, bearer_token(headers.get("authorization")))
+    key = bearer_token(headers.get("authorization"))
+    # The agent is named in the body, so the key is checked against every agent first: a key
+    # no agent takes is refused before a byte of the body is read.
+    if not svc.workspace.accepts_anywhere(key):
+        raise RequestError(
+            401, "invalid client key for this agent", "invalid_api_key", kind="authentication_error"
+        )
+    body = await read_json_body(request)
+    turn = await svc.proxy.prepare(body, headers, key)
     if not turn.stream:
         return _json(await svc.proxy.complete(turn))
     events = svc.proxy.stream(turn)

@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ConfigError
 from gateway.redaction import Redactor
-from gateway.stores.db import create_engine, database_url, executions, migrate, schema_migrations
+from gateway.stores.db import (
+    MIGRATIONS,
+    create_engine,
+    database_url,
+    executions,
+    migrate,
+    schema_migrations,
+)
 from gateway.stores.logs import (
     OUTCOMES,
     ExecutionRecord,
@@ -82,7 +89,7 @@ class EventOnLog(logging.Handler):
 @pytest.fixture
 def write_failures() -> Iterator[EventOnLog]:
     handler = EventOnLog("could not store")
-    logger = logging.getLogger("gateway.stores.logs")
+    logger = logging.getLogger("actiongate.logs")
     logger.addHandler(handler)
     yield handler
     logger.removeHandler(handler)
@@ -156,7 +163,9 @@ async def test_memory_database_serves_concurrent_reads_and_writes() -> None:
 
 async def test_migrate_twice_is_a_no_op(database: Database) -> None:
     engine = database.engine()
-    assert await migrate(engine) == ["m001_initial"]
+    every = [m.__name__ for m in MIGRATIONS]
+    assert every[0] == "m001_initial"
+    assert await migrate(engine) == every
     assert await migrate(engine) == []
     async with engine.connect() as connection:
         tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
@@ -165,17 +174,17 @@ async def test_migrate_twice_is_a_no_op(database: Database) -> None:
             lambda c: {index["name"] for index in inspect(c).get_indexes("executions")}
         )
     assert {"executions", "conversations", "actions", "agents", "secrets"} <= tables
-    assert names == ["m001_initial"]
+    assert names == every
     assert {"ix_executions_timestamp_id", "ix_executions_action"} <= index_names
 
 
 async def test_replicas_migrating_at_once_apply_each_migration_once(database: Database) -> None:
     engines = [database.engine() for _ in range(4)]
     results = await asyncio.gather(*(migrate(engine) for engine in engines))
-    assert sorted(results) == [[], [], [], ["m001_initial"]]
+    assert sorted(results) == [[], [], [], [m.__name__ for m in MIGRATIONS]]
     async with engines[0].connect() as connection:
         count = await connection.scalar(select(func.count()).select_from(schema_migrations))
-    assert count == 1
+    assert count == len(MIGRATIONS)
 
 
 # --- Writing and reading ---------------------------------------------------------------------

@@ -3,19 +3,26 @@
 The token is ``$ACTIONGATE_ADMIN_TOKEN``; when unset, one is generated at the first start,
 printed once, and only its SHA-256 is stored (every replica reading the same database accepts
 it). Any other token is a 401. Lists answer ``{"items": [...], "next_cursor": str | null}``.
+
+Every route checks the token before a byte of the body is read, then reads the body itself,
+capped at :data:`~gateway.net.inbound.MAX_REQUEST_BYTES` (413 past it, a declared
+``Content-Length`` over it refused unread), and only then hands it to FastAPI's own parsing
+(:class:`AdminRoute`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.admin.service import Admin
 from gateway.errors import RequestError
-from gateway.net.inbound import bearer_token
+from gateway.net.inbound import MAX_REQUEST_BYTES, bearer_token, read_body_bytes, replay_receive
 from gateway.stores.logs import MAX_PAGE_SIZE, Outcome
 from gateway.stores.secrets import AdminToken
 
@@ -64,7 +71,38 @@ async def require_admin(request: Request) -> Admin:
     return admin
 
 
-AdminDep = Annotated[Admin, Depends(require_admin)]
+_ADMIN_KEY = "actiongate.admin"
+"""ASGI scope key where :class:`AdminRoute` leaves the admin service it authorised."""
+
+
+async def _admin(request: Request) -> Admin:
+    """The admin service :class:`AdminRoute` authorised (or :func:`require_admin`'s, if none)."""
+    admin = request.scope.get(_ADMIN_KEY)
+    return admin if isinstance(admin, Admin) else await require_admin(request)
+
+
+class AdminRoute(APIRoute):
+    """An ``/api`` route: the admin token first, then a capped body, then FastAPI's handling.
+
+    FastAPI reads and parses a declared body before it solves any dependency, so
+    ``Depends(require_admin)`` alone would let an anonymous client make the gateway read a body
+    of any size before its 401.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """FastAPI's handler, behind the token check and the body cap."""
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            admin = await require_admin(request)
+            body = await read_body_bytes(request, MAX_REQUEST_BYTES)
+            request.scope[_ADMIN_KEY] = admin
+            return await handler(Request(request.scope, replay_receive(body, request.receive)))
+
+        return guarded
+
+
+AdminDep = Annotated[Admin, Depends(_admin)]
 JSONBody = Annotated[
     dict[str, Any],
     Body(description="A definition in the file format (README, 'Definitions and validation')."),
@@ -80,7 +118,7 @@ def _refuse_nul(**params: str | None) -> None:
             raise RequestError(400, f"{name} contains a NUL character", "invalid_request", name)
 
 
-router = APIRouter(prefix="/api", tags=["admin"])
+router = APIRouter(prefix="/api", tags=["admin"], route_class=AdminRoute)
 """The ``/api`` routes; they find the services in ``app.state.services``."""
 
 

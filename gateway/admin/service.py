@@ -5,15 +5,22 @@ Definitions come from the config file, overlaid by what the admin API stored in 
 swapped into the live :class:`~gateway.engine.workspace.Workspace`, so the proxy uses it on its next
 request.
 
-Credentials written literally into a definition (a header named like a credential, an auth
-field) are write-only: reads show :data:`MASK`, and a write that sends :data:`MASK` back keeps the
-stored value.
+Credentials written literally into a definition are write-only: reads show :data:`MASK`, and a
+write that sends :data:`MASK` back keeps the stored value. That covers auth fields, headers named
+like a credential (``X-Customer-Key``), and by name query parameters (``api_key``, ``token``, in
+``query`` or the URL) and JSON body fields (``password``), at any depth.
+
+Agents are stored with their client keys hashed and a per-agent upstream key encrypted in the
+secret store (:func:`~gateway.stores.secrets.seal_agent`); rows stored before that are rewritten
+so at the next load.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 from pydantic import ValidationError as PydanticValidationError
 
@@ -24,14 +31,22 @@ from gateway.definitions.config import AgentConfig, Config, parse_action
 from gateway.definitions.templating import analyze
 from gateway.definitions.tools import to_tool_definitions
 from gateway.definitions.validation import validate_actions
+from gateway.engine.context import check_variables
 from gateway.engine.runtime import Runtime
 from gateway.engine.workspace import Workspace
 from gateway.errors import ConfigError, DefinitionError, RequestError
-from gateway.redaction import is_credential_header
+from gateway.redaction import is_credential_header, is_credential_param
 from gateway.stores.definitions import TOMBSTONE, DefinitionStore
-from gateway.stores.secrets import SecretStore
+from gateway.stores.secrets import (
+    UPSTREAM_KEY_REF,
+    SecretStore,
+    needs_sealing,
+    open_agent,
+    seal_agent,
+    sealed_name,
+)
 
-__all__ = ["MASK", "Admin", "NotFound"]
+__all__ = ["MASK", "UPSTREAM_KEY_REF", "Admin", "NotFound"]
 
 MASK = "********"
 _AUTH_SECRET_FIELDS = ("token", "value", "password", "client_secret")
@@ -57,12 +72,80 @@ def _mask_map(values: dict[str, Any], names: Any) -> None:
             values[key] = MASK
 
 
+def _is_credential_header(name: str) -> bool:
+    # Beyond the log's rule: any header with a `key` word (X-Customer-Key, Ocp-Apim-...-Key)
+    # is taken for a credential here, as an Idempotency-Key shown masked costs nothing.
+    return is_credential_header(name) or "key" in re.split(r"[-_]", name.lower())
+
+
+def _is_credential_field(name: str) -> bool:
+    # As the log's redaction reads JSON: `key` alone names ordinary identifiers in bodies.
+    return name.lower() != "key" and is_credential_param(name)
+
+
+def _mask_body(value: Any) -> None:
+    if isinstance(value, dict):
+        _mask_map(value, {k for k in value if isinstance(k, str) and _is_credential_field(k)})
+        for item in value.values():
+            _mask_body(item)
+    elif isinstance(value, list):
+        for item in value:
+            _mask_body(item)
+
+
+def _query_pairs(url: str) -> tuple[str, list[str], str]:
+    """``url`` as (before the query, its ``name=value`` pairs, ``#fragment``)."""
+    rest, mark, query = url.partition("?")
+    if not mark:
+        return url, [], ""
+    query, hash_mark, fragment = query.partition("#")
+    return rest, query.split("&"), hash_mark + fragment
+
+
+def _credential_pair(pair: str) -> tuple[str, str] | None:
+    name, equals, value = pair.partition("=")
+    if equals and value and is_credential_param(unquote_plus(name)):
+        return name, value
+    return None
+
+
+def _mask_url(url: str) -> str:
+    rest, pairs, fragment = _query_pairs(url)
+    if not pairs:
+        return url
+    for i, pair in enumerate(pairs):
+        found = _credential_pair(pair)
+        if found is not None and not _is_reference(found[1]):
+            pairs[i] = f"{found[0]}={MASK}"
+    return f"{rest}?{'&'.join(pairs)}{fragment}"
+
+
+def _unmask_url(new: str, old: str) -> str:
+    """Put back the stored values of credential query parameters sent as :data:`MASK`."""
+    rest, pairs, fragment = _query_pairs(new)
+    stored: dict[str, list[str]] = {}
+    for pair in _query_pairs(old)[1]:
+        found = _credential_pair(pair)
+        if found is not None:
+            stored.setdefault(found[0], []).append(found[1])
+    for i, pair in enumerate(pairs):
+        found = _credential_pair(pair)
+        if found is not None and found[1] == MASK and stored.get(found[0]):
+            pairs[i] = f"{found[0]}={stored[found[0]].pop(0)}"
+    return f"{rest}?{'&'.join(pairs)}{fragment}" if pairs else new
+
+
 def mask(definition: dict[str, Any]) -> dict[str, Any]:
     """A copy of an action definition with literal credentials replaced by :data:`MASK`."""
     out = copy.deepcopy(definition)
     for request in _requests(out):
         headers = request.get("headers") or {}
-        _mask_map(headers, {k for k in headers if is_credential_header(k)})
+        _mask_map(headers, {k for k in headers if _is_credential_header(k)})
+        query = request.get("query") or {}
+        _mask_map(query, {k for k in query if is_credential_param(k)})
+        if isinstance(request.get("url"), str):
+            request["url"] = _mask_url(request["url"])
+        _mask_body(request.get("body"))
         auth = request.get("auth") or {}
         _mask_map(auth, _AUTH_SECRET_FIELDS)
         _mask_map(auth.get("headers") or {}, set(auth.get("headers") or {}))
@@ -70,11 +153,15 @@ def mask(definition: dict[str, Any]) -> dict[str, Any]:
 
 
 def unmask(new: Any, old: Any) -> Any:
-    """Put stored values back wherever a write sent :data:`MASK`."""
+    """Put stored values back wherever a write sent :data:`MASK` (lists by position)."""
     if new == MASK:
         return old
     if isinstance(new, dict) and isinstance(old, dict):
         return {k: unmask(v, old.get(k)) for k, v in new.items()}
+    if isinstance(new, list) and isinstance(old, list):
+        return [unmask(n, old[i]) if i < len(old) else n for i, n in enumerate(new)]
+    if isinstance(new, str) and isinstance(old, str) and MASK in new:
+        return _unmask_url(new, old)
     return new
 
 
@@ -126,6 +213,7 @@ class Admin:
         if fingerprint == self._fingerprint and not force:
             return False
         stored_actions, stored_agents = await self.store.load()
+        stored_agents = {k: await self._in_memory(k, v) for k, v in stored_agents.items()}
         actions = {**self._base_actions, **stored_actions}
         agents = {**self._base_agents, **stored_agents}
         parsed = [parse_action(d, i) for i, d in enumerate(actions.values()) if d != TOMBSTONE]
@@ -144,6 +232,23 @@ class Admin:
             executor.redactor.add_secret(value)
         executor.secrets.clear()
         executor.secrets.update({**self._base_secrets, **stored})
+
+    async def _in_memory(self, agent_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """A stored agent as the workspace holds it (upstream key decrypted).
+
+        A row stored before keys were hashed and sealed is rewritten that way first.
+        """
+        if data == TOMBSTONE:
+            return data
+        if needs_sealing(data, sealable=self.secrets is not None):
+            data = await self._put_agent(agent_id, data)
+        return await open_agent(self.secrets, agent_id, data)
+
+    async def _put_agent(self, agent_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Store an agent with no clear credential in it; returns what was stored."""
+        stored = await seal_agent(self.secrets, agent_id, data)
+        await self.store.put_agent(agent_id, stored)
+        return stored
 
     # --- secrets --------------------------------------------------------------------------
 
@@ -245,7 +350,7 @@ class Admin:
             if agent.actions is not None and tool_name in agent.actions:
                 data = agent.model_dump(mode="json")
                 data["actions"] = [n for n in agent.actions if n != tool_name]
-                await self.store.put_agent(agent.id, data)
+                await self._put_agent(agent.id, data)
         await self.refresh(force=True)
 
     async def test_action(
@@ -257,6 +362,7 @@ class Admin:
             raise NotFound(f"action {tool_name!r}")
         if not isinstance(variables, dict) or not isinstance(args, dict):
             raise RequestError(422, "variables and args must be objects", "invalid_request")
+        check_variables(variables, "variables.")
         return await run_test_with(self.runtime, action, variables, args, dry_run=dry_run)
 
     # --- agents ---------------------------------------------------------------------------
@@ -299,11 +405,17 @@ class Admin:
                     "id",
                 )
             data = _merge(old, data) if merge else {**data, "id": agent_id}
-            if old.get("api_keys") and data.get("api_keys") == [MASK] * len(old["api_keys"]):
-                data["api_keys"] = old["api_keys"]
+            # Masked keys sent back keep the stored ones, position by position.
             data = unmask(data, old)
         elif isinstance(data.get("id"), str) and data["id"] in self.workspace.agents:
             raise RequestError(409, f"agent {data['id']!r} already exists", "conflict")
+        if isinstance(data.get("api_keys"), list) and MASK in data["api_keys"]:
+            raise RequestError(
+                422,
+                f"agent: api_keys: {MASK!r} stands for a stored key; there is none at its place",
+                "invalid_definition",
+                "api_keys",
+            )
         try:
             agent = AgentConfig.model_validate(data)
         except PydanticValidationError as e:
@@ -320,7 +432,7 @@ class Admin:
                 "invalid_definition",
                 "actions",
             )
-        await self.store.put_agent(agent.id, agent.model_dump(mode="json"))
+        await self._put_agent(agent.id, agent.model_dump(mode="json"))
         await self.refresh(force=True)
         return self.get_agent(agent.id)
 
@@ -329,6 +441,8 @@ class Admin:
         if agent_id not in self.workspace.agents:
             raise NotFound(f"agent {agent_id!r}")
         await self.store.put_agent(agent_id, TOMBSTONE)
+        if self.secrets is not None:
+            await self.secrets.delete_sealed(sealed_name("upstream_api_key", agent_id))
         await self.refresh(force=True)
 
     async def toggle(self, agent_id: str, tool_name: str, enabled: bool) -> dict[str, Any]:
@@ -347,7 +461,7 @@ class Admin:
             names.remove(tool_name)
         data = agent.model_dump(mode="json")
         data["actions"] = names
-        await self.store.put_agent(agent_id, data)
+        await self._put_agent(agent_id, data)
         await self.refresh(force=True)
         return self.get_agent(agent_id)
 

@@ -3,12 +3,16 @@
 Built from the config at start-up. Every change goes through :meth:`Workspace.replace`, which
 bumps :attr:`version` and drops the cached tool schemas, so a running proxy picks changes up on
 its next request without a restart.
+
+An agent's client keys (``api_keys``) are either clear (a config file's, held in memory only)
+or hashes made by :func:`gateway.stores.secrets.hash_client_key` (what the admin API stores in
+the database): ``sha256:<salt hex>:<digest hex>``. Both are checked in constant time by
+:func:`key_accepted`.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +21,25 @@ from gateway.definitions.actions import Action
 from gateway.definitions.config import AgentConfig, Config, UpstreamConfig
 from gateway.definitions.tools import to_tool_definitions
 from gateway.net.upstream import UpstreamTarget
+from gateway.stores.secrets import client_key_matches
 
-__all__ = ["AgentView", "Workspace"]
+__all__ = ["AgentView", "Workspace", "key_accepted"]
+
+
+def key_accepted(api_keys: Sequence[str], key: str | None) -> bool:
+    """Whether ``key`` is one of ``api_keys`` (clear or hashed); no keys means open.
+
+    Every candidate is compared, so timing does not tell how many keys exist or which matched.
+    """
+    if not api_keys:
+        return True
+    if not key:
+        return False
+    presented = key.encode()
+    matched = False
+    for candidate in api_keys:
+        matched |= client_key_matches(candidate, presented)
+    return matched
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +53,7 @@ class AgentView:
 
     def accepts(self, key: str | None) -> bool:
         """Whether a client key may use this agent (constant-time comparison)."""
-        if not self.config.api_keys:
-            return True
-        if not key:
-            return False
-        matched = False
-        for candidate in self.config.api_keys:
-            # Compare with every key, so timing does not tell how many keys exist or which matched.
-            matched |= hmac.compare_digest(candidate.encode(), key.encode())
-        return matched
+        return key_accepted(self.config.api_keys, key)
 
 
 def _target(default: UpstreamConfig, agent: AgentConfig) -> UpstreamTarget:
@@ -90,6 +103,14 @@ class Workspace:
     def agents(self) -> dict[str, AgentConfig]:
         """Every agent by id."""
         return self._agents
+
+    def accepts_anywhere(self, key: str | None) -> bool:
+        """Whether some agent accepts ``key``: a front checks this before reading a body.
+
+        The chat front learns the agent only from the body (``model``); refusing a key no agent
+        accepts first means an anonymous client cannot make the gateway read a body at all.
+        """
+        return any(key_accepted(agent.api_keys, key) for agent in self._agents.values())
 
     def view(self, agent_id: str) -> AgentView | None:
         """The agent's view, or None when no such agent exists."""

@@ -7,9 +7,14 @@ the MCP layer sees the request. Every request is authorised again, so a key remo
 API stops working at once; a session is bound to the agent and key that opened it (another
 credential presenting its id gets the SDK's 404).
 
+Bodies: the key is checked before anything is read, then the body is read here, capped at
+:data:`~gateway.net.inbound.MAX_REQUEST_BYTES` (a 413 past it, a declared ``Content-Length``
+over it refused unread), because the SDK itself reads a body whole.
+
 Conversations: a handshake-era client (protocol up to 2025-11-25) gets an ``Mcp-Session-Id`` and
-one conversation per session; a 2026-07-28 client is stateless by design, so each of its
-requests is a conversation of its own. Tools and calls are those of :mod:`gateway.mcp.server`.
+one conversation per session, held under the agent and the session together (a conversation
+belongs to its agent); a 2026-07-28 client is stateless by design, so each of its requests is a
+conversation of its own. Tools and calls are those of :mod:`gateway.mcp.server`.
 
 Mounting (the lifespan must enter :meth:`McpHttp.run`, which owns the SDK's session manager)::
 
@@ -34,15 +39,16 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import INVALID_REQUEST, ErrorData, JSONRPCError
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.engine.context import Conversation
 from gateway.engine.runtime import Runtime
 from gateway.engine.workspace import AgentView, Workspace
+from gateway.errors import RequestError
 from gateway.mcp.server import CHANNEL, Caller, build_server
-from gateway.net.inbound import bearer_token
+from gateway.net.inbound import MAX_REQUEST_BYTES, bearer_token, read_body_bytes, replay_receive
 
 __all__ = ["MAX_SESSIONS", "McpBackend", "McpHttp"]
 
@@ -82,7 +88,7 @@ class McpHttp:
         self._security = security
         self._server = build_server(self._caller)
         self._manager: StreamableHTTPSessionManager | None = None
-        self._conversations: OrderedDict[str, Conversation] = OrderedDict()
+        self._conversations: OrderedDict[tuple[str, str], Conversation] = OrderedDict()
 
     @asynccontextmanager
     async def run(self) -> AsyncIterator[None]:
@@ -116,12 +122,21 @@ class McpHttp:
             response = _error(401, f"invalid or missing client key for agent {agent_id!r}")
             response.headers["WWW-Authenticate"] = 'Bearer realm="actiongate"'
         else:
-            # The SDK binds a session to the principal that opened it: the agent and this key.
-            subject = hashlib.sha256(key.encode()).hexdigest() if key else None
-            token = AccessToken(token="", client_id=f"agent:{agent_id}", scopes=[], subject=subject)
-            scope = {**scope, "user": AuthenticatedUser(token), _AGENT_KEY: agent}
-            await manager.handle_request(scope, receive, send)
-            return
+            try:
+                body = await read_body_bytes(Request(scope, receive), MAX_REQUEST_BYTES)
+            except ClientDisconnect:
+                return  # nobody to answer
+            except RequestError as e:
+                response = _error(e.status, str(e))
+            else:
+                # The SDK binds a session to the principal that opened it: agent and this key.
+                subject = hashlib.sha256(key.encode()).hexdigest() if key else None
+                token = AccessToken(
+                    token="", client_id=f"agent:{agent_id}", scopes=[], subject=subject
+                )
+                scope = {**scope, "user": AuthenticatedUser(token), _AGENT_KEY: agent}
+                await manager.handle_request(scope, replay_receive(body, receive), send)
+                return
         await response(scope, receive, send)
 
     def _caller(self, ctx: ServerRequestContext[Any]) -> Caller:
@@ -134,14 +149,18 @@ class McpHttp:
         return Caller(agent, conversation, self._backend().runtime.executor)
 
     def _conversation(self, agent_id: str, session: str | None) -> Conversation:
-        """One conversation per session (least recently used dropped beyond the session cap)."""
+        """One conversation per session of an agent (least recently used dropped past the cap).
+
+        Keyed by the agent too, so a session id presented at another agent's endpoint can never
+        reach this conversation, whatever the SDK's own session check does.
+        """
         if session is None:
             return Conversation(agent_id=agent_id, channel=CHANNEL)
-        conversation = self._conversations.pop(session, None)
+        conversation = self._conversations.pop((agent_id, session), None)
         if conversation is None:
             # The id is the gateway's own, so session ids (bearer-like) never reach the log.
             conversation = Conversation(agent_id=agent_id, channel=CHANNEL)
-        self._conversations[session] = conversation
+        self._conversations[(agent_id, session)] = conversation
         while len(self._conversations) > MAX_SESSIONS:
             self._conversations.popitem(last=False)
         return conversation

@@ -6,10 +6,18 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
+from starlette.types import Message, Receive
 
 from gateway.errors import RequestError
 
-__all__ = ["MAX_REQUEST_BYTES", "bearer_token", "read_json_body"]
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "bearer_token",
+    "check_declared_length",
+    "read_body_bytes",
+    "read_json_body",
+    "replay_receive",
+]
 
 MAX_REQUEST_BYTES = 4 << 20
 """The largest request body a front reads (4 MiB)."""
@@ -25,27 +33,70 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-async def read_json_body(request: Request, cap: int = MAX_REQUEST_BYTES) -> Any:
-    """The request's JSON body, refused with a 413 as soon as it passes ``cap`` bytes.
+def _too_large(cap: int) -> RequestError:
+    return RequestError(413, f"request body larger than {cap} bytes", "too_large")
 
-    A declared ``Content-Length`` over the cap is refused before anything is read; a chunked
-    body is counted as it arrives, so no more than ``cap`` bytes are ever held.
+
+def check_declared_length(request: Request, cap: int = MAX_REQUEST_BYTES) -> None:
+    """Refuse a declared ``Content-Length`` over ``cap`` before anything is read.
 
     Raises:
-        RequestError: 413 for a body over the cap, 400 for one that is not JSON.
+        RequestError: 413 for a declared length over the cap.
     """
-    too_large = RequestError(413, f"request body larger than {cap} bytes", "too_large")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > cap:
-        raise too_large
+    declared = (request.headers.get("content-length") or "").strip()
+    # A malformed length never gets here: the HTTP server refuses it first.
+    if declared.isdigit() and int(declared) > cap:
+        raise _too_large(cap)
+
+
+async def read_body_bytes(request: Request, cap: int = MAX_REQUEST_BYTES) -> bytes:
+    """The request's body, refused with a 413 as soon as it passes ``cap`` bytes.
+
+    A declared ``Content-Length`` over the cap is refused before anything is read; a chunked
+    body is counted as it arrives, so no more than ``cap`` bytes (plus one network chunk) are
+    ever held. Call it only after the caller's credentials are checked, so an anonymous client
+    cannot make the gateway read anything at all.
+
+    Raises:
+        RequestError: 413 for a body over the cap.
+    """
+    check_declared_length(request, cap)
     chunks = bytearray()
     async for chunk in request.stream():
         chunks += chunk
         if len(chunks) > cap:
-            raise too_large
+            raise _too_large(cap)
+    return bytes(chunks)
+
+
+async def read_json_body(request: Request, cap: int = MAX_REQUEST_BYTES) -> Any:
+    """The request's JSON body, read by :func:`read_body_bytes` (so capped the same way).
+
+    Raises:
+        RequestError: 413 for a body over the cap, 400 for one that is not JSON.
+    """
+    body = await read_body_bytes(request, cap)
     try:
-        return orjson.loads(chunks)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise RequestError(
             400, f"the request body is not valid JSON: {e}", "invalid_json"
         ) from None
+
+
+def replay_receive(body: bytes, receive: Receive) -> Receive:
+    """An ASGI ``receive`` that hands an already read body over once, then defers to ``receive``.
+
+    Lets a front read (and cap) the body itself before an inner app that would read it
+    unbounded; later calls (``http.disconnect``) go to the real connection.
+    """
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

@@ -10,7 +10,14 @@ from typing import Any
 import orjson
 
 from gateway.definitions.actions import ButtonAction, FormAction, HttpAction, HttpClick
-from gateway.engine.context import Conversation, new_conversation_id
+from gateway.engine.context import (
+    Conversation,
+    check_lead,
+    check_value,
+    lead_text,
+    new_conversation_id,
+    string_values,
+)
 from gateway.engine.executor import Execution, Executor
 from gateway.engine.workspace import AgentView, Workspace
 from gateway.errors import RequestError
@@ -157,26 +164,31 @@ def _text(content: Any) -> str:
 
 
 def _context(body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
-    """Conversation context: the body's ``conversation`` object wins over headers."""
-    context: dict[str, Any] = {
+    """Conversation context: the body's ``conversation`` object wins over headers.
+
+    Every value is a bounded string and ``lead`` an object of them; anything else is a 400
+    naming the field (:func:`~gateway.engine.context.check_value`).
+    """
+    given: dict[str, Any] = {
         "id": headers.get("x-conversation-id"),
         "user_id": headers.get("x-user-id"),
         "channel": headers.get("x-channel"),
     }
-    given = body.get("conversation")
-    if given is not None:
-        if not isinstance(given, dict):
+    supplied = body.get("conversation")
+    if supplied is not None:
+        if not isinstance(supplied, dict):
             raise _fail("conversation must be an object", param="conversation")
-        context.update({k: v for k, v in given.items() if v is not None})
-    for key in ("id", "user_id", "channel"):
-        if context.get(key) is not None and not isinstance(context[key], str):
-            raise _fail(f"conversation.{key} must be a string", param=f"conversation.{key}")
-        if isinstance(context.get(key), str) and "\x00" in context[key]:
-            raise _fail(f"conversation.{key} contains a NUL character", param=f"conversation.{key}")
+        given.update({k: v for k, v in supplied.items() if v is not None})
+    context: dict[str, Any] = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key == "lead":
+            context[key] = check_lead("conversation.lead", value)
+        else:
+            context[key] = check_value(f"conversation.{str(key)[:64]}", value)
     if context.get("id") is not None and not 0 < len(context["id"]) <= 255:
         raise _fail("conversation.id must be 1 to 255 characters", param="conversation.id")
-    if "lead" in context and not isinstance(context["lead"], dict):
-        raise _fail("conversation.lead must be an object", param="conversation.lead")
     return context
 
 
@@ -239,11 +251,12 @@ async def prepare_turn(
     stored: dict[str, Any] = {}
     conversation_id = context.get("id")
     if conversation_id:
-        stored = await states.load(conversation_id) or {}
+        # Keyed by agent too: another agent's conversation of the same id is not this one.
+        stored = await states.load(conversation_id, agent.config.id) or {}
     else:
         conversation_id = new_conversation_id()
     loaded = orjson.dumps(stored)
-    lead = {**stored.get("lead", {}), **{k: v for k, v in (context.get("lead") or {}).items()}}
+    lead = {**string_values(stored.get("lead")), **(context.get("lead") or {})}
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
     sentiment = context.get("sentiment")
     conversation = Conversation(
@@ -349,7 +362,7 @@ async def _answer(
     if isinstance(action, FormAction) and values is not None:
         for f in action.fields:
             if f.maps_to and f.name in values:
-                conversation.lead[f.maps_to.split(".", 1)[1]] = values[f.name]
+                conversation.lead[f.maps_to.split(".", 1)[1]] = lead_text(values[f.name])
         summary = (
             f"The customer submitted the form '{action.title or action.name}': "
             + orjson.dumps(values).decode()

@@ -5,6 +5,9 @@ The state is a small JSON object: captured ``lead`` fields, the client's ``user_
 only calls the model really made can be answered), and results of gateway-side calls that went
 back to the client next to a client tool call (``results``, used to repair a history that lacks
 them).
+
+A conversation belongs to its agent: rows are keyed by ``(agent_id, id)``, so the same
+``conversation.id`` sent to two agents names two conversations and neither sees the other's.
 """
 
 from __future__ import annotations
@@ -28,21 +31,20 @@ class ConversationStore:
         self._engine = engine
         self._upsert = upsert_statement(conversations, engine.dialect)
 
-    async def load(self, conversation_id: str) -> dict[str, Any] | None:
-        """The stored state, or None for a conversation never saved."""
+    async def load(self, conversation_id: str, agent_id: str) -> dict[str, Any] | None:
+        """The state ``agent_id`` stored for this conversation, or None if it saved none."""
+        query = select(conversations.c.state).where(
+            conversations.c.agent_id == agent_id, conversations.c.id == conversation_id
+        )
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(conversations.c.state).where(conversations.c.id == conversation_id)
-                )
-            ).first()
+            row = (await conn.execute(query)).first()
         if row is None:
             return None
         state = orjson.loads(row[0])
         return state if isinstance(state, dict) else {}
 
     async def save(self, conversation_id: str, agent_id: str, state: dict[str, Any]) -> None:
-        """Create or replace the state (last write wins)."""
+        """Create or replace the agent's state for this conversation (last write wins)."""
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
             await conn.execute(

@@ -330,11 +330,31 @@ def _define_tables_v1(meta: MetaData) -> None:
     )
 
 
+def _define_conversations_v2(meta: MetaData) -> None:
+    """The ``conversations`` table of migration 2: a conversation belongs to its agent.
+
+    Kept frozen like :func:`_define_tables_v1`; the key is ``(agent_id, id)``, so the same
+    ``conversation.id`` on two agents names two conversations.
+    """
+    Table(
+        "conversations",
+        meta,
+        Column("agent_id", String(255), primary_key=True),
+        Column("id", String(255), primary_key=True),
+        Column("state", Text, nullable=False, server_default="{}"),  # JSON: captured lead etc.
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+        Index("ix_conversations_updated_at", "updated_at"),
+    )
+
+
 metadata = MetaData()
 """The current schema: migration 1's tables plus every later migration's changes."""
 
 _define_tables_v1(metadata)
 # When a migration changes a table, mirror the change here (e.g. ``append_column``).
+metadata.remove(metadata.tables["conversations"])
+_define_conversations_v2(metadata)  # m002_conversations_per_agent
 
 executions = metadata.tables["executions"]
 conversations = metadata.tables["conversations"]
@@ -373,6 +393,34 @@ def m001_initial(connection: Connection) -> None:
     frozen = MetaData()
     _define_tables_v1(frozen)
     frozen.create_all(connection)
+
+
+@migration
+def m002_conversations_per_agent(connection: Connection) -> None:
+    """Key conversations by ``(agent_id, id)`` instead of ``id`` alone.
+
+    A row keeps the agent that last saved it (every save wrote its agent's id), so an existing
+    conversation continues on that agent and starts afresh on any other. A row without an agent
+    could belong to anyone and is dropped rather than guessed at. The table is copied aside and
+    rebuilt, the one way to change a primary key that SQLite and PostgreSQL share.
+    """
+    connection.execute(
+        text(
+            "CREATE TABLE conversations_m002 AS SELECT agent_id, id, state, created_at, updated_at"
+            " FROM conversations WHERE agent_id IS NOT NULL"
+        )
+    )
+    connection.execute(text("DROP TABLE conversations"))  # its index and key go with it
+    frozen = MetaData()
+    _define_conversations_v2(frozen)
+    frozen.create_all(connection)
+    connection.execute(
+        text(
+            "INSERT INTO conversations (agent_id, id, state, created_at, updated_at)"
+            " SELECT agent_id, id, state, created_at, updated_at FROM conversations_m002"
+        )
+    )
+    connection.execute(text("DROP TABLE conversations_m002"))
 
 
 # Any constant works; it only has to differ from other applications' advisory locks.
