@@ -134,3 +134,19 @@ async def test_concurrency_cap_through_the_executor(api: ActionAPI, store: LogSt
     assert sorted(r.outcome for r in results) == ["rejected", "timeout"]
     assert len(api.received) == 1
     await outbound.close()
+
+
+async def test_the_conversation_rate_is_counted_per_agent(api: ActionAPI, store: LogStore) -> None:
+    # Conversations belong to their agent: another agent reusing the id gets its own budget.
+    outbound = Outbound(EgressPolicy(["127.0.0.1"]))
+    ex = Executor(outbound, logstore=store, limits=Limits(LimitsConfig(rate=2, per_s=60)))
+    action = parse_action({"name": "Ok", "url": f"{api.base_url}/status/200"})
+    assert isinstance(action, HttpAction)
+    victim = Conversation(id="shared", agent_id="support")
+    other = Conversation(id="shared", agent_id="open")
+    first = [(await ex.execute_action(action, other, None)).outcome for _ in range(3)]
+    second = [(await ex.execute_action(action, victim, None)).outcome for _ in range(3)]
+    assert first == ["success", "success", "rejected"]
+    assert second == ["success", "success", "rejected"]
+    assert len(api.received) == 4
+    await outbound.close()

@@ -238,8 +238,10 @@ class Executor:
     async def _send(self, request: HttpRequest, run: _Run, values: Mapping[str, Any]) -> Execution:
         tool = run.tool
         deadline = asyncio.get_running_loop().time() + request.timeout_s
-        conversation_id = run.conversation.id if run.conversation else None
-        permit = self.limits.acquire(tool, conversation_id)
+        # A conversation belongs to its agent: the same id on another agent has its own budget.
+        conversation = run.conversation
+        rate_key = f"{conversation.agent_id or ''}\x00{conversation.id}" if conversation else None
+        permit = self.limits.acquire(tool, rate_key)
         if isinstance(permit, str):
             return self._finish(run, None, "rejected", error_message(tool, permit), permit)
         failed = False  # a cancelled call says nothing about the API's health
