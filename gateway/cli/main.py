@@ -217,7 +217,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``actiongate`` argument parser."""
     from adapters import FORMATS
-    from gateway.replay.run import add_replay_arguments
+    from gateway.replay.arguments import add_replay_arguments
 
     parser = argparse.ArgumentParser(
         prog="actiongate", description="Custom Actions gateway for OpenAI-compatible agents."

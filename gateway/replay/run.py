@@ -44,6 +44,7 @@ from gateway.errors import ActionGateError, EgressBlocked, UpstreamError
 from gateway.net.outbound import ConnectFailed, OutboundCall, OutboundResponse, SendFn
 from gateway.net.upstream import CompleteFn, StreamFn, UpstreamTarget
 from gateway.redaction import REDACTED, Redactor
+from gateway.replay.arguments import add_replay_arguments
 from gateway.replay.cassette import (
     Cassette,
     CassetteError,
@@ -390,15 +391,6 @@ def run_replay_command(
         else:
             sys.stdout.write(report.as_text())
     return 0 if passed else 1
-
-
-def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the arguments of ``actiongate replay`` (and ``python -m gateway.replay``)."""
-    parser.add_argument("cassette", nargs="+", metavar="CASSETTE", help="a cassette or a directory")
-    parser.add_argument(
-        "--config", metavar="FILE", help="default: the config recorded in the cassette"
-    )
-    parser.add_argument("--json", action="store_true", help="one JSON report per cassette")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
