@@ -21,8 +21,11 @@ events, OpenAI's error shape) and decides each reply in this order:
 4. Otherwise the fixed text :data:`FIXED_TEXT`.
 
 ``GET /_requests`` lists every completion request body received; ``POST /_reset`` clears the
-queue and that list. Run it with ``python -m examples.scripted_upstream --port 8091 [--rules]
-[--api-key KEY]``.
+queue and that list and answers ``{"ok": true, "dropped": N}``, N being the queued replies no
+request used. Tests sharing one upstream start each test with a reset (or
+:meth:`ScriptedUpstream.isolated`, which also fails the test that leaves a reply unused), so a
+reply one test queued can never answer a later test. Run it with ``python -m
+examples.scripted_upstream --port 8091 [--rules] [--api-key KEY]``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,11 +103,13 @@ class ScriptState:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
 
-    def clear(self) -> None:
-        """Forget queued replies and received requests."""
+    def clear(self) -> int:
+        """Forget queued replies and received requests; how many queued replies were unused."""
+        dropped = len(self.queue)
         self.queue.clear()
         self.requests.clear()
         self.headers.clear()
+        return dropped
 
 
 STATE = web.AppKey("scripted_state", ScriptState)
@@ -148,6 +153,14 @@ def parse_reply(raw: Any) -> Plan:
     if plan.content is None and not plan.tool_calls:
         raise ValueError("a reply needs content, tool_calls or error")
     return plan
+
+
+def _describe(plan: Plan) -> str:
+    """A short description of a queued reply, for the error naming unused ones."""
+    if plan.error is not None:
+        return f"error {plan.status}"
+    calls = ", ".join(call.name for call in plan.tool_calls)
+    return f"tool_calls [{calls}]" if calls else f"content {plan.content!r:.60}"
 
 
 def _call_id() -> str:
@@ -425,8 +438,8 @@ async def _requests(request: web.Request) -> web.Response:
 
 
 async def _reset(request: web.Request) -> web.Response:
-    request.app[STATE].clear()
-    return web.json_response({"ok": True})
+    dropped = request.app[STATE].clear()
+    return web.json_response({"ok": True, "dropped": dropped})
 
 
 def create_app(
@@ -477,9 +490,29 @@ class ScriptedUpstream:
         """The headers of those requests, in the same order."""
         return self.state.headers
 
-    def reset(self) -> None:
-        """Forget queued replies and received requests."""
+    def reset(self) -> int:
+        """Forget queued replies and received requests; how many queued replies were unused."""
+        return self.state.clear()
+
+    @contextmanager
+    def isolated(self) -> Iterator[ScriptedUpstream]:
+        """One test's use of a shared upstream: it starts empty and must use what it queues.
+
+        Whatever an earlier test left is dropped on entry, and the block's own unused replies
+        on exit, so none can answer a later test. A block that ends normally with replies
+        unused fails (AssertionError naming them), so the test that scripted too much is the
+        one that fails, not the next one.
+        """
         self.state.clear()
+        try:
+            yield self
+        except BaseException:
+            self.state.clear()
+            raise
+        left = [_describe(plan) for plan in self.state.queue]
+        self.state.clear()
+        if left:
+            raise AssertionError(f"{len(left)} scripted replies were never used: {left}")
 
 
 @asynccontextmanager

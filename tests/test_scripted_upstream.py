@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from examples.customer_api import CREDENTIALS, running_customer_api
-from examples.scripted_upstream import ScriptedUpstream, running_upstream
+from examples.scripted_upstream import FIXED_TEXT, ScriptedUpstream, running_upstream
 
 KEY = "test-upstream-key"
 USER: list[Any] = [{"role": "user", "content": "Hi"}]
@@ -240,6 +240,42 @@ async def test_http_control_endpoints(upstream: ScriptedUpstream) -> None:
         assert (await http.get("/_requests")).json()[0]["messages"] == USER
         await http.post("/_reset")
         assert (await http.get("/_requests")).json() == []
+
+
+async def test_reset_drops_leftover_replies_and_counts_them(
+    upstream: ScriptedUpstream, client: openai.AsyncOpenAI
+) -> None:
+    upstream.script([{"content": "left over"}, {"content": "left over too"}])
+    async with httpx.AsyncClient(base_url=upstream.base_url.removesuffix("/v1")) as http:
+        assert (await http.post("/_reset")).json() == {"ok": True, "dropped": 2}
+        assert (await http.post("/_reset")).json() == {"ok": True, "dropped": 0}
+    completion = await client.chat.completions.create(model="scripted", messages=USER)
+    assert completion.choices[0].message.content == FIXED_TEXT
+
+
+async def test_isolated_gives_each_test_its_own_queue(
+    upstream: ScriptedUpstream, client: openai.AsyncOpenAI
+) -> None:
+    async def ask() -> str | None:
+        completion = await client.chat.completions.create(model="scripted", messages=USER)
+        return completion.choices[0].message.content
+
+    upstream.script([{"content": "queued by an earlier test"}])
+    with upstream.isolated():
+        upstream.script([{"content": "this test's reply"}])
+        assert await ask() == "this test's reply"
+    # A test that leaves a reply unused fails itself; the reply never reaches the next test.
+    with pytest.raises(AssertionError) as failed, upstream.isolated():
+        upstream.script([{"content": "never asked for"}, {"tool_calls": [{"name": "t"}]}])
+    assert str(failed.value) == (
+        "2 scripted replies were never used: [\"content 'never asked for'\", 'tool_calls [t]']"
+    )
+    assert await ask() == FIXED_TEXT
+    # A test that fails on its own is not blamed for its leftovers, which are dropped all the same.
+    with pytest.raises(ValueError, match="the test's own failure"), upstream.isolated():
+        upstream.script([{"content": "stranded"}])
+        raise ValueError("the test's own failure")
+    assert not upstream.state.queue and upstream.requests == []
 
 
 async def test_mock_tool_header_calls_that_tool(upstream: ScriptedUpstream) -> None:

@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.admin.backoff import backoff_of, client_address
 from gateway.admin.service import Admin
 from gateway.errors import RequestError
 from gateway.net.inbound import MAX_REQUEST_BYTES, bearer_token, read_body_bytes, replay_receive
@@ -59,13 +60,23 @@ def _page(items: list[dict[str, Any]], key: str, cursor: str | None, limit: int)
 
 
 async def require_admin(request: Request) -> Admin:
-    """The admin service, once the bearer token is checked (401 otherwise)."""
+    """The admin service, once the bearer token is checked (401 otherwise).
+
+    Wrong tokens back off per client address (:mod:`gateway.admin.backoff`): while an address
+    is refused (429 with ``Retry-After``), its token is not even checked.
+    """
     services = request.app.state.services
     token: AdminToken = services.token
-    if not token.accepts(bearer_token(request.headers.get("authorization"))):
+    backoff, address = backoff_of(request.app), client_address(request)
+    backoff.check(address)
+    presented = bearer_token(request.headers.get("authorization"))
+    if not token.accepts(presented):
+        if presented:  # only a presented token is a guess; a missing one tests nothing
+            backoff.failed(address)
         raise RequestError(
             401, "a valid admin token is required", "unauthorized", kind="authentication_error"
         )
+    backoff.succeeded(address)
     admin: Admin = services.admin
     await admin.refresh()
     return admin

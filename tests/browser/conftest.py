@@ -1,7 +1,10 @@
 """A real dashboard for browser tests: uvicorn on loopback, a scripted upstream, a local action API.
 
 Everything async runs on one event loop in a background thread; the tests drive Debian's chromium
-with Playwright's sync API from the main thread.
+with Playwright's sync API from the main thread. Tests wait on page state (Playwright's
+``expect``), never on time, and each test has the scripted upstream's queue to itself
+(:func:`scripted`): a reply one test queued and did not use fails that test and is gone before
+the next.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import pytest
 import uvicorn
 
 from examples.scripted_upstream import ScriptedUpstream, running_upstream
-from gateway.admin.dashboard import build_dashboard, mount_static
 from gateway.app import Services, create_app
 from gateway.definitions.config import parse_config
 from tests.support.action_api import ActionAPI, running_api
@@ -56,6 +58,19 @@ class LiveGateway:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server with a start-up event (uvicorn itself has only a flag to poll)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.ready.set()
+
+
 def _config(tmp: Path, api: ActionAPI, upstream: ScriptedUpstream) -> Any:
     # The wizard creates the customer lookup; the agent starts with an explicit list of actions,
     # so enabling the new one is visible on its page.
@@ -89,21 +104,17 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGatew
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     ready: Future[LiveGateway] = Future()
-    holder: dict[str, uvicorn.Server] = {}
+    holder: dict[str, _Server] = {}
 
     async def serve() -> None:
         async with running_api() as api, running_upstream(api_key=UPSTREAM_KEY) as upstream:
             app = create_app(_config(tmp, api, upstream))
-            app.include_router(build_dashboard(lambda r: r.app.state.services))
-            mount_static(app)
-            server = uvicorn.Server(
-                uvicorn.Config(app, log_level="warning", ws="none", lifespan="on")
-            )
+            server = _Server(uvicorn.Config(app, log_level="warning", ws="none", lifespan="on"))
             holder["server"] = server
             task = asyncio.create_task(server.serve(sockets=[sock]))
-            # uvicorn exposes no start-up event, only this flag.
-            while not server.started and not task.done():  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+            started = asyncio.create_task(server.ready.wait())
+            await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+            started.cancel()
             if task.done():
                 ready.set_exception(RuntimeError("the server did not start"))
                 await task
@@ -178,6 +189,31 @@ def login(page: Page, gw: LiveGateway) -> None:
     from playwright.sync_api import expect
 
     expect(page.get_by_role("heading", name="Custom Actions")).to_be_visible()
+
+
+@pytest.fixture(autouse=True)
+def scripted(live_gateway: LiveGateway) -> Iterator[ScriptedUpstream]:
+    """The scripted upstream, its queue this test's own (see ``ScriptedUpstream.isolated``).
+
+    Touched from the test's thread while the server's loop serves: only deque appends, pops and
+    clears, which are atomic, and between tests nothing is in flight.
+    """
+    with live_gateway.upstream.isolated() as upstream:
+        yield upstream
+
+
+def open_playground(page: Page, agent: str | None = None) -> None:
+    """Open the Playground (for ``agent``) and wait until its script handles the composer."""
+    from playwright.sync_api import expect
+
+    page.goto("/playground" + (f"?agent={agent}" if agent else ""))
+    expect(page.locator("#playground")).to_have_attribute("data-ready", "true")
+
+
+def say(page: Page, text: str) -> None:
+    """Send ``text`` from the Playground's composer (the click waits for Send to be enabled)."""
+    page.get_by_label("Message").fill(text)
+    page.get_by_role("button", name="Send").click()
 
 
 @pytest.fixture

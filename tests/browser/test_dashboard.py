@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from tests.browser.conftest import LiveGateway, login, missing, shot
+from tests.browser.conftest import LiveGateway, login, missing, open_playground, shot
 from tests.support.gateway import CRM_SECRET
 
 if (_reason := missing()) is not None:
@@ -147,7 +147,10 @@ def _say(page: Page, text: str) -> None:
 def test_playground_form_then_action(page: Page, live_gateway: LiveGateway) -> None:
     up = live_gateway.upstream
     page.get_by_role("link", name="Playground").click()
+    page.get_by_label("Agent").select_option("support")
+    page.get_by_role("button", name="Choose agent").click()
     expect(page.get_by_label("Agent")).to_have_value("support")
+    expect(page.locator("#playground[data-agent=support]")).to_have_attribute("data-ready", "true")
 
     up.script(
         [
@@ -211,19 +214,15 @@ def test_hostile_customer_text_is_shown_as_text(page: Page, live_gateway: LiveGa
 
     page.on("dialog", on_dialog)
     hostile = "<script>alert(1)</script> <img src=x onerror=alert(2)> \x1b[31mred\x1b[0m \u202eevil"
-    page.goto("/playground")
+    open_playground(page)
     live_gateway.upstream.script([{"content": f"You said: {hostile}"}])
     _say(page, hostile)
     expect(page.get_by_text("You said:", exact=False)).to_be_visible()
     transcript = page.get_by_role("list", name="Transcript")
     assert transcript.locator("script, img").count() == 0
     text = transcript.text_content() or ""
-    assert "<script>alert(1)</script>" in text and "\u202e" in text
+    # Markup stays text; the bidi override is shown as its escape instead of reordering.
+    assert "<script>alert(1)</script>" in text and "\\u202eevil" in text
+    assert "\u202e" not in text
     assert dialogs == []
     shot(page, "playground-hostile")
-
-
-def test_locked_agent_explains_the_client_key(page: Page) -> None:
-    page.goto("/playground?agent=locked")
-    expect(page.get_by_role("note")).to_contain_text("client keys")
-    expect(page.get_by_label("Client key")).to_be_visible()

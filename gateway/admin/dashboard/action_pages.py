@@ -20,15 +20,12 @@ from gateway.admin.dashboard.forms import (
     parse_variables,
 )
 from gateway.admin.dashboard.pages import (
+    AdminForm,
     AdminSession,
     Dash,
     Dashboard,
     PageTable,
-    checked,
     definition_error,
-    forbidden,
-    read_form,
-    read_form_lists,
 )
 from gateway.admin.dashboard.session import Session
 from gateway.admin.dashboard.views import step_of
@@ -146,11 +143,8 @@ async def new_action(request: Request, dash: Dash, session: AdminSession) -> Res
 
 
 @pages.post("/actions/new")
-async def create_action(request: Request, dash: Dash) -> Response:
-    session = dash.session(request)
-    form, lists = await read_form_lists(request)
-    if session is None or not checked(session, form):
-        return forbidden()
+async def create_action(request: Request, dash: Dash, posted: AdminForm) -> Response:
+    session, form, lists = posted.session, posted.form, posted.lists
     admin = await dash.admin(request)
     agents = lists.get("agent", [])
     try:
@@ -186,11 +180,8 @@ async def edit_action(
 
 
 @pages.post("/actions/{tool_name}/edit")
-async def save_action(tool_name: str, request: Request, dash: Dash) -> Response:
-    session = dash.session(request)
-    form, lists = await read_form_lists(request)
-    if session is None or not checked(session, form):
-        return forbidden()
+async def save_action(tool_name: str, request: Request, dash: Dash, posted: AdminForm) -> Response:
+    session, form, lists = posted.session, posted.form, posted.lists
     admin = await dash.admin(request)
     try:
         old = admin.get_action(tool_name)
@@ -232,11 +223,8 @@ async def show_action(
 
 
 @pages.post("/actions/{tool_name}/test")
-async def test_action(tool_name: str, request: Request, dash: Dash) -> Response:
-    session = dash.session(request)
-    form = await read_form(request)
-    if session is None or not checked(session, form):
-        return forbidden()
+async def test_action(tool_name: str, request: Request, dash: Dash, posted: AdminForm) -> Response:
+    session, form = posted.session, posted.form
     admin = await dash.admin(request)
     dry_run = form.get("dry_run") == "on"
     try:
@@ -251,9 +239,9 @@ async def test_action(tool_name: str, request: Request, dash: Dash) -> Response:
 
 
 @pages.post("/actions/{tool_name}/delete")
-async def delete_action(tool_name: str, request: Request, dash: Dash) -> Response:
-    if not checked(dash.session(request), await read_form(request)):
-        return forbidden()
+async def delete_action(
+    tool_name: str, request: Request, dash: Dash, posted: AdminForm
+) -> Response:
     admin = await dash.admin(request)
     await admin.delete_action(tool_name)
     return RedirectResponse("/actions", status_code=303)

@@ -1,34 +1,42 @@
 """Request handling shared by the dashboard's pages: sessions, CSRF, forms and rendering.
 
 Templates are autoescaped and the page scripts insert text with ``textContent``, so nothing a
-customer, a model or an action's API wrote is ever parsed as HTML.
+customer, a model or an action's API wrote is ever parsed as HTML; bidi controls in that text
+are printed as escapes (:func:`~gateway.admin.dashboard.views.shown`), so none reorders a page.
 
 Every dashboard router carries its :class:`Dashboard` (``Depends(dash.bind)``); the handlers
 reach it with :data:`Dash`, and the GET pages take the logged-in admin's session with
-:data:`AdminSession`, which sends any other browser to the login page.
+:data:`AdminSession`, which sends any other browser to the login page. A form's POST handler
+takes :data:`AdminForm`: the session is checked before a byte of the body is read, the body is
+read up to :data:`MAX_FORM_BYTES` (413 past it), then its CSRF token is checked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
-from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from gateway.admin.dashboard.forms import FormData
-from gateway.admin.dashboard.session import COOKIE, Session, SessionSigner
-from gateway.admin.dashboard.views import pretty
+from gateway.admin.dashboard.session import COOKIE, Session, SessionSigner, csrf_matches
+from gateway.admin.dashboard.views import pretty, shown
 from gateway.admin.service import Admin
 from gateway.errors import ConfigError, DefinitionError, RequestError
+from gateway.net.inbound import read_body_bytes
+from gateway.proxy.loop import Proxy
 from gateway.stores.secrets import AdminToken
 
 __all__ = [
+    "HERE",
+    "MAX_FORM_BYTES",
+    "SECURITY_HEADERS",
+    "AdminForm",
     "AdminSession",
     "Dash",
     "Dashboard",
@@ -36,17 +44,16 @@ __all__ = [
     "DashboardRoute",
     "LoginRequired",
     "PageTable",
-    "checked",
+    "Posted",
+    "Refused",
     "definition_error",
     "forbidden",
-    "mount_static",
-    "read_form",
-    "read_form_lists",
+    "read_posted",
 ]
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 1 << 20
-_SECURITY_HEADERS = {
+SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; "
         "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
@@ -59,33 +66,56 @@ _SECURITY_HEADERS = {
 _env = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
+    finalize=shown,
 )
 _env.filters["pretty"] = pretty
 
 
-def mount_static(app: FastAPI) -> None:
-    """Serve the dashboard's scripts and styles under ``/static``."""
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="dashboard-static")
+class Refused(Exception):
+    """A request answered before its handler runs (by :class:`DashboardRoute`) with ``response``."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """An ``application/x-www-form-urlencoded`` body (last value wins for scalars)."""
-    raw = await request.body()
-    if len(raw) > MAX_FORM_BYTES:
-        raise RequestError(413, "form too large", "too_large")
-    return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+def forbidden() -> Response:
+    """The answer to a POST without an admin session or a valid CSRF token."""
+    return HTMLResponse("Forbidden: missing or invalid form token.", status_code=403)
 
 
-async def read_form_lists(request: Request) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """A form whose repeated fields (checkboxes) matter, as last-wins scalars and as lists."""
-    raw = await request.body()
-    if len(raw) > MAX_FORM_BYTES:
-        raise RequestError(413, "form too large", "too_large")
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """A form POST whose session and CSRF token were checked."""
+
+    session: Session
+    form: dict[str, str]
+    """The fields, last value winning for a repeated one."""
+    lists: dict[str, list[str]]
+    """Every value of each field (checkboxes)."""
+
+
+async def read_posted(request: Request, session: Session) -> Posted:
+    """Read a form for ``session`` (capped) and check its CSRF token.
+
+    Call it only once the session is known to be allowed to post: the body is read here.
+
+    Raises:
+        Refused: 413 for a form over :data:`MAX_FORM_BYTES`, 403 for a missing or wrong token.
+    """
+    try:
+        raw = await read_body_bytes(request, MAX_FORM_BYTES)
+    except RequestError:
+        message = f"Form too large: the limit is {MAX_FORM_BYTES} bytes."
+        raise Refused(HTMLResponse(message, status_code=413)) from None
     pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
     lists: dict[str, list[str]] = {}
     for key, value in pairs:
         lists.setdefault(key, []).append(value)
-    return dict(pairs), lists
+    form = dict(pairs)
+    if not csrf_matches(session, form.get("csrf")):
+        raise Refused(forbidden())
+    return Posted(session, form, lists)
 
 
 def definition_error(e: ConfigError) -> RequestError:
@@ -102,6 +132,9 @@ class DashboardBackend(Protocol):
 
     @property
     def token(self) -> AdminToken: ...
+
+    @property
+    def proxy(self) -> Proxy: ...
 
 
 class Dashboard:
@@ -154,7 +187,7 @@ class Dashboard:
         page = _env.get_template(template).render(
             csrf=session.csrf if session else "", path=request.url.path, **context
         )
-        return HTMLResponse(page, status_code=status, headers=_SECURITY_HEADERS)
+        return HTMLResponse(page, status_code=status, headers=SECURITY_HEADERS)
 
     async def admin(self, request: Request) -> Admin:
         admin = self.backend_of(request).admin
@@ -167,10 +200,10 @@ class LoginRequired(Exception):
 
 
 class DashboardRoute(APIRoute):
-    """A dashboard route: :class:`LoginRequired`, raised while answering, redirects to the login.
+    """A dashboard route: :class:`LoginRequired` redirects to the login, :class:`Refused` answers.
 
-    The route converts it rather than an app exception handler, so a dashboard router works in
-    any app that includes it.
+    The route converts them rather than an app exception handler, so a dashboard router works
+    in any app that includes it.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -181,6 +214,8 @@ class DashboardRoute(APIRoute):
                 return await handle(request)
             except LoginRequired:
                 return RedirectResponse("/login", status_code=303)
+            except Refused as refused:
+                return refused.response
 
         return handle_or_redirect
 
@@ -203,6 +238,21 @@ async def admin_session(request: Request, dash: Dash) -> Session:
 
 
 AdminSession = Annotated[Session, Depends(admin_session)]
+
+
+async def admin_form(request: Request, dash: Dash) -> Posted:
+    """A logged-in admin's form POST; without an admin session it is refused unread (403).
+
+    Raises:
+        Refused: 403 without an admin session or CSRF token, 413 for a form over the cap.
+    """
+    session = dash.session(request)
+    if session is None or not session.admin:
+        raise Refused(forbidden())
+    return await read_posted(request, session)
+
+
+AdminForm = Annotated[Posted, Depends(admin_form)]
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Response]])
 
@@ -240,13 +290,3 @@ class PageTable:
         """
         for method, path, endpoint in self._routes:
             router.add_api_route(path, endpoint, methods=[method])
-
-
-def checked(session: Session | None, form: FormData) -> bool:
-    """Whether a POST comes from a logged-in admin's own page (its CSRF token matches)."""
-    return session is not None and session.admin and form.get("csrf") == session.csrf
-
-
-def forbidden() -> Response:
-    """The answer to a POST without a valid CSRF token."""
-    return HTMLResponse("Forbidden: missing or invalid form token.", status_code=403)

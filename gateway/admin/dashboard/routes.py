@@ -3,6 +3,7 @@
 The pages are server-rendered and every change goes through :class:`~gateway.admin.service.Admin`
 (README, "Admin API and dashboard"). They need a session made by logging in with the admin
 token, and every POST carries the session's CSRF token (:mod:`gateway.admin.dashboard.pages`).
+:func:`mount_static` adds the static files and the HTML 404 page (:mod:`.install`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,11 @@ from gateway.admin.dashboard import (
     agent_pages,
     log_pages,
     login_pages,
+    playground,
     secret_pages,
 )
-from gateway.admin.dashboard.pages import (
-    Dashboard,
-    DashboardBackend,
-    DashboardRoute,
-    mount_static,
-)
+from gateway.admin.dashboard.install import mount_static
+from gateway.admin.dashboard.pages import Dashboard, DashboardBackend, DashboardRoute
 
 __all__ = ["build_dashboard", "mount_static"]
 
@@ -33,6 +31,7 @@ _PAGES = (
     secret_pages.pages,
     log_pages.pages,
     agent_pages.pages,
+    playground.pages,
 )
 
 

@@ -11,15 +11,7 @@ from urllib.parse import urlencode
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
-from gateway.admin.dashboard.pages import (
-    AdminSession,
-    Dash,
-    Dashboard,
-    PageTable,
-    checked,
-    forbidden,
-    read_form,
-)
+from gateway.admin.dashboard.pages import AdminForm, AdminSession, Dash, Dashboard, PageTable
 from gateway.admin.dashboard.session import Session
 from gateway.errors import RequestError
 
@@ -62,11 +54,8 @@ async def secrets(request: Request, dash: Dash, session: AdminSession) -> Respon
 
 
 @pages.post("/secrets")
-async def put_secret(request: Request, dash: Dash) -> Response:
-    session = dash.session(request)
-    form = await read_form(request)
-    if session is None or not checked(session, form):
-        return forbidden()
+async def put_secret(request: Request, dash: Dash, posted: AdminForm) -> Response:
+    session, form = posted.session, posted.form
     admin = await dash.admin(request)
     name = form.get("name", "").strip()
     try:
@@ -80,10 +69,8 @@ async def put_secret(request: Request, dash: Dash) -> Response:
 
 
 @pages.post("/secrets/{name}/delete")
-async def delete_secret(name: str, request: Request, dash: Dash) -> Response:
-    session = dash.session(request)
-    if session is None or not checked(session, await read_form(request)):
-        return forbidden()
+async def delete_secret(name: str, request: Request, dash: Dash, posted: AdminForm) -> Response:
+    session = posted.session
     admin = await dash.admin(request)
     try:
         await admin.delete_secret(name)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
+from markupsafe import Markup
 
 from gateway.stores.logs import ExecutionRecord
 
-__all__ = ["LogRow", "log_rows", "pretty", "step_of"]
+__all__ = ["BIDI_CONTROLS", "LogRow", "log_rows", "pretty", "shown", "step_of", "visible_text"]
 
 BODY_PREVIEW_CHARS = 4000
 
@@ -17,6 +19,35 @@ _STEP_FIELDS = {
     3: ("when_not_to_use", "description"),
     4: ("variables", "args"),
 }
+
+
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+"""Bidirectional embeddings, overrides and isolates: they reorder the text around them."""
+
+
+def visible_text(text: str) -> str:
+    """``text`` with every bidi control written as its escape (``\\u202e``), so none reorders it.
+
+    Customer, model and API text reaches every page (logs, test results, definitions); an
+    override there would show ``invoice\\u202efdp.exe`` as ``invoiceexe.pdf``.
+    """
+    return BIDI_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def shown(value: Any) -> Any:
+    """What the templates print for ``value``: text with its bidi controls made visible.
+
+    The templates' ``finalize``, so it applies to every ``{{ ... }}`` of every page; markup
+    (a macro's output) was finalized already, and the escapes it gains are plain text.
+    """
+    if isinstance(value, Markup):
+        # Markup.replace keeps the markup (and would escape what it inserts: plain text here).
+        for control in set(BIDI_CONTROLS.findall(value)):
+            value = value.replace(control, visible_text(control))
+        return value
+    if isinstance(value, str):
+        return visible_text(value)
+    return value
 
 
 def pretty(value: Any) -> str:

@@ -1,16 +1,18 @@
-// Playground: chats with one agent through the proxy and renders its forms, buttons and
-// confirmations. Text from the model, the customer or an API is only ever set as textContent.
+// Playground: chats with one agent on the admin session (POST /playground/chat, which runs the
+// proxy server-side) and renders its forms, buttons and confirmations. Text from the model, the
+// customer or an API is only ever set as textContent, its bidi controls shown as escapes.
 "use strict";
 (function () {
   const root = document.getElementById("playground");
   if (!root) return;
   const agent = root.dataset.agent;
+  const csrf = root.dataset.csrf;
   const transcript = document.getElementById("transcript");
   const statusEl = document.getElementById("pg-status");
   const convEl = document.getElementById("pg-conversation");
-  const keyInput = document.getElementById("pg-key");
   const composer = document.getElementById("composer");
   const input = document.getElementById("pg-message");
+  const field = (id) => document.getElementById(id);
   let messages = [];
   let conversationId = newId();
   let waiting = null; // {ids: [...], answers: Map(id -> content), forms: Map(id -> form)}
@@ -22,11 +24,40 @@
     return "pg-" + Date.now().toString(36) + Math.random().toString(36).slice(2);
   }
 
+  // Bidi embeddings, overrides and isolates would reorder the transcript: shown as \u202e.
+  const BIDI = /[\u202a-\u202e\u2066-\u2069]/g;
+  function visible(text) {
+    return String(text).replace(BIDI, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
+  }
+
   function el(tag, text, cls) {
     const node = document.createElement(tag);
-    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (text !== undefined && text !== null) node.textContent = visible(text);
     if (cls) node.className = cls;
     return node;
+  }
+
+  // The conversation object: id, then whatever variables are filled in right now.
+  function conversation() {
+    const out = { id: conversationId };
+    const lead = {};
+    const email = field("pg-lead-email").value.trim();
+    const name = field("pg-lead-name").value.trim();
+    if (email) lead.email = email;
+    if (name) lead.name = name;
+    field("pg-lead-extra").value.split("\n").forEach((raw, i) => {
+      const line = raw.trim();
+      if (!line) return;
+      const at = line.indexOf("=");
+      if (at < 1) throw new Error(`Other lead fields: line ${i + 1} is not “name=value”`);
+      lead[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    });
+    if (Object.keys(lead).length) out.lead = lead;
+    const userId = field("pg-user-id").value.trim();
+    const channel = field("pg-channel").value.trim();
+    if (userId) out.user_id = userId;
+    if (channel) out.channel = channel;
+    return out;
   }
 
   function entry(who, text, cls) {
@@ -40,14 +71,17 @@
   function setStatus(text) { statusEl.textContent = text || ""; }
 
   async function call() {
-    const headers = { "Content-Type": "application/json" };
-    if (keyInput && keyInput.value.trim()) headers.Authorization = "Bearer " + keyInput.value.trim();
+    let context;
+    try { context = conversation(); } catch (e) {
+      setStatus("Error: " + e.message);
+      return { error: { message: e.message }, status: 0 };
+    }
     setStatus("Waiting for the agent…");
-    const response = await fetch("/v1/chat/completions", {
+    const response = await fetch("/playground/chat", {
       method: "POST",
-      headers: headers,
-      credentials: "omit",
-      body: JSON.stringify({ model: agent, messages: messages, conversation: { id: conversationId } }),
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      credentials: "same-origin",
+      body: JSON.stringify({ agent: agent, messages: messages, conversation: context }),
     });
     let data = null;
     try { data = await response.json(); } catch (e) { data = null; }
@@ -101,7 +135,11 @@
       else if (f.type === "select") {
         control = el("select");
         control.appendChild(el("option", ""));
-        (f.options || []).forEach((o) => control.appendChild(el("option", o)));
+        (f.options || []).forEach((o) => {
+          const option = el("option", o);
+          option.value = String(o);
+          control.appendChild(option);
+        });
       } else {
         control = el("input");
         const types = { email: "email", number: "number", date: "date", checkbox: "checkbox", phone: "tel" };
@@ -112,7 +150,7 @@
       if (f.required) control.required = true;
       if (f.value !== undefined && f.value !== null) {
         if (control.type === "checkbox") control.checked = Boolean(f.value);
-        else control.value = String(f.value);
+        else control.value = visible(f.value);
       }
       const error = el("p", null, "error");
       error.id = id + "-error";
@@ -216,4 +254,9 @@
     transcript.replaceChildren();
     setStatus("");
   });
+
+  // Ready: the buttons work from now on (tests wait for this state, never for a time).
+  document.getElementById("pg-send").disabled = false;
+  document.getElementById("pg-reset").disabled = false;
+  root.dataset.ready = "true";
 })();
