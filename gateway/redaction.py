@@ -11,12 +11,20 @@ Two independent rules remove credentials, and both always run:
   ``apikey``, ``session``, ``cookie``, ``signature``, ``credential`` or ``private_key``.
   The bare query name ``code`` (an OAuth authorization code) is *not* listed: it is far more often
   a country, promo or zip code, and an authorization code is single-use and short-lived.
+  Bodies are read by name too (:meth:`Redactor.redact_body`): a JSON body's credential-named
+  keys, even in a body cut short, and a form body's credential-named fields.
 * **By value.** Every secret registered with :meth:`Redactor.add_secret` is replaced wherever it
   appears, along with the forms it takes on the wire: URL-quoted (``quote``, ``quote_plus``),
   JSON-escaped, and base64 (standard and URL-safe, padded or not, and the fragments that stay
   stable when the value sits inside a longer base64 blob). Values shorter than
   :data:`MIN_SECRET_LENGTH` characters are **not** redacted by value: replacing every ``"abc"`` in
   a response would mangle text while protecting nothing. They are still caught by name.
+  :meth:`Redactor.add_named_credentials` registers the values a request carries under
+  credential names (a literal ``Authorization: Bearer ...`` in a definition, a ``password`` key
+  in its body), so an API that echoes them back is redacted too; such values are registered only
+  from :data:`MIN_NAMED_LENGTH` characters, as short ones are rarely credentials and often words.
+  Text that was cut off (:meth:`Redactor.redact_cut`) also loses a secret's first characters
+  left at its very end.
 
 The placeholder is always exactly :data:`REDACTED`.
 """
@@ -27,13 +35,15 @@ import base64
 import functools
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import suppress
 from typing import Any
-from urllib.parse import quote, quote_plus, unquote_plus
+from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus, urlsplit
 
 __all__ = [
     "CREDENTIAL_HEADERS",
     "CREDENTIAL_PARAMS",
+    "MIN_NAMED_LENGTH",
     "MIN_SECRET_LENGTH",
     "REDACTED",
     "Redactor",
@@ -47,6 +57,24 @@ REDACTED = "[REDACTED]"
 
 MIN_SECRET_LENGTH = 4
 """Values shorter than this are only redacted by name, never by value."""
+
+MIN_NAMED_LENGTH = 8
+"""Values found under credential names are registered for redaction by value from this length."""
+
+_AUTH_SCHEMES = ("bearer ", "basic ", "token ", "digest ", "apikey ")
+# The JSON tokens that matter for finding keys: strings (possibly cut off), colons, brackets.
+# Strings are always taken whole from their opening quote, so the walk never loses alignment.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[:{}\[\]]')
+# A value after a colon: a string, the start of an object or array, or a bare word or number.
+_JSON_VALUE = re.compile(r'\s*("(?:[^"\\]|\\.)*"?|[{\[]|[^\s,:{}\[\]"]+)')
+_NOTHING_SENT = frozenset({'""', "null", "true", "false"})  # missing, empty or a flag
+# A quick look for a key that may be credential-named (a superset of the rules above): ``in``
+# on the lower-cased text is some twenty times faster than a regex, and the token walk, in
+# Python, then only runs on the bodies that need it.
+_CREDENTIAL_WORDS = (
+    "auth", "token", "secret", "passw", "pwd", "sig", "apikey", "api_key", "api-key", "session",
+    "cookie", "credential", "private", "subscription",
+)  # fmt: skip
 
 # Fragments of a value found inside a longer base64 blob are shorter than the value's own base64;
 # below this length they would match ordinary text too often to be worth it.
@@ -222,7 +250,7 @@ class Redactor:
 
     def _compiled(self) -> re.Pattern[str]:
         if self._pattern is None:
-            self._pattern = re.compile(_trie_pattern(self._values))
+            self._pattern = _pattern(frozenset(self._values))
         return self._pattern
 
     def redact_text(self, text: str) -> str:
@@ -286,7 +314,8 @@ class Redactor:
         """Redact a JSON-like value recursively.
 
         Credential-named keys get :data:`REDACTED` (unless their value is null or empty, which
-        shows the credential was missing); every string, key or value, is redacted by value.
+        shows the credential was missing, or a boolean); every string, key or value, is
+        redacted by value.
 
         Args:
             value: A JSON-compatible value (dicts, lists, strings, numbers, booleans, None).
@@ -303,6 +332,7 @@ class Redactor:
                     if isinstance(key, str)
                     and _is_credential_json_key(key)
                     and item not in (None, "")
+                    and not isinstance(item, bool)  # ``"password_set": true`` says nothing
                     else self.redact_json(item)
                 )
                 for key, item in value.items()
@@ -310,6 +340,68 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.redact_json(item) for item in value]
         return value
+
+    def redact_body(self, text: str, content_type: str = "") -> str:
+        """Redact a request or response body: credential-named fields, then secrets by value.
+
+        A JSON body (by its content type, or text that starts like JSON) loses the values of
+        its credential-named keys with its formatting kept, also when it was cut short or is
+        not quite JSON; a form body loses its credential-named fields' values.
+
+        Args:
+            text: The body as text.
+            content_type: Its ``Content-Type`` ("" when unknown).
+
+        Returns:
+            The redacted body.
+        """
+        media = content_type.partition(";")[0].strip().lower()
+        if media == "application/x-www-form-urlencoded":
+            text = _redact_params(text)
+        elif media.endswith(("/json", "+json")) or text.lstrip()[:1] in ("{", "["):
+            text = _redact_json_text(text)
+        return self.redact_text(text)
+
+    def redact_cut(self, text: str) -> str:
+        """:meth:`redact_text` for text that was cut off: a secret's beginning at the end goes too.
+
+        Args:
+            text: Text whose end is not the end of what was sent (a body cut at a size cap).
+
+        Returns:
+            ``text`` redacted, with a trailing piece of a secret replaced by :data:`REDACTED`.
+        """
+        text = self.redact_text(text)
+        longest = 0
+        for form in self._values:
+            for length in range(min(len(form), len(text) + 1) - 1, longest, -1):
+                if length >= MIN_SECRET_LENGTH and text.endswith(form[:length]):
+                    longest = length
+                    break
+        return text[:-longest] + REDACTED if longest else text
+
+    def add_named_credentials(
+        self,
+        headers: Mapping[str, str],
+        url: str = "",
+        body: str | None = None,
+        content_type: str = "",
+    ) -> None:
+        """Register what a request carries under credential names, for redaction by value.
+
+        Covers credential-named headers (and the credential after an auth scheme such as
+        ``Bearer``), query parameters, a URL's password, and JSON or form body fields; values
+        shorter than :data:`MIN_NAMED_LENGTH` are skipped.
+
+        Args:
+            headers: The request's headers.
+            url: The request's URL.
+            body: The request body as text, if any.
+            content_type: The body's ``Content-Type``.
+        """
+        for value in _named_values(headers, url, body, content_type):
+            if len(value) >= MIN_NAMED_LENGTH:
+                self.add_secret(value)
 
     def redact_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Redact a logged request ``{method, url, headers, body}``.
@@ -334,6 +426,13 @@ class Redactor:
 
 _Trie = dict[str, "_Trie"]
 _END = ""  # marks "a value ends here"; real edges are one character long
+
+
+@functools.lru_cache(maxsize=64)
+def _pattern(values: frozenset[str]) -> re.Pattern[str]:
+    # Executions of one action usually learn the same values (its literal credentials): their
+    # redactors share one compiled pattern instead of building it every time.
+    return re.compile(_trie_pattern(values))
 
 
 def _trie_pattern(values: Iterable[str]) -> str:
@@ -376,3 +475,110 @@ def _redact_params(query: str) -> str:
         if equals and value and is_credential_param(unquote_plus(name)):
             pairs[index] = f"{name}={REDACTED}"
     return "&".join(pairs)
+
+
+def _json_key(token: str) -> str:
+    if "\\" not in token:
+        return token[1:-1] if token.endswith('"') and len(token) > 1 else token[1:]
+    with suppress(ValueError):
+        key = json.loads(token)
+        if isinstance(key, str):
+            return key
+    return token.strip('"')
+
+
+def _value_end(tokens: Iterator[re.Match[str]], value: re.Match[str], size: int) -> int:
+    """Where ``value`` ends: the token itself, or the bracket that closes its object or array."""
+    if value[1] not in ("{", "["):
+        return value.end()
+    depth = 0  # the value's own bracket is the next token
+    for token in tokens:
+        if token[0] in ("{", "["):
+            depth += 1
+        elif token[0] in ("}", "]"):
+            depth -= 1
+            if depth == 0:
+                return token.end()
+    return size  # cut off inside the value: the rest of the text is the value
+
+
+def _redact_json_text(text: str) -> str:
+    """JSON text with the values of credential-named keys replaced, everything else kept.
+
+    Reads token by token rather than parsing, so a body cut at a size cap, or one that is not
+    quite JSON, is covered too, and the stored text keeps its formatting.
+    """
+    lowered = text.lower()
+    if "\\u" not in text and not any(word in lowered for word in _CREDENTIAL_WORDS):
+        return text  # an escaped key could hide its name from the quick look: walk those too
+    parts: list[str] = []
+    kept = 0  # text before this offset is in ``parts`` (or replaced)
+    key: re.Match[str] | None = None
+    tokens = _JSON_TOKEN.finditer(text)
+    for token in tokens:
+        if token.start() < kept:
+            continue  # inside a value already replaced
+        if token[0] != ":":
+            key = token if token[0][0] == '"' else None
+            continue
+        if key is not None and _is_credential_json_key(_json_key(key[0])):
+            value = _JSON_VALUE.match(text, token.end())
+            if value is not None and value[1] not in _NOTHING_SENT:
+                parts += [text[kept : value.start(1)], json.dumps(REDACTED)]
+                kept = _value_end(tokens, value, len(text))
+        key = None
+    return "".join([*parts, text[kept:]]) if parts else text
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    """Every string or number inside a JSON value, as text."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield str(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+
+
+def _named_json(value: Any) -> Iterator[str]:
+    """The values under credential-named keys anywhere in a JSON value."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and _is_credential_json_key(key):
+                yield from _leaves(item)
+            else:
+                yield from _named_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _named_json(item)
+
+
+def _named_values(
+    headers: Mapping[str, str], url: str, body: str | None, content_type: str
+) -> Iterator[str]:
+    """Values a request carries under credential names (see ``add_named_credentials``)."""
+    for name, value in headers.items():
+        if not is_credential_header(name):
+            continue
+        yield value
+        for scheme in _AUTH_SCHEMES:
+            if value[: len(scheme)].lower() == scheme:
+                yield value[len(scheme) :].strip()
+        if name.lower() == "cookie":
+            yield from (v for _, _, v in (c.partition("=") for c in value.split(";")))
+    with suppress(ValueError):
+        parts = urlsplit(url)
+        yield from [parts.password or ""]
+        yield from (v for k, v in parse_qsl(parts.query) if is_credential_param(k))
+    if not body:
+        return
+    media = content_type.partition(";")[0].strip().lower()
+    if media == "application/x-www-form-urlencoded":
+        yield from (v for k, v in parse_qsl(body) if is_credential_param(k))
+    elif body.lstrip()[:1] in ("{", "["):
+        with suppress(ValueError, RecursionError):
+            yield from _named_json(json.loads(body))

@@ -96,7 +96,9 @@ def test_invalid_file_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFi
     bad.write_text("actions:\n  - name: X\n    url: ftp://h/\n")
     code, _, err = run(capsys, "validate", str(bad))
     assert code == 1
-    assert err == "error: action 'X': url: scheme 'ftp' is not allowed (use http or https)\n"
+    assert err == (
+        f"error: {bad}: line 3: action 'X': url: scheme 'ftp' is not allowed (use http or https)\n"
+    )
 
 
 def test_console_script_installed() -> None:
@@ -119,7 +121,7 @@ def test_import_openapi_prints_a_config_that_loads(capsys: pytest.CaptureFixture
     code, out, _ = run(capsys, "import-openapi", spec)
     assert code == 0
     data = yaml.safe_load(out)
-    config = parse_config(data, environ={name: "x" for name in data["secrets"]})
+    config = parse_config(data, environ={name: "x" * 8 for name in data["secrets"]})
     assert "list_pets" in [a.tool_name for a in config.actions]
     assert "# Skipped operations" in out and "petExists: method HEAD" in out
     code, out, err = run(capsys, "import-openapi", spec, "--operation", "nope")

@@ -53,6 +53,10 @@ ROW_SAMPLES = [
     ("239.255.255.250", "multicast"),
     ("255.255.255.255", "limited broadcast"),
     ("240.0.0.1", "reserved"),
+    ("168.63.129.16", "Azure WireServer"),
+    ("192.31.196.1", "AS112"),
+    ("192.52.193.1", "AMT"),
+    ("192.175.48.1", "AS112"),
     ("::", "unspecified"),
     ("::1", "loopback"),
     ("fd00:ec2::254", "AWS metadata"),
@@ -63,6 +67,16 @@ ROW_SAMPLES = [
     ("2001:db8::1", "documentation"),
     ("3fff::1", "documentation"),
     ("64:ff9b:1::1", "local-use NAT64"),
+    ("100:0:0:1::1", "dummy prefix"),
+    ("2001:1::1", "PCP"),
+    ("2001:2::1", "benchmarking"),
+    ("2001:3::1", "AMT"),
+    ("2001:4:112::1", "AS112"),
+    ("2001:10::1", "ORCHID"),
+    ("2001:20::1", "ORCHIDv2"),
+    ("2001:30::1", "drone"),
+    ("2620:4f:8000::1", "AS112"),
+    ("5f00::1", "SRv6"),
 ]
 
 
@@ -104,7 +118,7 @@ def test_deny_table_rows(address: str, reason_part: str) -> None:
         "2001:db9::1",
         "fbff:ffff::1",
         "fe00::1",
-        "100::1:0:0:0:0",
+        "100:0:0:2::1",
         "64:ff9b:2::1",
     ],
 )
@@ -274,7 +288,9 @@ async def test_allow_by_ip_and_cidr() -> None:
     ("entry", "why"),
     [
         ("10.0.0.1/8", "host bits set"),
-        ("api.example.com:443", "no port"),
+        ("api.example.com:99999", "port must be a number"),
+        ("api.example.com:", "port must be a number"),
+        ("[fd00::1]8092", "[address]:port"),
         ("*.example.com", "malformed host name"),
         ("0x7f000001", "non-canonical"),
         ("", "non-empty"),
@@ -337,7 +353,7 @@ async def test_denied_names_and_numerals_are_refused_before_lookup() -> None:
 
 async def test_literal_resolves_to_itself_without_lookup() -> None:
     lookup, calls = answering(["127.0.0.1"])
-    assert await POLICY.resolve("8.8.8.8", 53, lookup=lookup) == [IPv4Address("8.8.8.8")]
+    assert await POLICY.resolve("8.8.8.8", 443, lookup=lookup) == [IPv4Address("8.8.8.8")]
     assert calls == []
 
 

@@ -320,7 +320,7 @@ async def test_spec_fetched_from_url_through_the_egress_guard(
     # fetch_url runs its own event loop, so it is called from a thread while the server runs here.
     result = await asyncio.to_thread(import_openapi, f"{base}/openapi.json", fetch=fetch)
     assert seen[0].path == "/openapi.json"
-    actions = tools(reload(result, {"API_KEY_HEADER": "k"}))
+    actions = tools(reload(result, {"API_KEY_HEADER": "key-123"}))
     # No servers in FastAPI's spec: the OpenAPI default "/" is relative to where it was served.
     assert actions["list_orders"].url == f"{base}/orders?status={{{{args.status}}}}"
     done = await runner(outbound, reload(result, {}))(actions["list_orders"], {"status": "open"})
@@ -431,14 +431,14 @@ async def test_generic_json_body_is_sent_as_json(
     app, base, seen, calls = shop
     spec = tmp_path / "shop.json"
     spec.write_text(json.dumps(app.openapi()), encoding="utf-8")
-    config = reload(import_openapi(str(spec), base_url=base), {"API_KEY_HEADER": "k"})
+    config = reload(import_openapi(str(spec), base_url=base), {"API_KEY_HEADER": "key-123"})
     shipment = {"order_id": "A-1", "address": {"street": "1 Main St", "city": None}}
     done = await runner(outbound, config)(tools(config)["ship_shipments_post"], {"body": shipment})
     assert done.outcome == "success", done.content
     assert json.loads(seen[-1].body) == shipment
     assert calls[-1] == ("ship", shipment)
 
-    env = {"HELPDESK_BASIC_USERNAME": "agent", "HELPDESK_BASIC_PASSWORD": "pw"}
+    env = {"HELPDESK_BASIC_USERNAME": "agent", "HELPDESK_BASIC_PASSWORD": "pw-1234"}
     config = reload(import_openapi(str(HELPDESK), base_url=api.base_url + "/echo"), env)
     sent = [{"text": "Called the courier"}, {"text": "Refund issued", "internal": True}]
     notes = tools(config)["add_notes"]

@@ -531,6 +531,8 @@ async def test_change_from_a_replica_with_a_slow_clock_reaches_the_others(
         {
             "upstream": {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
             "egress": {"allow": ["127.0.0.1"]},
+            # The actions reference secrets.CRM: a missing secret now stops start-up.
+            "secrets": {"CRM": "crm-replica-secret"},
             "agents": [{"id": "support"}],
             "actions": echo_actions("http://127.0.0.1:9"),
         },

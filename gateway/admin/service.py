@@ -30,7 +30,12 @@ from gateway.definitions.actions import Action
 from gateway.definitions.config import AgentConfig, Config, parse_action
 from gateway.definitions.templating import analyze
 from gateway.definitions.tools import to_tool_definitions
-from gateway.definitions.validation import validate_actions
+from gateway.definitions.validation import (
+    check_secrets,
+    secret_references,
+    validate_action,
+    validate_actions,
+)
 from gateway.engine.context import check_variables
 from gateway.engine.runtime import Runtime
 from gateway.engine.workspace import Workspace
@@ -218,11 +223,21 @@ class Admin:
         agents = {**self._base_agents, **stored_agents}
         parsed = [parse_action(d, i) for i, d in enumerate(actions.values()) if d != TOMBSTONE]
         agent_models = [AgentConfig.model_validate(d) for d in agents.values() if d != TOMBSTONE]
+        # A secret no action can get would only fail at call time: refuse it here (at start-up,
+        # this stops serve), before the workspace changes.
+        check_secrets(parsed, await self._defined_secrets())
         self.workspace.replace(actions=parsed, agents=agent_models)
         if self.secrets is not None:
             await self._load_secrets(self.secrets)
         self._fingerprint = fingerprint
         return True
+
+    async def _defined_secrets(self) -> set[str]:
+        """The secret names actions may reference: the file's and the store's (readable) ones."""
+        names = set(self._base_secrets)
+        if self.secrets is not None:
+            names |= {s["name"] for s in await self.secrets.names() if s["readable"]}
+        return names
 
     async def _load_secrets(self, store: SecretStore) -> None:
         """Stored secrets win over the file's; every value is registered for redaction."""
@@ -278,7 +293,22 @@ class Admin:
         await self.refresh(force=True)
 
     async def delete_secret(self, name: str) -> None:
-        """Remove a stored secret (the file's value, if any, applies again)."""
+        """Remove a stored secret (the file's value, if any, applies again).
+
+        Refused (409) while an action references it and the file does not define it.
+        """
+        if name not in self._base_secrets:
+            users = sorted(
+                a.tool_name for a in self.workspace.actions.values() if name in secret_references(a)
+            )
+            if users:
+                raise RequestError(
+                    409,
+                    f"secret {name!r} is used by action {users[0]!r}; "
+                    "remove it from the action first",
+                    "conflict",
+                    "name",
+                )
         if not await self._secret_store().delete(name):
             raise NotFound(f"secret {name!r} in the store")
         await self.refresh(force=True)
@@ -306,6 +336,12 @@ class Admin:
             action = parse_action(data)
             others = [a for n, a in self.workspace.actions.items() if n != replacing]
             validate_actions([*others, action])
+            # Only the saved action: one stored under older rules must not block every save.
+            validate_action(
+                action,
+                secrets=await self._defined_secrets(),
+                destinations=self.runtime.outbound.policy.save_time_refusal,
+            )
         except ConfigError as e:
             raise _invalid(e) from None
         if replacing is not None and action.tool_name != replacing:

@@ -15,10 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.definitions.actions import request_of
 from gateway.definitions.config import DEFAULT_DATABASE, Config, load_config
-from gateway.definitions.templating import analyze
-from gateway.engine.rendering import body_variables, required_variables
 from gateway.errors import ActionGateError, ConfigError
 from gateway.extras import require_extra
 from gateway.stores.logs import OUTCOMES
@@ -36,24 +33,25 @@ def _warn(message: str) -> None:
     sys.stderr.write(f"warning: {message}\n")
 
 
-def _secret_references(config: Config) -> set[str]:
-    found: set[str] = set()
-    for action in config.actions:
-        req = request_of(action)
-        if req is None:
-            continue
-        names = required_variables(req) | body_variables(req.body)
-        names |= {v for q in req.query.values() for v in analyze(q).variables}
-        found |= {n.split(".", 1)[1] for n in names if n.startswith("secrets.")}
-    return found
-
-
 def cmd_validate(ns: argparse.Namespace) -> int:
-    config = load_config(ns.file)
+    """Check a file as a save would (secrets, egress policy included); warn about the rest."""
+    from gateway.definitions.validation import validate_actions
+    from gateway.net.egress import EgressPolicy
+
+    def save_time_checks(config: Config) -> None:
+        egress = config.egress
+        policy = EgressPolicy(egress.allow, ports=egress.ports, enabled=egress.enabled)
+        # No database here: only the file's secrets: count as defined.
+        validate_actions(
+            config.actions, secrets=set(config.secrets), destinations=policy.save_time_refusal
+        )
+
+    config = load_config(ns.file, check=save_time_checks)
     for name in config.unset_env:
         _warn(f"environment variable ${{{name}}} is not set")
-    for name in sorted(_secret_references(config) - set(config.secrets)):
-        _warn(f"secret {name!r} is referenced but not defined in secrets:")
+    for action in config.actions:
+        if not action.when_not_to_use.strip():
+            _warn(f"action {action.name!r} has no when_not_to_use (when not to call it)")
     n, a = len(config.actions), len(config.agents)
     print(f"OK: {n} action{'s' * (n != 1)}, {a} agent{'s' * (a != 1)}")
     return 0

@@ -2,6 +2,9 @@
 
 The keys are listed in the README's "Configuration reference".
 
+Files are read by :mod:`gateway.definitions.sources` (duplicate keys refused); an error in a
+YAML file names the line of the field it is about.
+
 A file may hold a whole config, a list of actions, or a single action. ``${VAR}`` environment
 references are resolved once, at load time, in every section except ``actions`` (credentials
 belong in ``secrets:`` and are referenced from actions as ``{{secrets.NAME}}``, so they can be
@@ -11,20 +14,20 @@ redacted by value). Unset variables resolve to an empty string and are listed in
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.definitions.actions import Action
+from gateway.definitions.sources import Source, field_path, read_source
 from gateway.definitions.validation import validate_actions
 from gateway.errors import ConfigError, DefinitionError
+from gateway.redaction import MIN_SECRET_LENGTH
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -96,11 +99,17 @@ class AgentConfig(_Model):
     """Gateway-side tool rounds per request before the loop stops."""
 
 
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+
+
 class EgressConfig(_Model):
     """Outbound address policy."""
 
     allow: list[str] = Field(default_factory=list)
-    """Host names, IP addresses or CIDRs exempt from the private-address block."""
+    """Host names, IP addresses or CIDRs exempt from the private-address block, each optionally
+    with a port (``10.0.0.5:8092``) to open only that port; without one, every port."""
+    ports: list[Port] = Field(default_factory=lambda: [80, 443])
+    """The ports hosts not named in ``allow`` are reached on."""
     enabled: bool = True
     """Turning the guard off is meant for local development only."""
 
@@ -229,6 +238,50 @@ def _actions_from(data: Any) -> tuple[list[Any], dict[str, Any]]:
     raise ConfigError("expected a config mapping, a list of actions or a single action")
 
 
+class _SectionError(ConfigError):
+    """A problem in a config section; ``path`` is where in the file (for its line)."""
+
+    def __init__(self, path: Sequence[str | int], message: str) -> None:
+        self.path = tuple(path)
+        super().__init__(message)
+
+
+class _FileDefinitionError(DefinitionError):
+    """A :class:`DefinitionError` from a file: the message starts with the file and line."""
+
+    def __init__(self, error: DefinitionError, where: str) -> None:
+        super().__init__(error.action, error.field, error.reason)
+        self.args = (f"{where}: {error}",)
+
+
+def _check_secrets(raw: Any, secrets: Mapping[str, str]) -> None:
+    """Refuse secrets too short to be redacted from logs (their value is never named)."""
+    from_env = {k for k, v in raw.items() if _contains_env_ref(v)} if isinstance(raw, dict) else ()
+    for name, value in secrets.items():
+        if not value and name in from_env:
+            continue  # an unset ${VAR}: listed in unset_env (validate warns, serve refuses)
+        if len(value) < MIN_SECRET_LENGTH:
+            what = "empty" if not value else f"shorter than {MIN_SECRET_LENGTH} characters"
+            raise _SectionError(
+                ("secrets", name),
+                f"secrets: {name}: the value is {what}; a secret that short cannot be redacted "
+                "from logs (use the real credential)",
+            )
+
+
+def _check_agents(config: Config) -> None:
+    names = {a.tool_name for a in config.actions}
+    for i, agent in enumerate(config.agents):
+        for tool in agent.actions or []:
+            if tool not in names:
+                raise _SectionError(
+                    ("agents", i, "actions"),
+                    f"agent {agent.id!r}: actions: unknown action {tool!r}",
+                )
+    if len({a.id for a in config.agents}) != len(config.agents):
+        raise _SectionError(("agents",), "agents: agent ids must be unique")
+
+
 def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     """Build a :class:`Config` from parsed JSON/YAML data.
 
@@ -237,6 +290,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     """
     env = os.environ if environ is None else environ
     raw_actions, rest = _actions_from(data)
+    raw_secrets = rest.get("secrets")
     unset: list[str] = []
     rest = _resolve_env(rest, unset, env)
     actions = [parse_action(item, i) for i, item in enumerate(raw_actions)]
@@ -246,57 +300,76 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     except PydanticValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"config: {where}: {err['msg']}") from None
+        raise _SectionError(err["loc"], f"config: {where}: {err['msg']}") from None
+    _check_secrets(raw_secrets, config.secrets)
     config.actions = actions
     config.unset_env = unset
     for agent in config.agents:
         # "${KEY:-}" resolving to nothing means "no key", not "the empty key".
         agent.api_keys = [k for k in agent.api_keys if k]
-    names = {a.tool_name for a in actions}
-    for agent in config.agents:
-        for tool in agent.actions or []:
-            if tool not in names:
-                raise ConfigError(f"agent {agent.id!r}: actions: unknown action {tool!r}")
-    if len({a.id for a in config.agents}) != len(config.agents):
-        raise ConfigError("agents: agent ids must be unique")
+    _check_agents(config)
     return config
 
 
 def read_file(path: str | Path) -> Any:
-    """Parse a JSON or YAML file.
+    """Parse a JSON or YAML file (duplicate keys are refused).
 
     Raises:
         ConfigError: the file cannot be read or parsed.
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read file: {e.strerror}") from None
-    try:
-        if p.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}: not valid JSON: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "syntax error"
-        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+    return read_source(path).data
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Load and validate a configuration file (a file holding only actions is valid too)."""
-    data = read_file(path)
-    if data is None:
-        data = {}
+def _action_line(source: Source, data: Any, error: DefinitionError) -> int | None:
+    """The line of the field an action error is about (found by the action's label)."""
+    raw, _ = _actions_from(data)
+    matches = [i for i, item in enumerate(raw) if _action_label(item, i) == error.action]
+    if not matches:
+        return None
+    # A duplicate tool name is reported on the later action of the two.
+    index = matches[-1] if error.field == "tool_name" else matches[0]
+    prefix: list[str | int] = []
+    if isinstance(data, list):
+        prefix = [index]
+    elif isinstance(data, dict) and "actions" in data:
+        prefix = ["actions", index]
+    fields = [] if error.field.startswith("(") else field_path(error.field)
+    return source.line_of([*prefix, *fields])
+
+
+def _where(path: str | Path, line: int | None) -> str:
+    return f"{path}: line {line}" if line is not None else str(path)
+
+
+def load_config(
+    path: str | Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    check: Callable[[Config], None] | None = None,
+) -> Config:
+    """Load and validate a configuration file (a file holding only actions is valid too).
+
+    Args:
+        path: A ``.json`` file, or YAML.
+        environ: Where ``${VAR}`` references are looked up (default ``os.environ``).
+        check: More save-time checks to run on the loaded config (``validate`` passes the secret
+            and egress checks); their errors name the file and line like the file's own.
+
+    Raises:
+        ConfigError: naming the file, and the line for a YAML field.
+    """
+    source = read_source(path)
+    data = {} if source.data is None else source.data
     try:
-        return parse_config(data, environ)
-    except DefinitionError:
-        raise
+        config = parse_config(data, environ)
+        if check is not None:
+            check(config)
+        return config
+    except DefinitionError as e:
+        raise _FileDefinitionError(e, _where(path, _action_line(source, data, e))) from None
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        line = source.line_of(e.path) if isinstance(e, _SectionError) else None
+        raise ConfigError(f"{_where(path, line)}: {e}") from None
 
 
 def load_actions(path: str | Path) -> list[Action]:

@@ -42,6 +42,7 @@ __all__ = [
     "analyze",
     "is_empty",
     "lookup",
+    "mask_tags",
     "render",
     "split_outside_tags",
     "split_url",
@@ -294,6 +295,15 @@ _URL_HEAD = re.compile(
     r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>.*)$", re.S
 )
 _TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+
+
+def mask_tags(text: str, replacement: str) -> str:
+    """``text`` with every ``{{ ... }}`` (and block or comment tag) replaced by ``replacement``.
+
+    Used to check what the operator wrote around the variables (a JSON body, a URL's literal
+    characters) without rendering it.
+    """
+    return _TAG.sub(replacement, text)
 
 
 def split_outside_tags(text: str, sep: str, maxsplit: int = -1) -> list[str]:

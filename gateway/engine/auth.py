@@ -7,15 +7,21 @@ value it produced, derived forms included (Basic's base64, an OAuth access token
 
 :class:`OAuthTokens` caches OAuth 2.0 client-credentials tokens per process, keyed by
 ``(token_url, client_id, scope)``, with one refresh at a time per key. Token requests go through
-an injected :data:`TokenSender` so they share the executor's outbound client and egress guard;
-errors the sender raises (egress, connection, timeout) propagate unchanged, while a bad answer
-from the token endpoint is an :class:`AuthError`.
+an injected :data:`TokenSender` so they share the executor's outbound client and egress guard.
+Every failure to get a token is an :class:`AuthError` whose ``outcome`` says how the call ends: a
+token endpoint the egress guard refuses is ``blocked``, one that does not answer in time
+``timeout``, one that cannot be reached or gives a bad answer ``connect_error``. Callers waiting on
+a refresh that failed share its error instead of trying again one after the other.
+
+:func:`secret_forms` lists what the templates made of each secret (``{{ secrets.KEY | upper }}``
+renders a value that is not the secret itself), so the redactor can mask those forms too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import math
 import re
@@ -24,6 +30,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, quote_plus, urlencode, urlsplit
+
+from jinja2.exceptions import TemplateError
 
 from gateway.definitions.actions import (
     ApiKeyAuth,
@@ -35,14 +43,16 @@ from gateway.definitions.actions import (
     NoAuth,
     OAuth2ClientCredentials,
 )
-from gateway.definitions.templating import analyze, is_empty, lookup, render
-from gateway.engine.rendering import RenderedRequest, render_request
+from gateway.definitions.templating import TemplateProblem, analyze, is_empty, lookup, render
+from gateway.engine.rendering import RenderedRequest, check_header_value, render_request
 from gateway.errors import (
     ActionGateError,
+    EgressBlocked,
     ExecutionRefused,
     HeaderValueError,
     MissingVariableError,
 )
+from gateway.net.outbound import ConnectFailed
 
 __all__ = [
     "DEFAULT_LIFETIME_S",
@@ -50,15 +60,19 @@ __all__ = [
     "AuthError",
     "ClientAuth",
     "OAuthTokens",
+    "TokenFailure",
     "TokenSender",
     "apply_auth",
     "bearer_token",
+    "secret_forms",
 ]
 
 TokenSender = Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
 """``(url, headers, body) -> (status, body)``: POSTs a token request through the executor."""
 
 ClientAuth = Literal["client_secret_basic", "client_secret_post"]
+TokenFailure = Literal["connect_error", "blocked", "timeout"]
+"""The outcome of an execution whose OAuth token could not be had."""
 
 # RFC 6749 §5.2 error codes: a fixed vocabulary, safe to repeat (free text might echo secrets).
 _OAUTH_ERROR = re.compile(
@@ -70,19 +84,29 @@ REFRESH_MARGIN_S = 30.0
 """A token is replaced this long before it expires (at most half its lifetime)."""
 
 _VSCHAR = re.compile(r"[\x20-\x7e]+")  # RFC 6749 Appendix A.12: access-token = 1*VSCHAR
+_TAG = re.compile(r"\{\{.*?\}\}", re.S)
 
 
 class AuthError(ActionGateError):
     """The token endpoint did not issue a usable token.
 
     The message names the token URL's host and the status, never the client secret or the
-    response body (a misbehaving endpoint may echo credentials).
+    response body (a misbehaving endpoint may echo credentials). ``outcome`` is the outcome of
+    the execution that needed the token.
     """
 
-    def __init__(self, host: str, reason: str, status: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        reason: str,
+        status: int | None = None,
+        *,
+        outcome: TokenFailure = "connect_error",
+    ) -> None:
         self.host = host
         self.status = status
         self.reason = reason
+        self.outcome: TokenFailure = outcome
         super().__init__(f"OAuth token request to {host} failed: {reason}")
 
 
@@ -95,9 +119,10 @@ def _require(templates: Iterable[str], values: Mapping[str, Any]) -> None:
 
 def _header(name: str, template: str, values: Mapping[str, Any]) -> str:
     try:
-        return render(template, values, "header")
+        value = render(template, values, "header")
     except HeaderValueError as e:
         raise HeaderValueError(name, str(e).split(": ", 1)[-1]) from None
+    return check_header_value(name, value)
 
 
 def _set_header(request: RenderedRequest, name: str, value: str) -> None:
@@ -182,6 +207,72 @@ def bearer_token(request: RenderedRequest) -> str | None:
     return None
 
 
+# --- what the templates make of a secret ---------------------------------------------------
+
+
+def _templates(request: HttpRequest) -> Iterable[str]:
+    """Every template of a request: URL, headers, query, body (keys and leaves), auth fields."""
+    yield request.url
+    yield from request.headers.keys()
+    yield from request.headers.values()
+    yield from request.query.values()
+    stack = [request.body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            yield from (k for k in node if isinstance(k, str))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    auth = request.auth
+    if auth is not None:
+        for name in type(auth).model_fields:
+            value = getattr(auth, name)
+            if isinstance(value, str) and name != "type":
+                yield value
+            elif isinstance(value, dict):
+                yield from (v for v in value.values() if isinstance(v, str))
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_tags(template: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    """The tags of ``template`` that transform a secret, with their variables.
+
+    A bare ``{{ secrets.KEY }}`` is left out: the secret itself is registered already.
+    """
+    if "secrets" not in template:
+        return ()
+    tags = []
+    for tag in _TAG.findall(template):
+        try:
+            info = analyze(tag)
+        except TemplateProblem:
+            continue  # refused at save time; rendering it fails the request anyway
+        if info.single is None and any(v.startswith("secrets.") for v in info.variables):
+            tags.append((tag, info.variables))
+    return tuple(tags)
+
+
+def secret_forms(request: HttpRequest, values: Mapping[str, Any]) -> list[str]:
+    """What the request's templates render from secrets through filters (``| upper``, ...).
+
+    Each tag is rendered alone, exactly as the request renders it, so every filter (and chain of
+    filters) is covered without a list of what each one does.
+    """
+    forms: list[str] = []
+    for template in _templates(request):
+        for tag, variables in _secret_tags(template):
+            if any(lookup(values, v) is None for v in variables):
+                continue
+            try:
+                forms.append(render(tag, values, "raw"))
+            except (TemplateError, TypeError, ValueError):
+                continue  # the request's own rendering reports it
+    return forms
+
+
 # --- OAuth 2.0 client credentials ------------------------------------------------------------
 
 
@@ -242,7 +333,9 @@ class OAuthTokens:
             if slot.token is None or self._clock() >= slot.refresh_at:
                 if slot.refreshes != seen and (failed := slot.failure) is not None:
                     # The refresh this caller waited for failed: share its error, don't hammer.
-                    raise AuthError(failed.host, failed.reason, failed.status)
+                    raise AuthError(
+                        failed.host, failed.reason, failed.status, outcome=failed.outcome
+                    )
                 slot.token, slot.failure = None, None
                 try:
                     slot.token, lifetime = await self._request(url, client_id, secret, scope)
@@ -279,8 +372,8 @@ class OAuthTokens:
             headers["Authorization"] = f"Basic {_client_basic(client_id, secret)}"
         else:
             form |= {"client_id": client_id, "client_secret": secret}
-        status, body = await self._send(url, headers, urlencode(form).encode("ascii"))
         host = urlsplit(url).hostname or "the token endpoint"
+        status, body = await self._post(host, url, headers, urlencode(form).encode("ascii"))
         try:
             data = json.loads(body)
         except ValueError:
@@ -303,6 +396,19 @@ class OAuthTokens:
         except (TypeError, ValueError):
             lifetime = DEFAULT_LIFETIME_S
         return token, lifetime if 0 < lifetime < math.inf else DEFAULT_LIFETIME_S
+
+    async def _post(
+        self, host: str, url: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        """Send the token request; a failure to get any answer is an :class:`AuthError`."""
+        try:
+            return await self._send(url, headers, body)
+        except EgressBlocked as e:
+            raise AuthError(host, f"blocked: {e.reason}", outcome="blocked") from None
+        except TimeoutError:
+            raise AuthError(host, "no answer in time", outcome="timeout") from None
+        except ConnectFailed as e:
+            raise AuthError(host, str(e)) from None
 
 
 def _render_client(

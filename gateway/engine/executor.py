@@ -5,15 +5,21 @@ The steps, in order (each failure is a *result*: a record and a message the mode
 1. parse the model's arguments strictly (:mod:`gateway.engine.arguments`)          → ``rejected``
 2. render the request, escaping each value for where it lands
    (:mod:`gateway.engine.rendering`); a missing required value stops here           → ``rejected``
-3. apply credentials (:mod:`gateway.engine.auth`), registering derived secrets
-   with this execution's redactor
+3. apply credentials (:mod:`gateway.engine.auth`), registering derived secrets, what the
+   templates' filters made of secrets, and every value sent under a credential name with this
+   execution's redactor; an OAuth token that cannot be had ends the call   → ``blocked``,
+                                                                               ``timeout``,
+                                                                               ``connect_error``
 4. send through the one outbound client (:mod:`gateway.net.outbound`): egress
    guard, deadline, retries, size cap                                        → ``blocked``,
                                                                                ``timeout``,
                                                                                ``connect_error``
 5. trim the response for the model (:mod:`gateway.engine.trimming`)                 → ``success`` /
                                                                                ``http_error``
-6. redact and submit the record (:mod:`gateway.stores.logs`)
+   (a body that cannot be decoded is an ``http_error`` too)
+6. redact and submit the record (:mod:`gateway.stores.logs`): bodies are redacted (by key name
+   and by value) *before* they are cut to :data:`STORED_BODY_CAP`, so a cut cannot leave a
+   secret's remainder behind.
 """
 
 from __future__ import annotations
@@ -27,13 +33,13 @@ from typing import Any
 
 from gateway.definitions.actions import HttpAction, HttpRequest, OAuth2ClientCredentials
 from gateway.engine.arguments import parse_arguments
-from gateway.engine.auth import AuthError, OAuthTokens, apply_auth, bearer_token
+from gateway.engine.auth import AuthError, OAuthTokens, apply_auth, bearer_token, secret_forms
 from gateway.engine.context import Conversation
 from gateway.engine.limits import Limits
 from gateway.engine.rendering import RenderedRequest, render_request
 from gateway.engine.trimming import error_message, http_error_message, trim_result
 from gateway.errors import EgressBlocked, ExecutionRefused
-from gateway.net.outbound import ConnectFailed, Outbound, OutboundResponse
+from gateway.net.outbound import ConnectFailed, Outbound, OutboundResponse, UndecodableBody
 from gateway.redaction import Redactor
 from gateway.stores.logs import ExecutionRecord, LogStore, Outcome, new_record
 
@@ -42,6 +48,13 @@ __all__ = ["STORED_BODY_CAP", "Execution", "Executor"]
 STORED_BODY_CAP = 64 * 1024
 """Longest request/response body kept in a log record (characters)."""
 _BLOCKED = "its destination is not allowed by the gateway's network policy"
+_NO_TOKEN = {
+    "blocked": "the API's credentials could not be obtained: its token endpoint is not allowed "
+    "by the gateway's network policy",
+    "timeout": "the API's credentials could not be obtained: its token endpoint did not answer "
+    "in time",
+    "connect_error": "the API's credentials could not be obtained",
+}
 
 
 @dataclass(slots=True)
@@ -76,10 +89,15 @@ class _Run:
     rendered: RenderedRequest | None = None
 
 
-def _cap(text: str | None) -> tuple[str | None, bool]:
-    if text is None or len(text) <= STORED_BODY_CAP:
+def _cap(text: str) -> tuple[str, bool]:
+    # Only ever applied to redacted text: a cut through a secret would keep all but its end.
+    if len(text) <= STORED_BODY_CAP:
         return text, False
     return text[:STORED_BODY_CAP], True
+
+
+def _content_type(headers: Mapping[str, str]) -> str:
+    return next((v for k, v in headers.items() if k.lower() == "content-type"), "")
 
 
 class Executor:
@@ -178,9 +196,15 @@ class Executor:
         except ExecutionRefused as e:
             return self._refused(run, str(e), "rejected", request.method, request.url)
         except AuthError as e:
-            reason = "the API's credentials could not be obtained"
-            return self._finish(run, None, "connect_error", error_message(tool, reason), str(e))
+            content = error_message(tool, _NO_TOKEN[e.outcome])
+            return self._finish(run, None, e.outcome, content, str(e))
         rendered = run.rendered
+        for form in secret_forms(request, values):
+            run.redactor.add_secret(form)
+        # A literal credential in the definition is no registered secret, yet an API may echo it.
+        run.redactor.add_named_credentials(
+            rendered.headers, rendered.url, rendered.body_text, _content_type(rendered.headers)
+        )
         if rendered.method != "GET" and not any(
             k.lower() == "idempotency-key" for k in rendered.headers
         ):
@@ -270,31 +294,31 @@ class Executor:
         except TimeoutError:
             reason = f"the API did not answer within {request.timeout_s:g} seconds"
             return self._finish(run, None, "timeout", error_message(tool, reason), reason)
-        except (ConnectFailed, AuthError) as e:
+        except UndecodableBody as e:
+            reason = f"the API's answer could not be read ({e.reason})"
+            content = error_message(tool, reason, sent=True)
+            empty = OutboundResponse(e.status, {}, b"", False, 1)
+            return self._finish(run, empty, "http_error", content, str(e))
+        except AuthError as e:
+            content = error_message(tool, _NO_TOKEN[e.outcome])
+            return self._finish(run, None, e.outcome, content, str(e))
+        except ConnectFailed as e:
             content = error_message(tool, "the API could not be reached")
             return self._finish(run, None, "connect_error", content, str(e))
-        ctype = response.headers.get("content-type", "")
+        redactor = run.redactor
+        options: dict[str, Any] = {
+            "action": tool,
+            "status": response.status,
+            "body": response.body,
+            "content_type": response.headers.get("content-type", ""),
+            "spec": request.response,
+            "truncated": response.truncated,
+            "redact_text": redactor.redact_cut if response.truncated else redactor.redact_text,
+            "redact_json": redactor.redact_json,
+        }
         if 200 <= response.status < 300:
-            content = trim_result(
-                action=tool,
-                status=response.status,
-                body=response.body,
-                content_type=ctype,
-                spec=request.response,
-                truncated=response.truncated,
-                redact_text=run.redactor.redact_text,
-            )
-            return self._finish(run, response, "success", content)
-        content = http_error_message(
-            action=tool,
-            status=response.status,
-            body=response.body,
-            content_type=ctype,
-            location=response.headers.get("location"),
-            spec=request.response,
-            truncated=response.truncated,
-            redact_text=run.redactor.redact_text,
-        )
+            return self._finish(run, response, "success", trim_result(**options))
+        content = http_error_message(**options, location=response.headers.get("location"))
         return self._finish(run, response, "http_error", content, f"HTTP {response.status}")
 
     async def _retry_after_401(
@@ -324,20 +348,26 @@ class Executor:
         redactor = run.redactor
         if request is None:
             request = {"method": "", "url": "", "headers": {}, "body": None}
-            if run.rendered is not None:
-                body, _ = _cap(run.rendered.body_text)
+            if (rendered := run.rendered) is not None:
+                body = rendered.body_text
+                if body is not None:
+                    body, _ = _cap(redactor.redact_body(body, _content_type(rendered.headers)))
                 request = {
-                    "method": run.rendered.method,
-                    "url": redactor.redact_url(run.rendered.url),
-                    "headers": redactor.redact_headers(run.rendered.headers),
-                    "body": None if body is None else redactor.redact_text(body),
+                    "method": rendered.method,
+                    "url": redactor.redact_url(rendered.url),
+                    "headers": redactor.redact_headers(rendered.headers),
+                    "body": body,
                 }
         response_record = None
         if response is not None:
-            text, cut = _cap(response.body.decode("utf-8", errors="replace"))
+            text = response.body.decode("utf-8", errors="replace")
+            text = redactor.redact_body(text, response.headers.get("content-type", ""))
+            if response.truncated:
+                text = redactor.redact_cut(text)  # no secret's beginning left at the wire cut
+            text, cut = _cap(text)
             response_record = {
                 "status_code": response.status,
-                "body": redactor.redact_text(text or ""),
+                "body": text,
                 "truncated": response.truncated or cut,
             }
         conversation = run.conversation

@@ -5,7 +5,9 @@ The URL template is split *before* rendering into scheme+authority (fixed at sav
 query, so each variable is escaped for the part it lands in. Query-map entries and JSON body
 leaves are rendered as data and encoded once. Required variables (URL, headers, auth, required
 parameters) that are empty stop the request with :class:`~gateway.errors.MissingVariableError`;
-optional ones drop their query entry or body leaf.
+optional ones drop their query entry or body leaf. A missing *secret* is not something the
+customer can supply: it stops the request as a misconfigured action (:func:`missing_value`), and
+the model is told so. A text body sent as JSON that does not parse after rendering is not sent.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from gateway.definitions.templating import (
     split_url,
     to_text,
 )
-from gateway.errors import HeaderValueError, MissingVariableError
+from gateway.errors import ExecutionRefused, HeaderValueError, MissingVariableError
 from gateway.net.outbound import OutboundCall
 
 __all__ = [
     "RenderedRequest",
     "body_variables",
+    "check_header_value",
+    "missing_value",
     "render_request",
     "required_variables",
 ]
@@ -100,10 +104,23 @@ def _missing(variables: Iterable[str], values: Mapping[str, Any]) -> list[str]:
     return sorted(v for v in variables if is_empty(lookup(values, v)))
 
 
+def missing_value(variable: str) -> ExecutionRefused:
+    """The error for a required value that is missing: a secret is a configuration problem."""
+    namespace, _, name = variable.partition(".")
+    if namespace == "secrets":
+        return ExecutionRefused(
+            f"this action is misconfigured: its secret {name!r} is not set in the gateway. "
+            "This is not something the customer can provide; do not ask them for it, tell them "
+            "the action is unavailable right now"
+        )
+    return MissingVariableError(variable)
+
+
 def _check_required(variables: Iterable[str], values: Mapping[str, Any]) -> None:
     missing = _missing(variables, values)
     if missing:
-        raise MissingVariableError(missing[0])
+        # Secrets first: asking the customer for any other value would not help.
+        raise missing_value(min(missing, key=lambda v: not v.startswith("secrets.")))
 
 
 def _render_leaf(leaf: str, values: Mapping[str, Any], required: set[str]) -> tuple[bool, Any]:
@@ -115,7 +132,7 @@ def _render_leaf(leaf: str, values: Mapping[str, Any], required: set[str]) -> tu
     if missing:
         needed = [m for m in missing if m in required]
         if needed:
-            raise MissingVariableError(needed[0])
+            raise missing_value(needed[0])
         return False, None
     if info.single is not None:
         # ``"{{ args.quantity }}"`` keeps the argument's JSON type (a number stays a number).
@@ -143,13 +160,34 @@ def _render_json(node: Any, values: Mapping[str, Any], required: set[str]) -> tu
     return True, node
 
 
+def check_header_value(name: str, value: str) -> str:
+    """Refuse a rendered header value that is not ASCII; return it unchanged otherwise.
+
+    HTTP gives non-ASCII header bytes no meaning (RFC 9110 §5.5: obs-text), so servers and
+    proxies read them as Latin-1, UTF-8 or reject them, each differently. Percent- or RFC 8187
+    encoding would not help: no API decodes an arbitrary header, and ``Jos%C3%A9`` would be
+    indistinguishable from a value that really is ``Jos%C3%A9``. The model is told which header.
+
+    Raises:
+        HeaderValueError: the value has a character outside ASCII.
+    """
+    if not value.isascii():
+        raise HeaderValueError(
+            name,
+            "value contains non-ASCII characters, which the gateway does not send in headers "
+            "(the action could pass this value in the query or the body instead)",
+        )
+    return value
+
+
 def _render_headers(templates: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, template in templates.items():
         try:
-            headers[name] = render(template, values, "header")
+            value = render(template, values, "header")
         except HeaderValueError as e:
             raise HeaderValueError(name, str(e).split(": ", 1)[-1]) from None
+        headers[name] = check_header_value(name, value)
     return headers
 
 
@@ -198,7 +236,7 @@ def render_request(
         if missing:
             needed = [m for m in missing if m in required]
             if needed:
-                raise MissingVariableError(needed[0])
+                raise missing_value(needed[0])
             continue
         text = render(template, values, "raw")
         extra.append((key, text))
@@ -218,6 +256,7 @@ def render_request(
         elif ctype.endswith(_JSON_TYPES):
             # A JSON document written as a string: values go in as JSON string content.
             body_text = _render_json_text(request.body, values)
+            _check_json(body_text, ctype)
         else:
             body_text = render(request.body, values, "raw")
     elif request.body is not None:
@@ -228,6 +267,17 @@ def render_request(
     if body_text is not None:
         body = body_text.encode("utf-8")
     return RenderedRequest(request.method, url, headers, body, body_text, extra)
+
+
+def _check_json(text: str, ctype: str) -> None:
+    """Never send a body under a JSON content type that is not JSON (the API would guess)."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        raise ExecutionRefused(
+            f"the request body is not valid JSON once its values are filled in, so it was not "
+            f"sent as {ctype}; a value may be of the wrong type for where the action places it"
+        ) from None
 
 
 def _render_json_text(source: str, values: Mapping[str, Any]) -> str:

@@ -47,7 +47,9 @@ async def open_runtime(config: Config, *, database: str | None = None) -> Runtim
     redactor = Redactor(v for v in config.secrets.values() if v)
     logstore = LogStore(engine, redactor)
     await logstore.start()
-    policy = EgressPolicy(config.egress.allow, enabled=config.egress.enabled)
+    policy = EgressPolicy(
+        config.egress.allow, ports=config.egress.ports, enabled=config.egress.enabled
+    )
     outbound = Outbound(policy)
     executor = Executor(
         outbound,

@@ -11,7 +11,10 @@ Built on aiohttp (``bench/bench_client.py`` measures it against httpx under conc
 - redirects never followed; no cookie jar (customers must never share cookies); ``trust_env``
   off (no proxy or netrc from the environment);
 - a raw response size cap counted on the wire, and gzip/deflate decoded by us with the same cap,
-  so a decompression bomb stops at the limit.
+  so a decompression bomb stops at the limit. Stacked codings (``gzip, gzip``) are decoded layer
+  by layer, each layer under the cap, at most :data:`MAX_CONTENT_CODINGS` of them; a coding the
+  gateway did not offer, more layers than that, or a body that does not decode raise
+  :class:`UndecodableBody` instead of handing compressed bytes on as if they were text.
 
 :attr:`Outbound.hook` lets recording (:mod:`gateway.replay.recording`) and replay
 (:mod:`gateway.replay.run`) see or answer every call after the host-name check; it is None in
@@ -37,12 +40,14 @@ from gateway.net.egress import EgressPolicy, GuardedResolver, Lookup
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "MAX_CONTENT_CODINGS",
     "ConnectFailed",
     "Outbound",
     "OutboundCall",
     "OutboundHook",
     "OutboundResponse",
     "SendFn",
+    "UndecodableBody",
 ]
 
 DEFAULT_MAX_BODY = 1 << 20
@@ -50,10 +55,26 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 USER_AGENT = "actiongate/0.1"
 _BACKOFF_BASE_S = 0.2
+MAX_CONTENT_CODINGS = 8
+"""Most content-coding layers decoded; each is capped, so memory stays at twice the cap."""
+_GZIP = "gzip"
 
 
 class ConnectFailed(Exception):
     """No response: the connection failed, was reset or closed early."""
+
+
+class UndecodableBody(ConnectFailed):
+    """A response came, but its body cannot be decoded (``status`` is the HTTP status).
+
+    A :class:`ConnectFailed` for everything that only knows "no usable response" (recording,
+    the token cache); the executor tells it apart.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(f"the response body could not be decoded: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,21 +138,49 @@ def _retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, (when - datetime.fromtimestamp(now, UTC)).total_seconds())
 
 
-def _decode(raw: bytes, encoding: str, cap: int) -> tuple[bytes, bool]:
-    """Decode gzip/deflate with an output cap; returns ``(body, cut)``."""
-    if encoding in {"gzip", "x-gzip"}:
-        decoders = [zlib.decompressobj(wbits=31)]
-    elif encoding == "deflate":
-        decoders = [zlib.decompressobj(wbits=15), zlib.decompressobj(wbits=-15)]
-    else:
-        return raw, False
-    for decoder in decoders:
+def _codings(header: str) -> list[str]:
+    """The content codings in the order they were applied, ``identity`` left out."""
+    codings = [c.strip().lower() for c in header.split(",")]
+    return [_GZIP if c == "x-gzip" else c for c in codings if c and c != "identity"]
+
+
+def _inflate(data: bytes, coding: str, cap: int) -> tuple[bytes, bool] | None:
+    """Undo one coding with an output cap; ``(body, cut)``, or None if it does not decode."""
+    # deflate is zlib-wrapped by the RFC, but some servers send it raw.
+    for wbits in (31,) if coding == _GZIP else (15, -15):
+        decoder = zlib.decompressobj(wbits=wbits)
         try:
-            out = decoder.decompress(raw, cap)
+            out = decoder.decompress(data, cap)
         except zlib.error:
             continue
-        return out, bool(decoder.unconsumed_tail)
-    return raw, False
+        return out, bool(decoder.unconsumed_tail) or (len(out) >= cap and not decoder.eof)
+    return None
+
+
+def _decode(raw: bytes, status: int, header: str, cap: int) -> tuple[bytes, bool]:
+    """Decode every content coding, last applied first, each under ``cap``; ``(body, cut)``.
+
+    Raises:
+        UndecodableBody: an unsupported coding, too many layers, or data that does not decode.
+    """
+    codings = _codings(header)
+    if not raw or not codings:
+        return raw, False  # a HEAD answer or an empty body may carry the header, but no data
+    if len(codings) > MAX_CONTENT_CODINGS:
+        raise UndecodableBody(
+            status, f"{len(codings)} content codings (at most {MAX_CONTENT_CODINGS} are decoded)"
+        )
+    for coding in codings:
+        if coding not in (_GZIP, "deflate"):
+            raise UndecodableBody(status, f"unsupported content coding {coding[:32]!r}")
+    body, cut = raw, False
+    for coding in reversed(codings):
+        layer = _inflate(body, coding, cap)
+        if layer is None:
+            raise UndecodableBody(status, f"the body is not valid {coding} data")
+        body, layer_cut = layer
+        cut = cut or layer_cut
+    return body, cut
 
 
 class Outbound:
@@ -189,9 +238,10 @@ class Outbound:
         Raises:
             EgressBlocked: the destination is not allowed.
             TimeoutError: the deadline passed.
+            UndecodableBody: a response came, but its body cannot be decoded.
             ConnectFailed: no response could be had.
         """
-        self.policy.check_host_name(call.host)
+        self.policy.check_url(call.url)
         if self.hook is not None:
             return await self.hook.send(call, self._send)
         return await self._send(call)
@@ -253,8 +303,8 @@ class Outbound:
                     break
                 raw += chunk
             headers_out = {k.lower(): v for k, v in resp.headers.items()}
-            encoding = headers_out.get("content-encoding", "").strip().lower()
-            data, cut = _decode(bytes(raw), encoding, cap)
+            encoding = headers_out.get("content-encoding", "")
+            data, cut = _decode(bytes(raw), resp.status, encoding, cap)
             return OutboundResponse(resp.status, headers_out, data, truncated or cut, 1)
 
     async def post_form(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:

@@ -4,7 +4,10 @@ Upstream URLs come from the operator's config, never from a client or a model, s
 does not use the egress guard (an upstream on localhost is normal). Failures become
 :class:`~gateway.errors.UpstreamError` with the status the proxy answers with: 4xx keeps the
 upstream's status and message, 5xx and unreachable become 502, a timeout 504. The upstream key
-never appears in an error.
+never appears in an error. Output that does not have OpenAI's shape (``choices`` that is not a
+list of objects, a ``message`` or a tool call that is not an object, ...) is an upstream failure
+too (502, naming the field): :func:`completion_message` checks a whole completion before anything
+in it is acted on, :class:`~gateway.net.sse.ChunkAssembler` each streamed chunk.
 
 :attr:`Upstream.hook` lets recording (:mod:`gateway.replay.recording`) and replay
 (:mod:`gateway.replay.run`) see or answer every call; it is None in normal operation, which costs
@@ -23,8 +26,9 @@ import aiohttp
 import orjson
 
 from gateway.errors import UpstreamError
+from gateway.net.sse import LineSplitter, LineTooLong, malformed
 
-__all__ = ["Upstream", "UpstreamHook", "UpstreamTarget"]
+__all__ = ["Upstream", "UpstreamHook", "UpstreamTarget", "completion_message"]
 
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_LINE = 4 << 20
@@ -63,6 +67,45 @@ def _error_message(body: bytes, status: int, target: UpstreamTarget) -> tuple[st
     except orjson.JSONDecodeError:
         pass
     return f"the upstream answered HTTP {status}", "upstream_error"
+
+
+def completion_message(data: Any) -> dict[str, Any]:
+    """The assistant message of a non-streamed completion, checked for OpenAI's shape.
+
+    Every tool call is checked before any runs: a half-garbled answer runs nothing.
+
+    Raises:
+        UpstreamError: 502, naming the first field that is not what OpenAI sends.
+    """
+    if not isinstance(data, dict):
+        raise malformed("the completion", "is not a JSON object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise malformed("choices", "is not a non-empty list")
+    if not isinstance(choices[0], dict):
+        raise malformed("choices[0]", "is not an object")
+    message = choices[0].get("message")
+    if message is None:
+        return {}
+    if not isinstance(message, dict):
+        raise malformed("choices[0].message", "is not an object")
+    calls = message.get("tool_calls")
+    if calls is None:
+        return dict(message)
+    if not isinstance(calls, list):
+        raise malformed("choices[0].message.tool_calls", "is not a list")
+    for position, call in enumerate(calls):
+        where = f"choices[0].message.tool_calls[{position}]"
+        if not isinstance(call, dict):
+            raise malformed(where, "is not an object")
+        if not isinstance(call.get("id"), str | None):
+            raise malformed(f"{where}.id", "is not a string")
+        function = call.get("function")
+        if not isinstance(function, dict):
+            raise malformed(f"{where}.function", "is not an object")
+        if not isinstance(function.get("name"), str | None):
+            raise malformed(f"{where}.function.name", "is not a string")
+    return dict(message)
 
 
 CompleteFn = Callable[[UpstreamTarget, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -180,24 +223,22 @@ class Upstream:
                     target.url, data=orjson.dumps(payload), headers=self._headers(target)
                 )
                 await self._raise_for(resp, target)
+            lines = LineSplitter(_MAX_LINE)
             while True:
                 async with asyncio.timeout_at(deadline):
-                    line = await resp.content.readline()
-                if not line:
+                    data = await resp.content.readany()
+                for line in lines.feed(data) if data else lines.finish():
+                    chunk = _event(line, target)
+                    if chunk is _END:
+                        return
+                    if chunk is not None:
+                        yield chunk
+                if not data:
                     return
-                if len(line) > _MAX_LINE:
-                    raise UpstreamError(502, "the upstream sent an oversized event")
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    return
-                chunk = orjson.loads(data)
-                if isinstance(chunk, dict) and "error" in chunk:
-                    err = chunk["error"]
-                    msg = err.get("message") if isinstance(err, dict) else str(err)
-                    raise UpstreamError(502, _scrub(f"upstream error: {msg}", target))
-                yield chunk
+        except LineTooLong:
+            raise UpstreamError(
+                502, f"the upstream sent an event line longer than {_MAX_LINE >> 20} MiB"
+            ) from None
         except TimeoutError:
             raise UpstreamError(
                 504, "the upstream did not finish in time", "upstream_timeout"
@@ -209,3 +250,26 @@ class Upstream:
         finally:
             if resp is not None:
                 resp.release()
+
+
+_END: Any = object()
+
+
+def _event(line: bytes, target: UpstreamTarget) -> Any:
+    """The parsed ``data:`` of one SSE line; None for other lines, ``_END`` for ``[DONE]``.
+
+    Raises:
+        UpstreamError: the upstream sent an error event.
+        ValueError: the data is not JSON.
+    """
+    if not line.startswith(b"data:"):
+        return None
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        return _END
+    chunk = orjson.loads(data)
+    if isinstance(chunk, dict) and "error" in chunk:
+        err = chunk["error"]
+        msg = err.get("message") if isinstance(err, dict) else str(err)
+        raise UpstreamError(502, _scrub(f"upstream error: {msg}", target))
+    return chunk

@@ -8,11 +8,16 @@ executor and their results are appended; the loop ends on a plain answer, on a c
 must handle (its own tools, or a form/button/confirmation), or after ``max_rounds`` (the last
 round is asked with ``tool_choice: "none"``). Streamed and non-streamed requests share the loop;
 in a stream, content deltas are forwarded as they arrive.
+
+Upstream output that does not have OpenAI's shape is an upstream failure (502) before any of its
+tool calls runs. Every call that does run ends as an execution, even if running it failed in a
+way nobody foresaw: the other calls of the round keep their results.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,7 +30,7 @@ from gateway.engine.rendering import render_request
 from gateway.engine.workspace import Workspace
 from gateway.errors import ExecutionRefused, RequestError, UpstreamError
 from gateway.net.sse import DONE, ChunkAssembler, sse
-from gateway.net.upstream import Upstream
+from gateway.net.upstream import Upstream, completion_message
 from gateway.proxy.interactive import button_spec, confirm_spec, form_spec
 from gateway.proxy.turns import Turn, answer_pending, prepare_turn
 from gateway.stores.conversations import ConversationStore
@@ -33,6 +38,8 @@ from gateway.stores.conversations import ConversationStore
 __all__ = ["MAX_CALLS_PER_ROUND", "Proxy"]
 
 MAX_CALLS_PER_ROUND = 8
+
+logger = logging.getLogger("actiongate.proxy")
 
 
 class Proxy:
@@ -133,7 +140,7 @@ class Proxy:
                 turn.response_id = turn.response_id or (assembler.id or "")
             else:
                 response = await self.upstream.complete(target, payload)
-                message = dict(response["choices"][0].get("message") or {})
+                message = completion_message(response)
                 usage = response.get("usage")
                 turn.response_id = turn.response_id or str(response.get("id") or "")
             await self._injected(turn)
@@ -175,7 +182,7 @@ class Proxy:
     ) -> bool:
         """Handle one round's tool calls; False when the client must act next."""
         agent = turn.agent
-        jobs: list[tuple[str, asyncio.Task[Execution]]] = []
+        jobs: list[tuple[str, str, asyncio.Task[Execution]]] = []
         handed_to_client = False
         for position, call in enumerate(calls):
             call_id = str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}")
@@ -187,32 +194,16 @@ class Proxy:
                 handed_to_client = True
                 continue
             action = agent.actions.get(name)
+            refusal: Execution | None = None
             if action is None:
                 reason = f"there is no tool named {name[:64]!r}"
-                jobs.append(
-                    (
-                        call_id,
-                        _done(
-                            self.executor.refuse(
-                                name[:64] or "(none)",
-                                reason,
-                                turn.conversation,
-                                tool_call_id=call_id,
-                            )
-                        ),
-                    )
+                refusal = self.executor.refuse(
+                    name[:64] or "(none)", reason, turn.conversation, tool_call_id=call_id
                 )
             elif position >= MAX_CALLS_PER_ROUND:
                 reason = f"at most {MAX_CALLS_PER_ROUND} tool calls run at once; call it again"
-                jobs.append(
-                    (
-                        call_id,
-                        _done(
-                            self.executor.refuse(
-                                name, reason, turn.conversation, tool_call_id=call_id
-                            )
-                        ),
-                    )
+                refusal = self.executor.refuse(
+                    name, reason, turn.conversation, tool_call_id=call_id
                 )
             elif isinstance(action, HttpAction) and not action.needs_confirmation:
                 task = asyncio.ensure_future(
@@ -220,29 +211,57 @@ class Proxy:
                         action, turn.conversation, arguments, tool_call_id=call_id
                     )
                 )
-                jobs.append((call_id, task))
+                jobs.append((call_id, name, task))
+                continue
             else:
                 refusal = await self._ask_client(turn, action, call_id, arguments)
                 if refusal is None:
                     handed_to_client = True
-                else:
-                    jobs.append((call_id, _done(refusal)))
-        # Shielded: a client that disconnects must not cut an action off before it is logged.
-        results = await asyncio.shield(asyncio.gather(*(task for _, task in jobs)))
+                    continue
+            jobs.append((call_id, name, _done(refusal)))
+        results = await self._results(turn, jobs)
         tool_messages = []
-        for (call_id, _), execution in zip(jobs, results, strict=True):
+        for (call_id, _, _), execution in zip(jobs, results, strict=True):
             turn.executions.append(execution)
             tool_messages.append(
                 {"role": "tool", "tool_call_id": call_id, "content": execution.content}
             )
         turn.produced += [message, *tool_messages]
         if handed_to_client:
-            for (call_id, _), execution in zip(jobs, results, strict=True):
+            for (call_id, _, _), execution in zip(jobs, results, strict=True):
                 turn.remember_result(call_id, execution)
             return False
         turn.messages += [message, *tool_messages]
         turn.awaiting_injection += list(results)
         return True
+
+    async def _results(
+        self, turn: Turn, jobs: list[tuple[str, str, asyncio.Task[Execution]]]
+    ) -> list[Execution]:
+        """Every job's execution, one that raised included (the others keep their results)."""
+        # Shielded: a client that disconnects must not cut an action off before it is logged.
+        gathered = await asyncio.shield(
+            asyncio.gather(*(task for _, _, task in jobs), return_exceptions=True)
+        )
+        return [
+            self._unforeseen(turn, call_id, name[:64] or "(none)", result)
+            if isinstance(result, BaseException)
+            else result
+            for (call_id, name, _), result in zip(jobs, gathered, strict=True)
+        ]
+
+    def _unforeseen(self, turn: Turn, call_id: str, name: str, error: BaseException) -> Execution:
+        """A call whose execution raised: logged and told to the model like any failure."""
+        if not isinstance(error, Exception):
+            raise error  # cancellation and exits are not results
+        logger.error("action %s failed unexpectedly", name, exc_info=error)
+        return self.executor.refuse(
+            name,
+            "the gateway could not run it (an internal error, logged)",
+            turn.conversation,
+            tool_call_id=call_id,
+            outcome="connect_error",
+        )
 
     async def _ask_client(
         self, turn: Turn, action: Any, call_id: str, arguments: Any
