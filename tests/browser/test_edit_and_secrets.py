@@ -130,12 +130,10 @@ def test_edit_refuses_a_post_without_csrf(page: Page, billing_action: str) -> No
     assert r.status == 403
 
 
-@pytest.fixture
-def helpdesk_action(live_gateway: LiveGateway) -> Iterator[str]:
-    """An action that sends the HELPDESK_KEY secret."""
-    admin = live_gateway.services.admin
+def _create_helpdesk_action(live_gateway: LiveGateway) -> str:
+    """An action that sends the HELPDESK_KEY secret (saving it needs the secret to exist)."""
     saved = live_gateway.run(
-        admin.create_action(
+        live_gateway.services.admin.create_action(
             {
                 "name": "Helpdesk Ping",
                 "url": f"{live_gateway.api.base_url}/echo/helpdesk",
@@ -143,13 +141,11 @@ def helpdesk_action(live_gateway: LiveGateway) -> Iterator[str]:
             }
         )
     )
-    yield saved["tool_name"]
-    live_gateway.run(admin.delete_action(saved["tool_name"]))
+    tool: str = saved["tool_name"]
+    return tool
 
 
-def test_secrets_page_sets_uses_and_deletes_a_secret(
-    page: Page, live_gateway: LiveGateway, helpdesk_action: str
-) -> None:
+def test_secrets_page_sets_uses_and_deletes_a_secret(page: Page, live_gateway: LiveGateway) -> None:
     page.get_by_role("link", name="Secrets").click()
     expect(page.get_by_role("heading", name="Secrets", exact=True)).to_be_visible()
     table = page.get_by_role("table", name="Secrets")
@@ -180,11 +176,14 @@ def test_secrets_page_sets_uses_and_deletes_a_secret(
     assert SECRET_VALUE not in page.content()
     shot(page, "secrets")
 
+    helpdesk_action = _create_helpdesk_action(live_gateway)
     page.goto(f"/actions/{helpdesk_action}")
     page.get_by_role("button", name="Run test").click()
     expect(page.get_by_role("region", name="Test result")).to_contain_text("Result: success")
     assert SECRET_VALUE not in page.content()
     assert live_gateway.api.last().headers["X-Helpdesk-Key"] == SECRET_VALUE
+    # A secret an action uses cannot be deleted (409), so the action goes first.
+    live_gateway.run(live_gateway.services.admin.delete_action(helpdesk_action))
 
     page.get_by_role("link", name="Secrets").click()
     page.get_by_role("button", name="Delete HELPDESK_KEY").click()
