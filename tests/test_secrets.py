@@ -99,3 +99,17 @@ async def test_internal_rows_cannot_be_overwritten_or_deleted(gw: Gateway) -> No
     r = await gw.client.delete("/api/secrets/_admin_token_sha256", headers=auth())
     assert r.status_code == 404
     assert (await gw.client.get("/api/actions", headers=auth())).status_code == 200
+
+
+async def test_a_secret_too_short_to_redact_is_refused_and_never_stored(gw: Gateway) -> None:
+    r = await gw.client.put("/api/secrets/SHORT", json={"value": "abc"}, headers=auth())
+    assert r.status_code == 422
+    assert r.json()["error"]["param"] == "value"
+    assert r.json()["error"]["message"] == (
+        "secret 'SHORT': the value is shorter than 4 characters; a secret that short cannot be "
+        "redacted from logs"
+    )
+    names = [
+        s["name"] for s in (await gw.client.get("/api/secrets", headers=auth())).json()["items"]
+    ]
+    assert "SHORT" not in names

@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import RequestError
+from gateway.redaction import MIN_SECRET_LENGTH
 from gateway.stores.db import secrets as secrets_table
 from gateway.stores.db import upsert_statement
 
@@ -113,7 +114,15 @@ class SecretStore:
                 if name.startswith(_INTERNAL):
                     continue
                 value = self._open(name, stored)
-                if value is not None:
+                if value is not None and len(value) < MIN_SECRET_LENGTH:
+                    # Stored by an older version: too short to redact by value, so never used.
+                    log.warning(
+                        "stored secret %r is shorter than %d characters and is ignored; set it "
+                        "again with a longer value",
+                        name,
+                        MIN_SECRET_LENGTH,
+                    )
+                elif value is not None:
                     out[name] = value
         return out
 
@@ -142,6 +151,14 @@ class SecretStore:
         if not NAME_PATTERN.match(name):
             raise RequestError(
                 422, "name must match ^[A-Za-z][A-Za-z0-9_]{0,63}$", "invalid_secret", "name"
+            )
+        if len(value) < MIN_SECRET_LENGTH:
+            raise RequestError(
+                422,
+                f"secret {name!r}: the value is shorter than {MIN_SECRET_LENGTH} characters; a "
+                "secret that short cannot be redacted from logs",
+                "invalid_secret",
+                "value",
             )
         if not value or len(value.encode()) > MAX_VALUE_BYTES or "\x00" in value:
             raise RequestError(
