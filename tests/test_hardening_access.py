@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import select
-import socket
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -45,12 +42,12 @@ from gateway.stores.secrets import UPSTREAM_KEY_REF
 from tests.conftest import Database
 from tests.support.action_api import ActionAPI, running_api
 from tests.support.gateway import CRM_SECRET, UPSTREAM_KEY, actions
+from tests.support.huge_body import CHUNK, peak_rss_kib, post_huge
 from tests.support.serve import start_gateway
 
 TOKEN = "admin-SECRET-token-h4"
 VICTIM_KEY = "victim-SECRET-client-key"
 VICTIM_EMAIL = "victim@example.com"
-CHUNK = 64 << 10
 
 
 @dataclass
@@ -355,60 +352,8 @@ async def test_every_route_stops_reading_at_the_cap(
         assert gw.upstream.requests == [] and gw.api.received == []
 
 
-def _post_huge(port: int, path: str, auth: str | None, total: int, *, chunked: bool) -> int:
-    """Stream a ``total``-byte POST body until the server answers; the response's status.
-
-    Stops sending as soon as the answer arrives (a server that refuses early has no reason to
-    take the rest), and waits on the socket, never on a timer.
-    """
-    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
-    head.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}")
-    if auth:
-        head.append(f"Authorization: Bearer {auth}")
-    pending = ("\r\n".join(head) + "\r\n\r\n").encode()
-    data = b"{" * CHUNK
-    frame = f"{CHUNK:x}\r\n".encode() + data + b"\r\n" if chunked else data
-    sent, response, writing = 0, b"", True
-    deadline = time.monotonic() + 60
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.setblocking(False)
-        while b"\r\n" not in response:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no answer on {path}"
-            wants = [sock] if writing else []
-            readable, writable, _ = select.select([sock], wants, [], left)
-            if readable:
-                try:
-                    got = sock.recv(65536)
-                except ConnectionResetError:
-                    break
-                if not got:
-                    break
-                response += got
-                continue
-            if writable:
-                if not pending:
-                    if sent < total:
-                        pending, sent = frame, sent + CHUNK
-                    elif chunked and sent == total:
-                        pending, sent = b"0\r\n\r\n", sent + 1
-                    else:
-                        writing = False
-                        continue
-                try:
-                    pending = pending[sock.send(pending) :]
-                except (BrokenPipeError, ConnectionResetError):
-                    writing = False
-    match = re.match(rb"HTTP/1\.1 (\d{3})", response)
-    assert match, f"{path}: {response[:200]!r}"
-    return int(match.group(1))
-
-
-def _peak_rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-    assert match, status
-    return int(match.group(1))
+def _bearer(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def test_oversized_bodies_do_not_grow_a_real_serve(tmp_path: Path) -> None:
@@ -435,12 +380,12 @@ def test_oversized_bodies_do_not_grow_a_real_serve(tmp_path: Path) -> None:
         # Warm up every path (the MCP SDK loads on first use), a little over the cap.
         for path, auth, expected, chunked in cases:
             small = MAX_REQUEST_BYTES + (1 << 20)
-            assert _post_huge(process.port, path, auth, small, chunked=chunked) == expected
-        before = _peak_rss_kib(process.process.pid)
+            assert post_huge(process.port, path, _bearer(auth), small, chunked=chunked) == expected
+        before = peak_rss_kib(process.process.pid)
         for path, auth, expected, chunked in cases:
-            status = _post_huge(process.port, path, auth, HUGE, chunked=chunked)
+            status = post_huge(process.port, path, _bearer(auth), HUGE, chunked=chunked)
             assert status == expected, (path, auth, chunked)
-        grown_mib = (_peak_rss_kib(process.process.pid) - before) / 1024
+        grown_mib = (peak_rss_kib(process.process.pid) - before) / 1024
         process.health()  # still serving
     finally:
         assert process.stop() == 0, process.logs_text()

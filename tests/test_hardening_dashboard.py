@@ -19,8 +19,6 @@ import base64
 import hashlib
 import hmac
 import re
-import select
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,8 +47,11 @@ from gateway.definitions.config import parse_config
 from gateway.net.inbound import MAX_REQUEST_BYTES
 from tests.support.action_api import ActionAPI, running_api
 from tests.support.gateway import CRM_SECRET, UPSTREAM_KEY, actions
+from tests.support.huge_body import CHUNK, peak_rss_kib, post_huge
 from tests.support.serve import start_gateway
-from tests.test_hardening_access import CHUNK, HUGE, asgi_post
+from tests.test_hardening_access import HUGE, asgi_post
+
+FORM = "application/x-www-form-urlencoded"
 
 TOKEN = "admin-SECRET-token-h6"
 CLIENT_KEY = "client-SECRET-key-h6"
@@ -224,60 +225,6 @@ async def test_dashboard_posts_stop_reading_at_the_cap(
         assert gw.services.admin.get_action("look_up_order")["tool_name"] == "look_up_order"
 
 
-def _post_huge(port: int, path: str, headers: dict[str, str], total: int, *, chunked: bool) -> int:
-    """Stream a ``total``-byte form POST until the server answers; the response's status.
-
-    Stops sending once the answer arrives, and waits on the socket, never on a timer.
-    """
-    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1"]
-    head.append("Content-Type: application/x-www-form-urlencoded")
-    head.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}")
-    head += [f"{k}: {v}" for k, v in headers.items()]
-    pending = ("\r\n".join(head) + "\r\n\r\n").encode()
-    data = b"a" * CHUNK
-    frame = f"{CHUNK:x}\r\n".encode() + data + b"\r\n" if chunked else data
-    sent, response, writing = 0, b"", True
-    deadline = time.monotonic() + 60
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.setblocking(False)
-        while b"\r\n" not in response:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no answer on {path}"
-            readable, writable, _ = select.select([sock], [sock] if writing else [], [], left)
-            if readable:
-                try:
-                    got = sock.recv(65536)
-                except ConnectionResetError:
-                    break
-                if not got:
-                    break
-                response += got
-                continue
-            if writable:
-                if not pending:
-                    if sent < total:
-                        pending, sent = frame, sent + CHUNK
-                    elif chunked and sent == total:
-                        pending, sent = b"0\r\n\r\n", sent + 1
-                    else:
-                        writing = False
-                        continue
-                try:
-                    pending = pending[sock.send(pending) :]
-                except (BrokenPipeError, ConnectionResetError):
-                    writing = False
-    match = re.match(rb"HTTP/1\.1 (\d{3})", response)
-    assert match, f"{path}: {response[:200]!r}"
-    return int(match.group(1))
-
-
-def _peak_rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-    assert match, status
-    return int(match.group(1))
-
-
 def _cookies(url: str) -> tuple[str, str]:
     """A visitor's login-page session cookie and a logged-in admin's, from a real serve."""
     with httpx.Client(base_url=url, trust_env=False, timeout=20) as visitor:
@@ -315,13 +262,18 @@ def test_oversized_dashboard_posts_do_not_grow_a_real_serve(tmp_path: Path) -> N
         for path, cookie, expected, chunked in cases:  # warm every path up, a little over the cap
             headers = {"Cookie": cookie} if cookie else {}
             small = MAX_FORM_BYTES + (1 << 20)
-            assert _post_huge(process.port, path, headers, small, chunked=chunked) == expected
-        before = _peak_rss_kib(process.process.pid)
+            assert (
+                post_huge(process.port, path, headers, small, chunked=chunked, content_type=FORM)
+                == expected
+            )
+        before = peak_rss_kib(process.process.pid)
         for path, cookie, expected, chunked in cases:
             headers = {"Cookie": cookie} if cookie else {}
-            status = _post_huge(process.port, path, headers, HUGE, chunked=chunked)
+            status = post_huge(
+                process.port, path, headers, HUGE, chunked=chunked, content_type=FORM
+            )
             assert status == expected, (path, cookie, chunked)
-        grown_mib = (_peak_rss_kib(process.process.pid) - before) / 1024
+        grown_mib = (peak_rss_kib(process.process.pid) - before) / 1024
         process.health()  # still serving
     finally:
         assert process.stop() == 0, process.logs_text()
