@@ -29,9 +29,15 @@ from gateway.engine.runtime import Runtime, open_runtime
 from gateway.engine.workspace import Workspace
 from gateway.errors import RequestError, UpstreamError
 from gateway.mcp.mount import LazyMcp
+from gateway.net.browser import (
+    BrowserGuard,
+    BrowserPolicy,
+    cross_origin_of,
+    default_allowed_hosts,
+)
 from gateway.net.inbound import MAX_REQUEST_BYTES, bearer_token, read_json_body
 from gateway.net.upstream import Upstream
-from gateway.proxy.loop import Proxy
+from gateway.proxy.loop import BrowserClient, Proxy
 from gateway.stores.conversations import ConversationStore
 from gateway.stores.definitions import DefinitionStore
 from gateway.stores.secrets import AdminToken, SecretStore, ensure_admin_token, store_key
@@ -118,7 +124,9 @@ def _lifespan(
 
 async def _on_request_error(_request: Request, e: Exception) -> Response:
     assert isinstance(e, RequestError)
-    return error_response(e.status, str(e), e.kind, e.code, e.param)
+    response = error_response(e.status, str(e), e.kind, e.code, e.param)
+    response.headers.update(e.headers)
+    return response
 
 
 async def _on_upstream_error(_request: Request, e: Exception) -> Response:
@@ -178,12 +186,16 @@ async def chat_completions(request: Request) -> Response:
     key = bearer_token(headers.get("authorization"))
     # The agent is named in the body, so the key is checked against every agent first: a key
     # no agent takes is refused before a byte of the body is read.
-    if not svc.workspace.accepts_anywhere(key):
+    cross = cross_origin_of(request.scope)
+    if not svc.workspace.accepts_anywhere(key, cross.origin if cross else None):
         raise RequestError(
             401, "invalid client key for this agent", "invalid_api_key", kind="authentication_error"
         )
     body = await read_json_body(request)
-    turn = await svc.proxy.prepare(body, headers, key)
+    browser = None
+    if cross is not None:
+        browser = BrowserClient(cross, request.client.host if request.client else "")
+    turn = await svc.proxy.prepare(body, headers, key, browser)
     if not turn.stream:
         return _json(await svc.proxy.complete(turn))
     events = svc.proxy.stream(turn)
@@ -226,8 +238,28 @@ async def health(request: Request) -> Response:
     )
 
 
-def create_app(config: Config, *, database: str | None = None) -> FastAPI:
-    """Build the application; its lifespan opens the database and clients and closes them."""
+def browser_policy(
+    config: Config, bind_host: str | None, services: Callable[[], Services]
+) -> BrowserPolicy:
+    """The Host, Origin and CORS rules in force (agents' origins read live)."""
+    return BrowserPolicy(
+        allowed_hosts=tuple(default_allowed_hosts(bind_host, config.allowed_hosts)),
+        allow_origins=frozenset(config.cors.allow_origins),
+        agent_origins=lambda agent_id: services().workspace.origins(agent_id),
+    )
+
+
+def create_app(
+    config: Config, *, database: str | None = None, bind_host: str | None = None
+) -> FastAPI:
+    """Build the application; its lifespan opens the database and clients and closes them.
+
+    Args:
+        config: The loaded configuration.
+        database: Overrides ``config.database``.
+        bind_host: The address ``serve`` listens on: bound to loopback with no
+            ``allowed_hosts``, only the loopback host names are answered.
+    """
     mcp = LazyMcp(lambda: app.state.services)
     app = FastAPI(
         title="actiongate", version=__version__, lifespan=_lifespan(config, database, mcp)
@@ -242,4 +274,6 @@ def create_app(config: Config, *, database: str | None = None) -> FastAPI:
     app.include_router(build_router())
     app.include_router(build_dashboard(services_of))
     mount_static(app)
+    policy = browser_policy(config, bind_host, lambda: app.state.services)
+    app.add_middleware(BrowserGuard, policy=lambda: policy)
     return app

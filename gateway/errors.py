@@ -109,9 +109,12 @@ class RequestError(ActionGateError):
         code: str = "invalid_request",
         param: str | None = None,
         kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.status = status
         self.code = code
         self.param = param
         self.kind = kind
+        self.headers = headers or {}
+        """Response headers to send with the error (``Retry-After``)."""
         super().__init__(message)

@@ -15,6 +15,7 @@ from gateway.net.browser import (
     ORIGIN_SCOPE_KEY,
     BrowserGuard,
     BrowserPolicy,
+    CrossOrigin,
     default_allowed_hosts,
     host_allowed,
 )
@@ -30,7 +31,13 @@ def _app(policy: BrowserPolicy, seen: list[dict[str, Any]]) -> BrowserGuard:
 
     routes = [
         Route(path, endpoint, methods=["GET", "POST"])
-        for path in ("/v1/chat/completions", "/api/actions", "/mcp/support", "/actions/new")
+        for path in (
+            "/v1/chat/completions",
+            "/api/actions",
+            "/mcp/support",
+            "/mcp/billing",
+            "/actions/new",
+        )
     ]
     return BrowserGuard(Starlette(routes=routes), lambda: policy)
 
@@ -158,19 +165,34 @@ async def test_an_allowed_origin_gets_real_cors_for_that_origin_only() -> None:
     assert len(seen) == 1  # the preflight reached no route
 
 
+def _agent_origins(agent: str | None) -> set[str]:
+    by_agent = {"support": {WIDGET + "/"}, "billing": set()}
+    return set().union(*by_agent.values()) if agent is None else by_agent.get(agent, set())
+
+
 async def test_an_agent_origin_opens_the_agent_fronts_only_and_is_left_for_the_agent() -> None:
-    policy = BrowserPolicy(allowed_hosts=["127.0.0.1"], agent_origins=lambda: {WIDGET + "/"})
+    policy = BrowserPolicy(allowed_hosts=["127.0.0.1"], agent_origins=_agent_origins)
     seen: list[dict[str, Any]] = []
     async with _client(policy, seen) as client:
         chat = await client.post("/v1/chat/completions", json={}, headers={"origin": WIDGET})
         admin = await client.post("/api/actions", json={}, headers={"origin": WIDGET})
+        mcp = await client.post("/mcp/support", json={}, headers={"origin": WIDGET})
+        other_agent = await client.post("/mcp/billing", json={}, headers={"origin": WIDGET})
     assert chat.status_code == 200 and chat.headers["access-control-allow-origin"] == WIDGET
+    assert mcp.status_code == 200
     assert admin.status_code == 403
-    assert seen == [{"path": "/v1/chat/completions", "agent_origin": WIDGET}]
+    assert other_agent.status_code == 403  # the MCP path names the agent: checked here
+    left = CrossOrigin(WIDGET, everywhere=False)
+    assert seen == [
+        {"path": "/v1/chat/completions", "agent_origin": left},
+        {"path": "/mcp/support", "agent_origin": left},
+    ]
+    assert left.allows({WIDGET}) and not left.allows({ADMIN_UI})
+    assert CrossOrigin(ADMIN_UI, everywhere=True).allows(set())
 
 
 async def test_the_null_origin_is_never_allowed() -> None:
-    policy = BrowserPolicy(allow_origins=["null"], agent_origins=lambda: {"null"})
+    policy = BrowserPolicy(allow_origins=["null"], agent_origins=lambda _agent: {"null"})
     seen: list[dict[str, Any]] = []
     async with _client(policy, seen) as client:
         response = await client.post("/v1/chat/completions", json={}, headers={"origin": "null"})

@@ -398,9 +398,12 @@ async def test_client_keys(tmp_path: Path) -> None:
 
 
 async def test_bad_bodies(gw: Gateway) -> None:
-    r = await gw.client.post("/v1/chat/completions", content=b"{not json")
+    json_type = {"content-type": "application/json"}
+    r = await gw.client.post("/v1/chat/completions", content=b"{not json", headers=json_type)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     r = await gw.chat(messages=[])
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
-    r = await gw.client.post("/v1/chat/completions", content=b"x" * (5 << 20))
+    r = await gw.client.post("/v1/chat/completions", content=b"x" * (5 << 20), headers=json_type)
     assert r.status_code == 413
+    r = await gw.client.post("/v1/chat/completions", content=b"x" * (5 << 20))
+    assert r.status_code == 415  # refused on its Content-Type, before a byte is read

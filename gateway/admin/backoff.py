@@ -68,12 +68,8 @@ class TooManyAttempts(RequestError):
             f"too many wrong admin tokens from this address; retry in {self.retry_after_s} s",
             "too_many_attempts",
             kind="rate_limit_error",
+            headers={"Retry-After": str(self.retry_after_s)},
         )
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """The ``Retry-After`` header of the answer."""
-        return {"Retry-After": str(self.retry_after_s)}
 
 
 @dataclass(slots=True)

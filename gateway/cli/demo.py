@@ -192,7 +192,7 @@ async def _serve(ports: DemoPorts, check: bool, sock: socket.socket) -> int:
     async with contextlib.AsyncExitStack() as stack:
         key = demo_config(ports).upstream.api_key
         ports = await _start_samples(stack, ports, key)
-        app = create_app(demo_config(ports))
+        app = create_app(demo_config(ports), bind_host=HOST)
         server = ReadyServer(uvicorn.Config(app, log_level="warning", access_log=False))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         await server.ready.wait()  # a failed start-up ends the loop with SystemExit instead

@@ -158,6 +158,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     """Check, bind, then serve: every failure before serving is one line and exit 1."""
     from gateway.app import create_app
     from gateway.cli.serving import check_database, listen, run_server, url_of
+    from gateway.net.browser import is_loopback_bind
 
     config = load_config(ns.config)
     if config.unset_env:
@@ -166,7 +167,12 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     # Bound before the app starts: its lifespan stores a first admin token, shown only once.
     with contextlib.closing(listen(ns.host, ns.port)) as sock:
         check_database(ns.db or config.database)
-        app = create_app(config, database=ns.db)
+        app = create_app(config, database=ns.db, bind_host=ns.host)
+        if not config.allowed_hosts and not is_loopback_bind(ns.host):
+            _warn(
+                f"bound to {ns.host} with no allowed_hosts: any Host header is answered, so a web "
+                "page can reach this gateway by DNS rebinding; set allowed_hosts"
+            )
         served: Any = app
         if ns.record:
             from gateway.replay.recording import Recorder

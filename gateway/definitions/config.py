@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.definitions.actions import Action
@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_DATABASE",
     "AgentConfig",
     "Config",
+    "CorsConfig",
     "EgressConfig",
     "LimitsConfig",
     "UpstreamConfig",
@@ -44,6 +45,34 @@ __all__ = [
 DEFAULT_DATABASE = "sqlite:///actiongate.db"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ACTION = TypeAdapter(Action)
+_ORIGIN = re.compile(r"^https?://(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:[0-9]{1,5})?$")
+_HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]{1,5})?$")
+
+
+def _check_origin(value: str) -> str:
+    """A browser origin as sent in ``Origin``: ``scheme://host[:port]``, nothing else."""
+    origin = value.strip().rstrip("/").lower()
+    if origin == "*" or "*" in origin:
+        raise ValueError(f"{value!r}: list each origin; a wildcard is not accepted")
+    if not _ORIGIN.match(origin):
+        raise ValueError(
+            f"{value!r} is not an origin: write scheme://host[:port] "
+            "(for example https://www.example.com), without a path"
+        )
+    return origin
+
+
+def _check_host(value: str) -> str:
+    host = value.strip().lower()
+    if not _HOST.match(host):
+        raise ValueError(
+            f"{value!r} is not a host: write a name, an address, host:port, *.example.com or *"
+        )
+    return host
+
+
+OriginStr = Annotated[str, AfterValidator(_check_origin)]
+HostStr = Annotated[str, AfterValidator(_check_host)]
 
 
 class _Model(BaseModel):
@@ -84,6 +113,13 @@ class UpstreamOverride(_Model):
     timeout_s: float | None = Field(default=None, gt=0, le=600)
 
 
+class WidgetRate(_Model):
+    """At most ``requests`` browser requests per client address in ``per_s`` seconds."""
+
+    requests: int = Field(ge=1, le=100_000)
+    per_s: float = Field(default=60.0, gt=0, le=86_400)
+
+
 class AgentConfig(_Model):
     """A chat agent clients address by ``model``."""
 
@@ -97,6 +133,30 @@ class AgentConfig(_Model):
     """Client keys accepted for this agent; empty means no key is needed."""
     max_rounds: int = Field(default=5, ge=1, le=20)
     """Gateway-side tool rounds per request before the loop stops."""
+    cors_origins: list[OriginStr] = Field(default_factory=list)
+    """Web origins whose pages may call this agent from the browser (a chat widget)."""
+    widget_keys: list[str] = Field(default_factory=list)
+    """Public client keys for a widget: accepted only from a page on one of ``cors_origins``."""
+    widget_rate: WidgetRate | None = None
+    """Requests per client address for calls from those pages (``None``: no limit)."""
+
+    @model_validator(mode="after")
+    def _widget_needs_origins(self) -> AgentConfig:
+        # "${KEY:-}" resolving to nothing means "no key", not "the empty key".
+        self.api_keys = [k for k in self.api_keys if k]
+        self.widget_keys = [k for k in self.widget_keys if k]
+        if self.widget_keys and not self.cors_origins:
+            raise ValueError("widget_keys are accepted only from cors_origins: list the origins")
+        if set(self.widget_keys) & set(self.api_keys):
+            raise ValueError("a key cannot be both an api key and a widget key")
+        return self
+
+
+class CorsConfig(_Model):
+    """Origins allowed to call the JSON routes from a browser."""
+
+    allow_origins: list[OriginStr] = Field(default_factory=list)
+    """Allowed on ``/v1``, ``/api`` and ``/mcp`` for every agent."""
 
 
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
@@ -122,6 +182,10 @@ class Config(_Model):
     egress: EgressConfig = Field(default_factory=EgressConfig)
     secrets: dict[str, str] = Field(default_factory=dict)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    cors: CorsConfig = Field(default_factory=CorsConfig)
+    allowed_hosts: list[HostStr] | None = Field(default=None, min_length=1)
+    """Host header values served (``None``: the loopback names when bound to loopback;
+    ``["*"]``: every host)."""
     agents: list[AgentConfig] = Field(default_factory=list)
     actions: list[Action] = Field(default_factory=list)
     unset_env: list[str] = Field(default_factory=list, exclude=True)
@@ -304,9 +368,6 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     _check_secrets(raw_secrets, config.secrets)
     config.actions = actions
     config.unset_env = unset
-    for agent in config.agents:
-        # "${KEY:-}" resolving to nothing means "no key", not "the empty key".
-        agent.api_keys = [k for k in agent.api_keys if k]
     _check_agents(config)
     return config
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from gateway.definitions.config import LimitsConfig
 
-__all__ = ["Limits", "LimitsConfig", "Permit"]
+__all__ = ["Limits", "LimitsConfig", "Permit", "SlidingWindow"]
 
 _MAX_CONVERSATIONS = 100_000
 
@@ -121,3 +121,31 @@ class Limits:
             }
             for tool, s in self._actions.items()
         }
+
+
+class SlidingWindow:
+    """At most ``requests`` events per key in any ``per_s`` seconds (per process).
+
+    Used for browser requests to an agent with a ``widget_rate``, keyed by client address.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._events: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+
+    def admit(self, key: tuple[str, str], requests: int, per_s: float) -> float | None:
+        """Record one event for ``key``; None if admitted, else the seconds until one would be."""
+        now = self._clock()
+        window = self._events.get(key)
+        if window is None:
+            window = self._events[key] = deque()
+            if len(self._events) > _MAX_CONVERSATIONS:
+                self._events.popitem(last=False)
+        else:
+            self._events.move_to_end(key)
+        while window and window[0] <= now - per_s:
+            window.popleft()
+        if len(window) >= requests:
+            return window[0] + per_s - now
+        window.append(now)
+        return None

@@ -23,7 +23,7 @@ from gateway.definitions.tools import to_tool_definitions
 from gateway.net.upstream import UpstreamTarget
 from gateway.stores.secrets import client_key_matches
 
-__all__ = ["AgentView", "Workspace", "key_accepted"]
+__all__ = ["AgentView", "Workspace", "agent_accepts", "key_accepted"]
 
 
 def key_accepted(api_keys: Sequence[str], key: str | None) -> bool:
@@ -51,9 +51,26 @@ class AgentView:
     tools: list[dict[str, Any]]
     upstream: UpstreamTarget
 
-    def accepts(self, key: str | None) -> bool:
-        """Whether a client key may use this agent (constant-time comparison)."""
-        return key_accepted(self.config.api_keys, key)
+    def accepts(self, key: str | None, origin: str | None = None) -> bool:
+        """Whether a client key may use this agent (constant-time comparison).
+
+        Args:
+            key: The presented client key.
+            origin: The web origin of a cross-site browser request (normalised), if any: a
+                widget key is accepted only with one of the agent's ``cors_origins``.
+        """
+        return agent_accepts(self.config, key, origin)
+
+
+def agent_accepts(agent: AgentConfig, key: str | None, origin: str | None) -> bool:
+    """An agent's key rule: ``api_keys`` anywhere, ``widget_keys`` from its origins only."""
+    if not agent.widget_keys:
+        return key_accepted(agent.api_keys, key)
+    server = bool(agent.api_keys) and key_accepted(agent.api_keys, key)
+    from_widget = origin is not None and origin in agent.cors_origins
+    # Both lists are always compared, so timing does not tell which kind of key matched.
+    widget = key_accepted(agent.widget_keys, key)
+    return server or (from_widget and widget)
 
 
 def _target(default: UpstreamConfig, agent: AgentConfig) -> UpstreamTarget:
@@ -75,6 +92,7 @@ class Workspace:
         self._actions: dict[str, Action] = {}
         self._agents: dict[str, AgentConfig] = {}
         self._views: dict[str, AgentView] = {}
+        self._origins: dict[str | None, frozenset[str]] | None = None
         self.replace(actions=config.actions, agents=config.agents)
 
     def replace(
@@ -92,6 +110,7 @@ class Workspace:
                 # A file of actions only still serves: one agent with every enabled action.
                 self._agents = {"default": AgentConfig(id="default", name="Default agent")}
         self._views = {}
+        self._origins = None
         self.version += 1
 
     @property
@@ -104,13 +123,21 @@ class Workspace:
         """Every agent by id."""
         return self._agents
 
-    def accepts_anywhere(self, key: str | None) -> bool:
+    def accepts_anywhere(self, key: str | None, origin: str | None = None) -> bool:
         """Whether some agent accepts ``key``: a front checks this before reading a body.
 
         The chat front learns the agent only from the body (``model``); refusing a key no agent
         accepts first means an anonymous client cannot make the gateway read a body at all.
         """
-        return any(key_accepted(agent.api_keys, key) for agent in self._agents.values())
+        return any(agent_accepts(a, key, origin) for a in self._agents.values())
+
+    def origins(self, agent_id: str | None = None) -> frozenset[str]:
+        """The web origins allowed for one agent, or (``None``) for any agent."""
+        cache = self._origins
+        if cache is None:
+            cache = self._origins = {a.id: frozenset(a.cors_origins) for a in self._agents.values()}
+            cache[None] = frozenset().union(*cache.values())
+        return cache.get(agent_id, frozenset())
 
     def view(self, agent_id: str) -> AgentView | None:
         """The agent's view, or None when no such agent exists."""

@@ -48,6 +48,7 @@ from gateway.engine.runtime import Runtime
 from gateway.engine.workspace import AgentView, Workspace
 from gateway.errors import RequestError
 from gateway.mcp.server import CHANNEL, Caller, build_server
+from gateway.net.browser import cross_origin_of
 from gateway.net.inbound import MAX_REQUEST_BYTES, bearer_token, read_body_bytes, replay_receive
 
 __all__ = ["MAX_SESSIONS", "McpBackend", "McpHttp"]
@@ -118,7 +119,10 @@ class McpHttp:
             response = _error(404, "use /mcp/{agent_id}")
         elif (agent := self._backend().workspace.view(agent_id)) is None:
             response = _error(404, f"unknown agent {agent_id[:64]!r}")
-        elif not agent.accepts(key := bearer_token(Headers(scope=scope).get("authorization"))):
+        elif not agent.accepts(
+            key := bearer_token(Headers(scope=scope).get("authorization")),
+            cross.origin if (cross := cross_origin_of(scope)) else None,
+        ):
             response = _error(401, f"invalid or missing client key for agent {agent_id!r}")
             response.headers["WWW-Authenticate"] = 'Bearer realm="actiongate"'
         else:

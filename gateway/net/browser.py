@@ -16,9 +16,10 @@ server on localhost or an intranet. Every request passes :class:`BrowserGuard` f
 3. **Content-Type** — a body sent to ``/v1/*`` or ``/api/*`` must be ``application/json``
    (415 otherwise), so no request a page can send without a preflight runs anything.
 
-An agent-level origin is only a first gate here (the page may name any agent in its body): the
-proxy checks the chosen agent's own ``cors_origins`` once it knows the agent, reading the origin
-this guard leaves in the ASGI scope under :data:`ORIGIN_SCOPE_KEY`.
+For every allowed cross-site request the guard leaves a :class:`CrossOrigin` in the ASGI scope
+under :data:`ORIGIN_SCOPE_KEY`. On ``/v1`` an agent-level origin is only a first gate (the page
+names its agent in the body): the front checks the chosen agent's own ``cors_origins`` once it
+knows the agent (:meth:`CrossOrigin.allows`), and a widget key is accepted only with one of them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ __all__ = [
     "ORIGIN_SCOPE_KEY",
     "BrowserGuard",
     "BrowserPolicy",
+    "CrossOrigin",
+    "cross_origin_of",
     "default_allowed_hosts",
     "is_loopback_bind",
 ]
@@ -45,7 +48,7 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 """Host names a loopback-bound gateway answers to (any port)."""
 
 ORIGIN_SCOPE_KEY = "actiongate.cross_origin"
-"""Scope key: the cross-site origin a proxy front must still check against its agent."""
+"""Scope key: the :class:`CrossOrigin` of an allowed cross-site request."""
 
 CORS_ALLOW_HEADERS = (
     "authorization",
@@ -66,7 +69,6 @@ _EXPOSE_HEADERS = "x-actiongate-conversation-id, x-request-id"
 _METHODS = "GET, POST, OPTIONS"
 _MAX_AGE = "600"
 _JSON_FAMILIES = ("/v1/", "/api/")
-_AGENT_FAMILIES = ("/v1/", "/mcp/")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -141,8 +143,29 @@ class BrowserPolicy:
     """Empty: no Host check."""
     allow_origins: Collection[str] = ()
     """Origins allowed on the JSON routes (``/v1``, ``/api``, ``/mcp``)."""
-    agent_origins: Callable[[], Collection[str]] = frozenset
-    """Every agent's ``cors_origins`` (read per request, so admin edits apply at once)."""
+    agent_origins: Callable[[str | None], Collection[str]] = lambda _agent: frozenset()
+    """One agent's ``cors_origins`` (``None``: any agent's), read per request so admin edits
+    apply at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class CrossOrigin:
+    """An allowed cross-site request's origin, as the fronts see it."""
+
+    origin: str
+    """Normalised (lower case, no trailing slash)."""
+    everywhere: bool
+    """Allowed by ``cors.allow_origins`` (not only by some agent's ``cors_origins``)."""
+
+    def allows(self, cors_origins: Collection[str]) -> bool:
+        """Whether this origin may use the agent whose ``cors_origins`` these are."""
+        return self.everywhere or self.origin in cors_origins
+
+
+def cross_origin_of(scope: Scope) -> CrossOrigin | None:
+    """The :class:`CrossOrigin` the guard left in ``scope``, if the request is cross-site."""
+    value = scope.get(ORIGIN_SCOPE_KEY)
+    return value if isinstance(value, CrossOrigin) else None
 
 
 class BrowserGuard:
@@ -179,8 +202,7 @@ class BrowserGuard:
                 await _refuse(send, path, 403, message, "origin_not_allowed")
                 return
             cors_origin = origin
-            if verdict == "agent":
-                scope[ORIGIN_SCOPE_KEY] = _normal_origin(origin)
+            scope[ORIGIN_SCOPE_KEY] = CrossOrigin(_normal_origin(origin), verdict == "global")
             if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
                 await _preflight(send, origin)
                 return
@@ -207,8 +229,13 @@ class BrowserGuard:
         is_json = path.startswith(_JSON_FAMILIES) or path.startswith("/mcp/")
         if is_json and normal in {_normal_origin(o) for o in policy.allow_origins}:
             return "global"
-        agent_origins = {_normal_origin(o) for o in policy.agent_origins()}
-        if path.startswith(_AGENT_FAMILIES) and normal in agent_origins:
+        if path.startswith("/v1/"):
+            agent: str | None = None  # named in the body: the front checks that agent
+        elif path.startswith("/mcp/"):
+            agent = path[5:].split("/", 1)[0]
+        else:
+            return None
+        if normal in {_normal_origin(o) for o in policy.agent_origins(agent)}:
             return "agent"
         return None
 

@@ -18,28 +18,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from gateway.definitions.actions import ButtonAction, FormAction, HttpAction, HttpClick, HttpRequest
+from gateway.definitions.config import AgentConfig
 from gateway.engine.executor import Execution, Executor
+from gateway.engine.limits import SlidingWindow
 from gateway.engine.rendering import render_request
 from gateway.engine.workspace import Workspace
 from gateway.errors import ExecutionRefused, RequestError, UpstreamError
+from gateway.net.browser import CrossOrigin
 from gateway.net.sse import DONE, ChunkAssembler, sse
 from gateway.net.upstream import Upstream, completion_message
 from gateway.proxy.interactive import button_spec, confirm_spec, form_spec
 from gateway.proxy.turns import Turn, answer_pending, prepare_turn
 from gateway.stores.conversations import ConversationStore
 
-__all__ = ["MAX_CALLS_PER_ROUND", "Proxy"]
+__all__ = ["MAX_CALLS_PER_ROUND", "BrowserClient", "Proxy"]
 
 MAX_CALLS_PER_ROUND = 8
 
 logger = logging.getLogger("actiongate.proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserClient:
+    """Who sent a cross-site browser request: the page's origin and the client's address."""
+
+    origin: CrossOrigin
+    address: str
 
 
 class Proxy:
@@ -56,14 +69,43 @@ class Proxy:
         self.executor = executor
         self.upstream = upstream
         self.states = states
+        self.widget_window = SlidingWindow()
 
     # --- entry points ---------------------------------------------------------------------
 
-    async def prepare(self, body: Any, headers: dict[str, str], client_key: str | None) -> Turn:
-        """Validate a request and load its conversation; raises RequestError."""
-        turn = await prepare_turn(self.workspace, self.states, body, headers, client_key)
+    async def prepare(
+        self,
+        body: Any,
+        headers: dict[str, str],
+        client_key: str | None,
+        browser: BrowserClient | None = None,
+    ) -> Turn:
+        """Validate a request and load its conversation; raises RequestError.
+
+        ``browser`` is set for a cross-site request from a web page (a chat widget): its origin
+        must be allowed for the agent, and the agent's ``widget_rate`` applies to its address.
+        """
+        cross = browser.origin if browser is not None else None
+        turn = await prepare_turn(self.workspace, self.states, body, headers, client_key, cross)
+        if browser is not None:
+            self._admit_browser(turn.agent.config, browser)
         await answer_pending(turn, self.executor)
         return turn
+
+    def _admit_browser(self, agent: AgentConfig, browser: BrowserClient) -> None:
+        rate = agent.widget_rate
+        if rate is None:
+            return
+        wait = self.widget_window.admit((agent.id, browser.address), rate.requests, rate.per_s)
+        if wait is not None:
+            raise RequestError(
+                429,
+                f"too many requests from this page's address for agent {agent.id!r} "
+                f"({rate.requests} per {rate.per_s:g} s); retry later",
+                "rate_limited",
+                kind="rate_limit_error",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
 
     async def complete(self, turn: Turn) -> dict[str, Any]:
         """Run a non-streamed request to its end."""

@@ -21,6 +21,7 @@ from gateway.engine.context import (
 from gateway.engine.executor import Execution, Executor
 from gateway.engine.workspace import AgentView, Workspace
 from gateway.errors import RequestError
+from gateway.net.browser import CrossOrigin
 from gateway.proxy.interactive import parse_answer, validate_form
 from gateway.stores.conversations import ConversationStore
 
@@ -221,14 +222,46 @@ def _client_tools(tools: Any, agent: AgentView) -> tuple[list[dict[str, Any]], s
     return list(tools), names
 
 
+def _agent(
+    workspace: Workspace, model: Any, client_key: str | None, cross_origin: CrossOrigin | None
+) -> AgentView:
+    """The agent ``model`` names, if this client (key, and page origin) may use it."""
+    agent = workspace.view(model) if isinstance(model, str) else None
+    if agent is None:
+        raise RequestError(404, f"unknown model {model!r}: use an agent id", "model_not_found")
+    if cross_origin is not None and not cross_origin.allows(agent.config.cors_origins):
+        raise RequestError(
+            403,
+            f"pages on {cross_origin.origin} may not use agent {agent.config.id!r} "
+            "(see the agent's cors_origins)",
+            "origin_not_allowed",
+            kind="permission_error",
+        )
+    if not agent.accepts(client_key, cross_origin.origin if cross_origin else None):
+        raise RequestError(
+            401, "invalid client key for this agent", "invalid_api_key", kind="authentication_error"
+        )
+    return agent
+
+
 async def prepare_turn(
     workspace: Workspace,
     states: ConversationStore,
     body: Any,
     headers: dict[str, str],
     client_key: str | None,
+    cross_origin: CrossOrigin | None = None,
 ) -> Turn:
     """Validate a request, load its conversation and build the :class:`Turn`.
+
+    Args:
+        workspace: The live agents and actions.
+        states: Stored conversations.
+        body: The parsed JSON body.
+        headers: The request headers, lower-cased names.
+        client_key: The presented client key.
+        cross_origin: Set for a request from a page on another site that the browser guard let
+            through: that origin must be allowed for the chosen agent.
 
     Raises:
         RequestError: what was wrong with the request, with the status to answer.
@@ -237,14 +270,7 @@ async def prepare_turn(
         raise _fail("the request body must be a JSON object")
     for name in sorted(REFUSED_FIELDS & body.keys()):
         raise _fail(f"field {name!r} is not accepted: the gateway chooses the upstream", param=name)
-    model = body.get("model")
-    agent = workspace.view(model) if isinstance(model, str) else None
-    if agent is None:
-        raise RequestError(404, f"unknown model {model!r}: use an agent id", "model_not_found")
-    if not agent.accepts(client_key):
-        raise RequestError(
-            401, "invalid client key for this agent", "invalid_api_key", kind="authentication_error"
-        )
+    agent = _agent(workspace, body.get("model"), client_key, cross_origin)
     messages = _check_messages(body.get("messages"))
     client_tools, client_names = _client_tools(body.get("tools"), agent)
     context = _context(body, headers)
