@@ -48,6 +48,9 @@ __all__ = ["MAX_REQUEST_BYTES", "Services", "create_app"]
 log = logging.getLogger("actiongate")
 
 
+CONVERSATION_HEADER = "x-actiongate-conversation-id"
+"""Response header naming the conversation, on every front."""
+
 REFRESH_INTERVAL_S = 2.0
 """How often a replica checks the database for definitions another replica changed."""
 
@@ -196,8 +199,12 @@ async def chat_completions(request: Request) -> Response:
     if cross is not None:
         browser = BrowserClient(cross, request.client.host if request.client else "")
     turn = await svc.proxy.prepare(body, headers, key, browser)
+    # A header too: clients that drop unknown JSON fields (and pages) still learn the id.
+    conversation = {CONVERSATION_HEADER: turn.conversation.id}
     if not turn.stream:
-        return _json(await svc.proxy.complete(turn))
+        response = _json(await svc.proxy.complete(turn))
+        response.headers.update(conversation)
+        return response
     events = svc.proxy.stream(turn)
     first = await events.__anext__()  # an upstream failing at once is still an HTTP error
 
@@ -209,7 +216,7 @@ async def chat_completions(request: Request) -> Response:
     return StreamingResponse(
         body_events(),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **conversation},
     )
 
 

@@ -10,6 +10,7 @@ the next.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import os
 import socket
 import threading
@@ -41,6 +42,43 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+WIDGET_KEY = "pk_widget_public_key_1"
+"""The widget agent's public key (as a page would embed it)."""
+
+
+@dataclass(frozen=True)
+class WebPages:
+    """Two plain web sites on loopback: the operator's shop (allowed) and another (not)."""
+
+    shop: str
+    elsewhere: str
+
+
+class _PageHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"<!doctype html><title>{self.server.server_port}</title><p>a web page".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def web_pages() -> Iterator[WebPages]:
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    shop, elsewhere = (f"http://127.0.0.1:{s.server_port}" for s in servers)
+    try:
+        yield WebPages(shop=shop, elsewhere=elsewhere)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
 
 
 @dataclass
@@ -71,7 +109,7 @@ class _Server(uvicorn.Server):
             self.ready.set()
 
 
-def _config(tmp: Path, api: ActionAPI, upstream: ScriptedUpstream) -> Any:
+def _config(tmp: Path, api: ActionAPI, upstream: ScriptedUpstream, pages: WebPages) -> Any:
     # The wizard creates the customer lookup; the agent starts with an explicit list of actions,
     # so enabling the new one is visible on its page.
     seeded = [a for a in actions(api.base_url) if a["name"] != "Get Customer Account"]
@@ -89,6 +127,13 @@ def _config(tmp: Path, api: ActionAPI, upstream: ScriptedUpstream) -> Any:
                     "actions": ["return_request", "look_up_order"],
                 },
                 {"id": "locked", "system_prompt": "Private.", "api_keys": ["client-key-1"]},
+                {
+                    "id": "widget",
+                    "system_prompt": "You are the shop's chat widget.",
+                    "actions": ["look_up_order"],
+                    "cors_origins": [pages.shop],
+                    "widget_keys": [WIDGET_KEY],
+                },
             ],
             "actions": seeded,
         },
@@ -97,7 +142,9 @@ def _config(tmp: Path, api: ActionAPI, upstream: ScriptedUpstream) -> Any:
 
 
 @pytest.fixture(scope="session")
-def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+def live_gateway(
+    tmp_path_factory: pytest.TempPathFactory, web_pages: WebPages
+) -> Iterator[LiveGateway]:
     tmp = tmp_path_factory.mktemp("dashboard")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -108,7 +155,7 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGatew
 
     async def serve() -> None:
         async with running_api() as api, running_upstream(api_key=UPSTREAM_KEY) as upstream:
-            app = create_app(_config(tmp, api, upstream))
+            app = create_app(_config(tmp, api, upstream, web_pages), bind_host="127.0.0.1")
             server = _Server(uvicorn.Config(app, log_level="warning", ws="none", lifespan="on"))
             holder["server"] = server
             task = asyncio.create_task(server.serve(sockets=[sock]))

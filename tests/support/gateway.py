@@ -90,8 +90,20 @@ class Gateway:
 
 @asynccontextmanager
 async def running_gateway(
-    tmp_path: Path, *, api_keys: list[str] | None = None, **agent: Any
+    tmp_path: Path,
+    *,
+    api_keys: list[str] | None = None,
+    bind_host: str | None = None,
+    base_url: str = "http://gw",
+    settings: dict[str, Any] | None = None,
+    more_agents: list[dict[str, Any]] | None = None,
+    **agent: Any,
 ) -> AsyncIterator[Gateway]:
+    """A gateway app in process (ASGI transport) on a scripted upstream and the action API.
+
+    ``settings`` adds top-level config keys, ``more_agents`` agents after ``support``;
+    ``bind_host`` is what ``serve --host`` would pass (the Host rule depends on it).
+    """
     async with running_api() as api, running_upstream(api_key=UPSTREAM_KEY) as upstream:
         config = parse_config(
             {
@@ -105,14 +117,16 @@ async def running_gateway(
                         "system_prompt": "You are the support assistant.",
                         "api_keys": api_keys or [],
                         **agent,
-                    }
+                    },
+                    *(more_agents or []),
                 ],
                 "actions": actions(api.base_url),
+                **(settings or {}),
             },
             environ={},
         )
-        app = create_app(config)
+        app = create_app(config, bind_host=bind_host)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
                 yield Gateway(client, upstream, api, app.state.services)
