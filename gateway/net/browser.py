@@ -25,11 +25,10 @@ knows the agent (:meth:`CrossOrigin.allows`), and a widget key is accepted only 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -70,6 +69,18 @@ _METHODS = "GET, POST, OPTIONS"
 _MAX_AGE = "600"
 _JSON_FAMILIES = ("/v1/", "/api/")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_READ = {
+    name.encode(): name
+    for name in (
+        "host",
+        "origin",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "access-control-request-method",
+    )
+}
+_MAX_REMEMBERED_HOSTS = 1024
 
 
 def is_loopback_bind(host: str) -> bool:
@@ -180,16 +191,18 @@ class BrowserGuard:
         """
         self.app = app
         self._policy = policy
+        self._cached_policy: BrowserPolicy | None = None
+        self._host_verdicts: dict[str, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         policy = self._policy()
-        headers = Headers(scope=scope)
+        headers = _read_headers(scope)
         path: str = scope["path"]
         host = headers.get("host", "")
-        if policy.allowed_hosts and not host_allowed(host, policy.allowed_hosts):
+        if policy.allowed_hosts and not self._host_ok(policy, host):
             message = "this gateway does not answer to that Host (see allowed_hosts)"
             await _refuse(send, path, 421, message, "misdirected_request")
             return
@@ -214,6 +227,17 @@ class BrowserGuard:
             await self.app(scope, receive, send)
             return
         await self.app(scope, receive, _with_cors(send, cors_origin))
+
+    def _host_ok(self, policy: BrowserPolicy, host: str) -> bool:
+        # Clients send the same few Host values: remember each verdict for this policy.
+        if policy is not self._cached_policy:
+            self._cached_policy, self._host_verdicts = policy, {}
+        verdict = self._host_verdicts.get(host)
+        if verdict is None:
+            verdict = host_allowed(host, policy.allowed_hosts)
+            if len(self._host_verdicts) < _MAX_REMEMBERED_HOSTS:
+                self._host_verdicts[host] = verdict
+        return verdict
 
     @staticmethod
     def _same_origin(scope: Scope, origin: str, host: str) -> bool:
@@ -240,7 +264,17 @@ class BrowserGuard:
         return None
 
 
-def _json_body_ok(method: str, headers: Headers) -> bool:
+def _read_headers(scope: Scope) -> dict[str, str]:
+    """The few request headers the guard reads, in one pass (the first of each name)."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.lower()
+        if name in _READ and (key := _READ[name]) not in found:
+            found[key] = raw_value.decode("latin-1")
+    return found
+
+
+def _json_body_ok(method: str, headers: Mapping[str, str]) -> bool:
     has_body = method in _BODY_METHODS and (
         headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
     )
