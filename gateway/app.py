@@ -35,7 +35,12 @@ from gateway.net.browser import (
     cross_origin_of,
     default_allowed_hosts,
 )
-from gateway.net.inbound import MAX_REQUEST_BYTES, bearer_token, read_json_body
+from gateway.net.inbound import (
+    MAX_REQUEST_BYTES,
+    bearer_token,
+    conversation_header,
+    read_json_body,
+)
 from gateway.net.upstream import Upstream
 from gateway.proxy.loop import BrowserClient, Proxy
 from gateway.stores.conversations import ConversationStore
@@ -47,9 +52,6 @@ __all__ = ["MAX_REQUEST_BYTES", "Services", "create_app"]
 
 log = logging.getLogger("actiongate")
 
-
-CONVERSATION_HEADER = "x-actiongate-conversation-id"
-"""Response header naming the conversation, on every front."""
 
 REFRESH_INTERVAL_S = 2.0
 """How often a replica checks the database for definitions another replica changed."""
@@ -200,7 +202,7 @@ async def chat_completions(request: Request) -> Response:
         browser = BrowserClient(cross, request.client.host if request.client else "")
     turn = await svc.proxy.prepare(body, headers, key, browser)
     # A header too: clients that drop unknown JSON fields (and pages) still learn the id.
-    conversation = {CONVERSATION_HEADER: turn.conversation.id}
+    conversation = conversation_header(turn.conversation.id)
     if not turn.stream:
         response = _json(await svc.proxy.complete(turn))
         response.headers.update(conversation)
@@ -228,8 +230,26 @@ async def list_models(request: Request) -> Response:
     for agent_id in svc.workspace.agents:
         view = svc.workspace.view(agent_id)
         if view is not None and view.accepts(key):
-            data.append({"id": agent_id, "object": "model", "created": 0, "owned_by": "actiongate"})
+            data.append(_model_object(agent_id))
     return _json({"object": "list", "data": data})
+
+
+def _model_object(agent_id: str) -> dict[str, Any]:
+    return {"id": agent_id, "object": "model", "created": 0, "owned_by": "actiongate"}
+
+
+async def retrieve_model(request: Request) -> Response:
+    """One agent as an OpenAI model object; 404 for an agent this key may not use."""
+    svc = services_of(request)
+    key = bearer_token(request.headers.get("authorization"))
+    agent_id = request.path_params["model_id"]
+    view = svc.workspace.view(agent_id)
+    if view is None or not view.accepts(key):
+        # The same answer for an unknown agent and a locked one: ids are not disclosed.
+        raise RequestError(
+            404, f"unknown model {agent_id[:64]!r}: use an agent id", "model_not_found"
+        )
+    return _json(_model_object(agent_id))
 
 
 async def health(request: Request) -> Response:
@@ -277,6 +297,7 @@ def create_app(
     # to document in the OpenAPI schema).
     app.router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=None)
+    app.router.add_route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"])
     app.add_api_route("/healthz", health, methods=["GET"], response_model=None)
     app.include_router(build_router())
     app.include_router(build_dashboard(services_of))

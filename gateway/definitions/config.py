@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -133,6 +133,9 @@ class AgentConfig(_Model):
     """Client keys accepted for this agent; empty means no key is needed."""
     max_rounds: int = Field(default=5, ge=1, le=20)
     """Gateway-side tool rounds per request before the loop stops."""
+    ui: Literal["widgets", "text"] = "widgets"
+    """``text``: the agent's clients show no widgets, so forms, buttons and confirmations
+    happen in conversation (``X-Actiongate-UI`` overrides it per request)."""
     cors_origins: list[OriginStr] = Field(default_factory=list)
     """Web origins whose pages may call this agent from the browser (a chat widget)."""
     widget_keys: list[str] = Field(default_factory=list)

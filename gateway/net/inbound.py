@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from starlette.requests import Request
@@ -100,3 +101,20 @@ def replay_receive(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
+
+
+CONVERSATION_HEADER = "x-actiongate-conversation-id"
+"""Response header naming the conversation, on every front."""
+
+# Printable ASCII except "%" stays as it is; everything else is percent-encoded UTF-8.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def conversation_header(conversation_id: str) -> dict[str, str]:
+    """``x-actiongate-conversation-id`` for a response.
+
+    A conversation id is any string a client chose; a header value must be Latin-1 without
+    control characters. Ids of printable ASCII without ``%`` are sent as they are; others
+    percent-encoded (UTF-8), so ``urllib.parse.unquote`` always gives the id back.
+    """
+    return {CONVERSATION_HEADER: quote(conversation_id, safe=_HEADER_SAFE)}

@@ -4,6 +4,8 @@ The gateway answers such a call by ending its response with ``finish_reason: "to
 ``ui`` entry describing what to show. The client answers with a ``tool`` message for that call:
 form values, ``{"clicked": true}`` or ``{"confirmed": true|false}``. Form values are validated
 here field by field; an invalid value is a 422 naming the field, and nothing is stored or sent.
+An answer that is not meant as one at all (a client that runs tools itself and answered with an
+error text) means the widget was not shown: the model is told, and the conversation goes on.
 """
 
 from __future__ import annotations
@@ -19,16 +21,23 @@ from gateway.definitions.actions import (
     FormAction,
     FormField,
     HttpAction,
+    HttpClick,
     NavigateClick,
 )
 from gateway.definitions.validation import compile_pattern
+from gateway.engine.context import Conversation, lead_text
+from gateway.engine.executor import Execution, Executor
 from gateway.errors import RequestError
 
 __all__ = [
     "button_spec",
+    "click_button",
     "confirm_spec",
     "form_spec",
+    "is_form_answer",
+    "not_shown",
     "parse_answer",
+    "submit_form",
     "validate_form",
 ]
 
@@ -48,6 +57,71 @@ def parse_answer(content: Any) -> Any:
         except orjson.JSONDecodeError:
             return content
     return content
+
+
+def is_form_answer(action: FormAction, answer: Any) -> bool:
+    """Whether a client's answer is meant as this form's values at all.
+
+    An object naming at least one of the form's fields (or ``{"values": {...}}``) is a form
+    answer, checked field by field (a 422 naming a bad one). Anything else — an error text from
+    a client that could not show the form, ``{"error": ...}`` — means the form was not shown.
+    """
+    if not isinstance(answer, dict):
+        return False
+    if isinstance(answer.get("values"), dict):
+        return True
+    return any(f.name in answer for f in action.fields)
+
+
+def not_shown(kind: str, label: str) -> str:
+    """What the model is told when the client could not show a form, button or confirmation."""
+    return (
+        f"The {kind} '{label}' could not be shown to the customer (their app cannot display "
+        "it), so nothing was submitted or run. Continue in conversation."
+    )
+
+
+async def submit_form(
+    executor: Executor,
+    conversation: Conversation,
+    action: FormAction,
+    values: dict[str, Any],
+    call_id: str,
+) -> tuple[str, Execution | None]:
+    """Capture a checked form's ``maps_to`` fields and run its ``submit`` request, if any."""
+    for f in action.fields:
+        if f.maps_to and f.name in values:
+            conversation.lead[f.maps_to.split(".", 1)[1]] = lead_text(values[f.name])
+    summary = (
+        f"The customer submitted the form '{action.title or action.name}': "
+        + orjson.dumps(values).decode()
+    )
+    if action.submit is None:
+        return summary, None
+    execution = await executor.execute_request(
+        action.submit,
+        tool=action.tool_name,
+        conversation=conversation,
+        values=conversation.values(form=values, secrets=executor.secrets),
+        tool_call_id=call_id,
+    )
+    return f"{summary}\n{execution.content}", execution
+
+
+async def click_button(
+    executor: Executor, conversation: Conversation, action: ButtonAction, call_id: str
+) -> tuple[str, Execution | None]:
+    """The customer clicked: run the button's request (or note that the page was opened)."""
+    if isinstance(action.on_click, HttpClick):
+        execution = await executor.execute_request(
+            action.on_click.http,
+            tool=action.tool_name,
+            conversation=conversation,
+            values=conversation.values(secrets=executor.secrets),
+            tool_call_id=call_id,
+        )
+        return f"The customer clicked '{action.label}'.\n{execution.content}", execution
+    return f"The customer clicked '{action.label}' and opened the page.", None
 
 
 def form_spec(action: FormAction, prefill: dict[str, Any]) -> dict[str, Any]:

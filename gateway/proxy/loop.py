@@ -37,6 +37,7 @@ from gateway.net.browser import CrossOrigin
 from gateway.net.sse import DONE, ChunkAssembler, sse
 from gateway.net.upstream import Upstream, completion_message
 from gateway.proxy.interactive import button_spec, confirm_spec, form_spec
+from gateway.proxy.textmode import run_in_text
 from gateway.proxy.turns import Turn, answer_pending, prepare_turn
 from gateway.stores.conversations import ConversationStore
 
@@ -225,6 +226,8 @@ class Proxy:
         """Handle one round's tool calls; False when the client must act next."""
         agent = turn.agent
         jobs: list[tuple[str, str, asyncio.Task[Execution]]] = []
+        texts: dict[str, str] = {}  # text-mode answers that say more than their execution
+        notes: list[dict[str, Any]] = []  # text-mode answers with nothing run
         handed_to_client = False
         for position, call in enumerate(calls):
             call_id = str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}")
@@ -255,6 +258,12 @@ class Proxy:
                 )
                 jobs.append((call_id, name, task))
                 continue
+            elif turn.ui_text:
+                content, refusal = await self._in_text(turn, action, call_id, arguments)
+                if refusal is None:
+                    notes.append({"role": "tool", "tool_call_id": call_id, "content": content})
+                    continue
+                texts[call_id] = content
             else:
                 refusal = await self._ask_client(turn, action, call_id, arguments)
                 if refusal is None:
@@ -265,9 +274,9 @@ class Proxy:
         tool_messages = []
         for (call_id, _, _), execution in zip(jobs, results, strict=True):
             turn.executions.append(execution)
-            tool_messages.append(
-                {"role": "tool", "tool_call_id": call_id, "content": execution.content}
-            )
+            content = texts.get(call_id, execution.content)
+            tool_messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+        tool_messages += notes
         turn.produced += [message, *tool_messages]
         if handed_to_client:
             for (call_id, _, _), execution in zip(jobs, results, strict=True):
@@ -304,6 +313,16 @@ class Proxy:
             tool_call_id=call_id,
             outcome="connect_error",
         )
+
+    async def _in_text(
+        self, turn: Turn, action: Any, call_id: str, arguments: Any
+    ) -> tuple[str, Execution | None]:
+        """A form, button or confirmation handled in conversation (``ui: text``)."""
+        try:
+            return await run_in_text(self.executor, turn.conversation, action, call_id, arguments)
+        except Exception as e:  # like a failed job: logged, told to the model
+            execution = self._unforeseen(turn, call_id, action.tool_name, e)
+            return execution.content, execution
 
     async def _ask_client(
         self, turn: Turn, action: Any, call_id: str, arguments: Any

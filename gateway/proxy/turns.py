@@ -9,12 +9,11 @@ from typing import Any
 
 import orjson
 
-from gateway.definitions.actions import ButtonAction, FormAction, HttpAction, HttpClick
+from gateway.definitions.actions import ButtonAction, FormAction, HttpAction
 from gateway.engine.context import (
     Conversation,
     check_lead,
     check_value,
-    lead_text,
     new_conversation_id,
     string_values,
 )
@@ -22,7 +21,15 @@ from gateway.engine.executor import Execution, Executor
 from gateway.engine.workspace import AgentView, Workspace
 from gateway.errors import RequestError
 from gateway.net.browser import CrossOrigin
-from gateway.proxy.interactive import parse_answer, validate_form
+from gateway.proxy.interactive import (
+    click_button,
+    is_form_answer,
+    not_shown,
+    parse_answer,
+    submit_form,
+    validate_form,
+)
+from gateway.proxy.textmode import UI_MODES, text_tools
 from gateway.stores.conversations import ConversationStore
 
 __all__ = ["REFUSED_FIELDS", "Turn", "answer_pending", "prepare_turn"]
@@ -73,6 +80,8 @@ class Turn:
     usage: dict[str, int] | None = None
     final: tuple[dict[str, Any], str] = ({}, "stop")
     rounds: int = 0
+    ui_text: bool = False
+    """The client shows no widgets: forms, buttons and confirmations happen in conversation."""
 
     def payload(self, model: str, *, last_round: bool) -> dict[str, Any]:
         """The upstream request for the next round."""
@@ -303,20 +312,33 @@ async def prepare_turn(
     _repair_history(messages, state)
     stream_options = body.get("stream_options")
     passthrough = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
+    ui_text = _ui_mode(headers, agent) == "text"
     return Turn(
         agent=agent,
         conversation=conversation,
         state=state,
         loaded_state=loaded,
         messages=messages,
-        tools=client_tools + agent.tools,
+        tools=client_tools + (text_tools(agent) if ui_text else agent.tools),
         client_tools=client_names,
         passthrough=passthrough,
         stream=bool(body.get("stream")),
         include_usage=isinstance(stream_options, dict)
         and bool(stream_options.get("include_usage")),
         tool_choice=body.get("tool_choice"),
+        ui_text=ui_text,
     )
+
+
+def _ui_mode(headers: dict[str, str], agent: AgentView) -> str:
+    """``X-Actiongate-UI`` (``widgets`` or ``text``), else the agent's ``ui``."""
+    mode = headers.get("x-actiongate-ui")
+    if mode is None:
+        return agent.config.ui
+    mode = mode.strip().lower()
+    if mode not in UI_MODES:
+        raise _fail(f"header X-Actiongate-UI: {mode[:32]!r} is not one of: {', '.join(UI_MODES)}")
+    return mode
 
 
 def _repair_history(messages: list[dict[str, Any]], state: dict[str, Any]) -> None:
@@ -355,10 +377,9 @@ async def answer_pending(turn: Turn, executor: Executor) -> None:
     for message in answers:
         entry = pending[message["tool_call_id"]]
         action = turn.agent.actions.get(entry["tool"])
-        if entry["kind"] == "form" and isinstance(action, FormAction):
-            checked[message["tool_call_id"]] = validate_form(
-                action, parse_answer(message["content"])
-            )
+        answer = parse_answer(message["content"])
+        if isinstance(action, FormAction) and is_form_answer(action, answer):
+            checked[message["tool_call_id"]] = validate_form(action, answer)
     for message in answers:
         call_id = message["tool_call_id"]
         entry = pending.pop(call_id)
@@ -385,47 +406,29 @@ async def _answer(
     conversation = turn.conversation
     if action is None:
         return f"The action {entry['tool']} is no longer available.", None
-    if isinstance(action, FormAction) and values is not None:
-        for f in action.fields:
-            if f.maps_to and f.name in values:
-                conversation.lead[f.maps_to.split(".", 1)[1]] = lead_text(values[f.name])
-        summary = (
-            f"The customer submitted the form '{action.title or action.name}': "
-            + orjson.dumps(values).decode()
-        )
-        if action.submit is None:
-            return summary, None
-        execution = await executor.execute_request(
-            action.submit,
-            tool=action.tool_name,
-            conversation=conversation,
-            values=conversation.values(form=values, secrets=executor.secrets),
-            tool_call_id=call_id,
-        )
-        return f"{summary}\n{execution.content}", execution
-    clicked = isinstance(answer, dict) and answer.get("clicked") is True
+    if isinstance(action, FormAction):
+        if values is None:
+            return not_shown("form", action.title or action.name), None
+        return await submit_form(executor, conversation, action, values, call_id)
     if isinstance(action, ButtonAction):
-        if not clicked:
+        if not isinstance(answer, dict) or "clicked" not in answer:
+            return not_shown("button", action.label), None
+        if answer.get("clicked") is not True:
             return f"The customer did not click '{action.label}'.", None
-        if isinstance(action.on_click, HttpClick):
-            execution = await executor.execute_request(
-                action.on_click.http,
-                tool=action.tool_name,
-                conversation=conversation,
-                values=conversation.values(secrets=executor.secrets),
-                tool_call_id=call_id,
-            )
-            return f"The customer clicked '{action.label}'.\n{execution.content}", execution
-        return f"The customer clicked '{action.label}' and opened the page.", None
+        return await click_button(executor, conversation, action, call_id)
     if isinstance(action, HttpAction):
         if isinstance(answer, dict) and answer.get("confirmed") is True:
             execution = await executor.execute_action(
                 action, conversation, entry.get("args_raw"), tool_call_id=call_id
             )
             return execution.content, execution
+        shown = isinstance(answer, dict) and "confirmed" in answer
         execution = executor.refuse(
             action.tool_name,
-            "the customer declined, so the action was not run",
+            "the customer declined, so the action was not run"
+            if shown
+            else "the confirmation could not be shown to the customer, so the action was not "
+            "run; ask them in conversation",
             conversation,
             tool_call_id=call_id,
             outcome="declined",

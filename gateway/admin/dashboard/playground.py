@@ -25,7 +25,7 @@ from gateway.admin.dashboard.pages import AdminSession, Dash, PageTable
 from gateway.admin.dashboard.session import csrf_matches
 from gateway.engine.workspace import AgentView, Workspace
 from gateway.errors import RequestError
-from gateway.net.inbound import read_json_body
+from gateway.net.inbound import conversation_header, read_json_body
 from gateway.proxy.loop import Proxy
 
 __all__ = ["CSRF_HEADER", "admin_proxy", "chat_body", "pages"]
@@ -117,5 +117,5 @@ async def playground_chat(request: Request, dash: Dash) -> Response:
     proxy = admin_proxy(dash.backend_of(request).proxy)
     turn = await proxy.prepare(chat, {}, None)
     completion = await proxy.complete(turn)
-    headers = {"Cache-Control": "no-store", "x-actiongate-conversation-id": turn.conversation.id}
+    headers = {"Cache-Control": "no-store", **conversation_header(turn.conversation.id)}
     return Response(orjson.dumps(completion), media_type="application/json", headers=headers)
