@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,21 +28,19 @@ from gateway.definitions.config import Config
 from gateway.engine.runtime import Runtime, open_runtime
 from gateway.engine.workspace import Workspace
 from gateway.errors import RequestError, UpstreamError
+from gateway.fronts import chat as fronts_chat
 from gateway.mcp.mount import LazyMcp
 from gateway.net.browser import (
     BrowserGuard,
     BrowserPolicy,
-    cross_origin_of,
     default_allowed_hosts,
 )
 from gateway.net.inbound import (
     MAX_REQUEST_BYTES,
     bearer_token,
-    conversation_header,
-    read_json_body,
 )
 from gateway.net.upstream import Upstream
-from gateway.proxy.loop import BrowserClient, Proxy
+from gateway.proxy.loop import Proxy
 from gateway.stores.conversations import ConversationStore
 from gateway.stores.definitions import DefinitionStore
 from gateway.stores.secrets import AdminToken, SecretStore, ensure_admin_token, store_key
@@ -185,41 +183,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 async def chat_completions(request: Request) -> Response:
-    """OpenAI Chat Completions, streamed or not, with the agent's actions as tools."""
-    svc = services_of(request)
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    key = bearer_token(headers.get("authorization"))
-    # The agent is named in the body, so the key is checked against every agent first: a key
-    # no agent takes is refused before a byte of the body is read.
-    cross = cross_origin_of(request.scope)
-    if not svc.workspace.accepts_anywhere(key, cross.origin if cross else None):
-        raise RequestError(
-            401, "invalid client key for this agent", "invalid_api_key", kind="authentication_error"
-        )
-    body = await read_json_body(request)
-    browser = None
-    if cross is not None:
-        browser = BrowserClient(cross, request.client.host if request.client else "")
-    turn = await svc.proxy.prepare(body, headers, key, browser)
-    # A header too: clients that drop unknown JSON fields (and pages) still learn the id.
-    conversation = conversation_header(turn.conversation.id)
-    if not turn.stream:
-        response = _json(await svc.proxy.complete(turn))
-        response.headers.update(conversation)
-        return response
-    events = svc.proxy.stream(turn)
-    first = await events.__anext__()  # an upstream failing at once is still an HTTP error
-
-    async def body_events() -> AsyncIterator[bytes]:
-        yield first
-        async for event in events:
-            yield event
-
-    return StreamingResponse(
-        body_events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **conversation},
-    )
+    """``POST /v1/chat/completions`` (:mod:`gateway.fronts.chat`)."""
+    return await fronts_chat.chat_completions(request, services_of(request))
 
 
 async def list_models(request: Request) -> Response:

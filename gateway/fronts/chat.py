@@ -1,0 +1,29 @@
+"""``POST /v1/chat/completions``: OpenAI Chat Completions, the proxy's own dialect."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.fronts.entry import Backend, event_stream, open_turn, refuse_unknown_key
+from gateway.net.inbound import bearer_token, conversation_header, read_json_body
+
+__all__ = ["chat_completions"]
+
+
+async def chat_completions(request: Request, backend: Backend) -> Response:
+    """OpenAI Chat Completions, streamed or not, with the agent's actions as tools."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    key = bearer_token(headers.get("authorization"))
+    refuse_unknown_key(backend, request, key)
+    body = await read_json_body(request)
+    turn = await open_turn(backend, request, body, headers, key)
+    # A header too: clients that drop unknown JSON fields (and pages) still learn the id.
+    conversation = conversation_header(turn.conversation.id)
+    if not turn.stream:
+        completion = await backend.proxy.complete(turn)
+        return Response(
+            orjson.dumps(completion), media_type="application/json", headers=conversation
+        )
+    return await event_stream(backend.proxy.stream(turn), conversation)
