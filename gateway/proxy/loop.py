@@ -128,6 +128,23 @@ class Proxy:
             "actiongate": turn.extension(),
         }
 
+    async def deltas(self, turn: Turn) -> AsyncIterator[str]:
+        """Run a streamed request for a front of another dialect, yielding text deltas.
+
+        When the iteration ends, ``turn.final``, ``turn.usage`` and ``turn.extension()`` are
+        complete and the conversation is saved; errors are raised for the front to answer in
+        its own shape.
+        """
+        try:
+            async for event in self._rounds(turn):
+                text = event["choices"][0]["delta"].get("content")
+                if text:
+                    yield text
+            # Saved before the front's last event: a client may answer a form at once.
+            await self._save(turn)
+        finally:
+            await asyncio.shield(self._save(turn))
+
     async def stream(self, turn: Turn) -> AsyncIterator[bytes]:
         """Run a streamed request, yielding SSE bytes.
 
