@@ -28,6 +28,7 @@ from gateway.definitions.config import Config
 from gateway.engine.runtime import Runtime, open_runtime
 from gateway.engine.workspace import Workspace
 from gateway.errors import RequestError, UpstreamError
+from gateway.fronts import anthropic as fronts_anthropic
 from gateway.fronts import chat as fronts_chat
 from gateway.mcp.mount import LazyMcp
 from gateway.net.browser import (
@@ -77,10 +78,19 @@ async def _refresh_forever(admin: Admin) -> None:
 
 
 def error_response(
-    status: int, message: str, kind: str, code: str | None, param: str | None = None
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None,
+    param: str | None = None,
+    request: Request | None = None,
 ) -> Response:
-    """An error in OpenAI's shape."""
-    body = {"error": {"message": message, "type": kind, "code": code, "param": param}}
+    """An error in the front's shape: Anthropic's on ``/v1/messages``, OpenAI's elsewhere."""
+    body: dict[str, Any]
+    if request is not None and request.url.path == fronts_anthropic.PATH:
+        body = fronts_anthropic.error_body(status, message)
+    else:
+        body = {"error": {"message": message, "type": kind, "code": code, "param": param}}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
@@ -125,24 +135,24 @@ def _lifespan(
 # --- errors: every failure leaves in OpenAI's shape -----------------------------------------
 
 
-async def _on_request_error(_request: Request, e: Exception) -> Response:
+async def _on_request_error(request: Request, e: Exception) -> Response:
     assert isinstance(e, RequestError)
-    response = error_response(e.status, str(e), e.kind, e.code, e.param)
+    response = error_response(e.status, str(e), e.kind, e.code, e.param, request)
     response.headers.update(e.headers)
     return response
 
 
-async def _on_upstream_error(_request: Request, e: Exception) -> Response:
+async def _on_upstream_error(request: Request, e: Exception) -> Response:
     assert isinstance(e, UpstreamError)
-    return error_response(e.status, str(e), "upstream_error", e.code)
+    return error_response(e.status, str(e), "upstream_error", e.code, request=request)
 
 
-async def _on_validation_error(_request: Request, e: Exception) -> Response:
+async def _on_validation_error(request: Request, e: Exception) -> Response:
     assert isinstance(e, RequestValidationError)
     err = e.errors()[0]
     field = ".".join(str(p) for p in err["loc"][1:]) or None
     return error_response(
-        422, f"{field}: {err['msg']}", "invalid_request_error", "invalid_request", field
+        422, f"{field}: {err['msg']}", "invalid_request_error", "invalid_request", field, request
     )
 
 
@@ -159,14 +169,16 @@ async def _on_database_busy(_request: Request, e: Exception) -> Response:
     return response
 
 
-async def _on_http_error(_request: Request, e: Exception) -> Response:
+async def _on_http_error(request: Request, e: Exception) -> Response:
     assert isinstance(e, StarletteHTTPException)
-    return error_response(e.status_code, str(e.detail), "invalid_request_error", None)
+    return error_response(
+        e.status_code, str(e.detail), "invalid_request_error", None, request=request
+    )
 
 
-async def _on_unexpected(_request: Request, e: Exception) -> Response:
+async def _on_unexpected(request: Request, e: Exception) -> Response:
     log.exception("unexpected error")  # the trace goes to the log, never to the client
-    return error_response(500, "internal error", "server_error", "internal_error")
+    return error_response(500, "internal error", "server_error", "internal_error", request=request)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -185,6 +197,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 async def chat_completions(request: Request) -> Response:
     """``POST /v1/chat/completions`` (:mod:`gateway.fronts.chat`)."""
     return await fronts_chat.chat_completions(request, services_of(request))
+
+
+async def anthropic_messages(request: Request) -> Response:
+    """``POST /v1/messages`` (:mod:`gateway.fronts.anthropic`)."""
+    return await fronts_anthropic.messages(request, services_of(request))
 
 
 async def list_models(request: Request) -> Response:
@@ -261,6 +278,7 @@ def create_app(
     # A plain Starlette route: no dependency solving on the hottest path (OpenAI's API, not ours
     # to document in the OpenAPI schema).
     app.router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.router.add_route(fronts_anthropic.PATH, anthropic_messages, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=None)
     app.router.add_route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"])
     app.add_api_route("/healthz", health, methods=["GET"], response_model=None)
