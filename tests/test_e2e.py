@@ -800,3 +800,46 @@ def test_sigterm_stops_cleanly_keeping_every_record(e2e: E2E, tmp_path: Path) ->
     assert record["outcome"] == "success" and record["injected"] is True
     stored = gateway.database_bytes()
     assert all(secret.encode() not in stored for secret in e2e.credentials.all())
+
+
+# --- the Anthropic Messages front, with the official anthropic SDK ---------------------------
+
+
+def test_anthropic_sdk_messages_create_runs_an_action(e2e: E2E) -> None:
+    import anthropic
+
+    conversation = new_conversation(lead={"email": JANE})
+    e2e.script(
+        [
+            {"tool_calls": [call("get_customer_account", id="toolu_lookup")]},
+            {"content": "You are on the Pro plan."},
+        ]
+    )
+    base_url = e2e.gateway.base_url.removesuffix("/v1")
+    key = e2e.credentials.client_key
+    with anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, timeout=20) as client:
+        raw = client.messages.with_raw_response.create(
+            model="support",
+            max_tokens=200,
+            messages=[{"role": "user", "content": "Which plan am I on?"}],
+            extra_body={"conversation": conversation},
+        )
+        message = raw.parse()
+        with client.messages.stream(
+            model="support",
+            max_tokens=200,
+            messages=[{"role": "user", "content": "Thanks!"}],
+            extra_body={"conversation": conversation},
+        ) as stream:
+            streamed = stream.get_final_message()
+    assert (
+        message.content[0].type == "text" and message.content[0].text == "You are on the Pro plan."
+    )
+    assert message.stop_reason == "end_turn"
+    assert raw.headers["x-actiongate-conversation-id"] == conversation["id"]
+    [got] = e2e.api.received
+    assert got.raw_path == "/crm/customers?email=jane%40example.com"
+    assert streamed.content[0].type == "text" and streamed.content[0].text
+    assert streamed.usage.output_tokens > 0
+    executions = (message.model_extra or {})["actiongate"]["executions"]
+    check_log(e2e, conversation["id"], executions)
