@@ -101,6 +101,9 @@ class UpstreamConfig(_Model):
     api_key: str = ""
     model: str = "gpt-4o-mini"
     timeout_s: float = Field(default=120.0, gt=0, le=600)
+    api: Literal["chat", "responses", "anthropic"] = "chat"
+    """The upstream's wire format: OpenAI Chat Completions, OpenAI Responses or Anthropic
+    Messages (``base_url`` is then e.g. ``https://api.anthropic.com/v1``)."""
     """Deadline for one upstream call (a streamed call: until its last chunk)."""
 
 
@@ -111,6 +114,7 @@ class UpstreamOverride(_Model):
     api_key: str | None = None
     model: str | None = None
     timeout_s: float | None = Field(default=None, gt=0, le=600)
+    api: Literal["chat", "responses", "anthropic"] | None = None
 
 
 class WidgetRate(_Model):

@@ -80,6 +80,7 @@ def _target(default: UpstreamConfig, agent: AgentConfig) -> UpstreamTarget:
         api_key=(override and override.api_key) or default.api_key,
         model=(override and override.model) or default.model,
         timeout_s=(override and override.timeout_s) or default.timeout_s,
+        api=(override and override.api) or default.api,
     )
 
 

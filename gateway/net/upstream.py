@@ -26,6 +26,7 @@ import aiohttp
 import orjson
 
 from gateway.errors import UpstreamError
+from gateway.net import dialects
 from gateway.net.sse import LineSplitter, LineTooLong, malformed
 
 __all__ = ["Upstream", "UpstreamHook", "UpstreamTarget", "completion_message"]
@@ -42,11 +43,24 @@ class UpstreamTarget:
     api_key: str
     model: str
     timeout_s: float = 120.0
+    api: str = "chat"
+    """The upstream's wire format: ``chat``, ``responses`` or ``anthropic`` (:mod:`dialects`)."""
 
     @property
     def url(self) -> str:
-        """The chat completions endpoint."""
-        return self.base_url.rstrip("/") + "/chat/completions"
+        """The endpoint of the upstream's API."""
+        path = {"anthropic": "/messages", "responses": "/responses"}.get(
+            self.api, "/chat/completions"
+        )
+        return self.base_url.rstrip("/") + path
+
+    def body(self, payload: dict[str, Any]) -> bytes:
+        """The request body in the upstream's dialect."""
+        if self.api == "anthropic":
+            return orjson.dumps(dialects.anthropic_request(payload, self.model))
+        if self.api == "responses":
+            return orjson.dumps(dialects.responses_request(payload, self.model))
+        return orjson.dumps(payload)
 
 
 def _scrub(text: str, target: UpstreamTarget) -> str:
@@ -159,7 +173,11 @@ class Upstream:
     def _headers(target: UpstreamTarget) -> dict[str, str]:
         # Built once per target; aiohttp copies the mapping, so sharing it is safe.
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if target.api_key:
+        if target.api == "anthropic":
+            headers["anthropic-version"] = dialects.ANTHROPIC_VERSION
+            if target.api_key:
+                headers["x-api-key"] = target.api_key
+        elif target.api_key:
             headers["Authorization"] = f"Bearer {target.api_key}"
         return headers
 
@@ -190,7 +208,7 @@ class Upstream:
         try:
             async with self._ensure().post(
                 target.url,
-                data=orjson.dumps(payload),
+                data=target.body(payload),
                 headers=self._headers(target),
                 timeout=aiohttp.ClientTimeout(total=target.timeout_s, sock_connect=10),
             ) as resp:
@@ -206,6 +224,10 @@ class Upstream:
                 f"the upstream could not be reached ({type(e).__name__})",
                 "upstream_unreachable",
             ) from None
+        if target.api == "anthropic":
+            data = dialects.chat_from_anthropic(data)
+        elif target.api == "responses":
+            data = dialects.chat_from_responses(data)
         if not isinstance(data, dict) or not data.get("choices"):
             raise UpstreamError(502, "the upstream sent a completion without choices")
         return data
@@ -220,10 +242,11 @@ class Upstream:
         try:
             async with asyncio.timeout_at(deadline):
                 resp = await self._ensure().post(
-                    target.url, data=orjson.dumps(payload), headers=self._headers(target)
+                    target.url, data=target.body(payload), headers=self._headers(target)
                 )
                 await self._raise_for(resp, target)
             lines = LineSplitter(_MAX_LINE)
+            translate = _translator(target)
             while True:
                 async with asyncio.timeout_at(deadline):
                     data = await resp.content.readany()
@@ -231,8 +254,15 @@ class Upstream:
                     chunk = _event(line, target)
                     if chunk is _END:
                         return
-                    if chunk is not None:
+                    if chunk is None:
+                        continue
+                    if translate is None:
                         yield chunk
+                        continue
+                    for translated in translate.feed(chunk):
+                        yield translated
+                    if translate.done:
+                        return
                 if not data:
                     return
         except LineTooLong:
@@ -253,6 +283,16 @@ class Upstream:
 
 
 _END: Any = object()
+
+
+def _translator(
+    target: UpstreamTarget,
+) -> dialects.AnthropicChunks | dialects.ResponsesChunks | None:
+    if target.api == "anthropic":
+        return dialects.AnthropicChunks()
+    if target.api == "responses":
+        return dialects.ResponsesChunks()
+    return None
 
 
 def _event(line: bytes, target: UpstreamTarget) -> Any:
