@@ -843,3 +843,69 @@ def test_anthropic_sdk_messages_create_runs_an_action(e2e: E2E) -> None:
     assert streamed.usage.output_tokens > 0
     executions = (message.model_extra or {})["actiongate"]["executions"]
     check_log(e2e, conversation["id"], executions)
+
+
+# --- frameworks that run tools themselves, unchanged -------------------------------------------
+
+
+async def test_pydantic_ai_chat_model_goes_on_when_it_cannot_show_a_form(e2e: E2E) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    conversation = new_conversation(lead={"email": JANE})
+    e2e.script(
+        [
+            {"tool_calls": [call("look_up_order", {"order_number": "A-10023"}, id="call_o")]},
+            {"tool_calls": [call("return_request", {"order_number": "A-10023"}, id="call_f")]},
+            {"content": "Your order was delivered; tell me the reason and I'll start the return."},
+        ]
+    )
+    async with e2e.async_client() as client:
+        agent = Agent(OpenAIChatModel("support", provider=OpenAIProvider(openai_client=client)))
+        result = await agent.run(
+            "I want to return order A-10023.",
+            model_settings={"extra_body": {"conversation": conversation}},  # a setting, not code
+        )
+    assert result.output.startswith("Your order was delivered")
+    assert [r.path for r in e2e.api.received] == ["/crm/orders/A-10023"]  # the form sent nothing
+    told = e2e.tool_messages()[-1]
+    assert told["tool_call_id"] == "call_f" and "could not be shown" in told["content"]
+    records = e2e.gateway.records(conversation["id"])
+    assert [(r["action"], r["outcome"], r["injected"]) for r in records] == [
+        ("look_up_order", "success", True)
+    ]
+
+
+async def test_openai_agents_chat_model_collects_a_form_in_text(e2e: E2E) -> None:
+    from agents import Agent, OpenAIChatCompletionsModel, Runner, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    conversation = new_conversation()
+    answers = {"email": JANE, "order_number": "A-10023", "reason": "Damaged"}
+    e2e.script(
+        [
+            {"tool_calls": [call("return_request", answers, id="call_t")]},
+            {"content": "Your return is started."},
+        ]
+    )
+    headers = {"X-Actiongate-UI": "text", "X-Conversation-Id": conversation["id"]}
+    async with e2e.async_client(default_headers=headers) as client:
+        agent = Agent(
+            name="support",
+            instructions="Help the customer.",
+            model=OpenAIChatCompletionsModel(model="support", openai_client=client),
+        )
+        result = await Runner.run(agent, "I want to return order A-10023, it arrived damaged.")
+    assert result.final_output == "Your return is started."
+    [got] = e2e.api.received
+    assert got.method == "POST" and got.path == "/crm/returns"
+    assert json.loads(got.body)["email"] == JANE and json.loads(got.body)["reason"] == "Damaged"
+    offered = {t["function"]["name"]: t for t in e2e.upstream.requests[0]["tools"]}
+    assert offered["return_request"]["function"]["parameters"]["required"] == [
+        "email",
+        "order_number",
+        "reason",
+    ]
+    [record] = e2e.gateway.records(conversation["id"])
+    assert record["action"] == "return_request" and record["outcome"] == "success"
