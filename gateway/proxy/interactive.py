@@ -4,6 +4,10 @@ The gateway answers such a call by ending its response with ``finish_reason: "to
 ``ui`` entry describing what to show. The client answers with a ``tool`` message for that call:
 form values, ``{"clicked": true}`` or ``{"confirmed": true|false}``. Form values are validated
 here field by field; an invalid value is a 422 naming the field, and nothing is stored or sent.
+
+:func:`submit_form` is what happens once a form answer is valid, on every front that shows forms
+(the chat proxy and MCP): ``maps_to`` fields are captured into the lead, then the form's
+``submit`` request runs.
 """
 
 from __future__ import annotations
@@ -22,13 +26,17 @@ from gateway.definitions.actions import (
     NavigateClick,
 )
 from gateway.definitions.validation import compile_pattern
+from gateway.engine.context import Conversation, lead_text
+from gateway.engine.executor import Execution, Executor
 from gateway.errors import RequestError
 
 __all__ = [
     "button_spec",
     "confirm_spec",
     "form_spec",
+    "is_email",
     "parse_answer",
+    "submit_form",
     "validate_form",
 ]
 
@@ -36,6 +44,11 @@ MAX_FIELD_CHARS = 10_000
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 _PHONE = re.compile(r"^\+?[0-9 ()./-]{5,32}$")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def is_email(value: str) -> bool:
+    """Whether ``value`` looks like an email address (the check an ``email`` form field gets)."""
+    return _EMAIL.match(value) is not None
 
 
 def parse_answer(content: Any) -> Any:
@@ -132,7 +145,7 @@ def _check(action: FormAction, f: FormField, value: Any) -> Any:
         raise _fail(action, f.name, f"longer than {MAX_FIELD_CHARS} characters")
     if _CONTROL.search(value) or (f.type != "textarea" and ("\n" in value or "\r" in value)):
         raise _fail(action, f.name, "contains control characters")
-    if f.type == "email" and not _EMAIL.match(value):
+    if f.type == "email" and not is_email(value):
         raise _fail(action, f.name, "not a valid email address")
     if f.type == "phone" and (not _PHONE.match(value) or sum(c.isdigit() for c in value) < 5):
         raise _fail(action, f.name, "not a valid phone number")
@@ -183,3 +196,38 @@ def validate_form(action: FormAction, answer: Any) -> dict[str, Any]:
             continue
         out[f.name] = _check(action, f, value)
     return out
+
+
+async def submit_form(
+    executor: Executor,
+    conversation: Conversation,
+    action: FormAction,
+    values: dict[str, Any],
+    call_id: str,
+) -> tuple[str, Execution | None]:
+    """Capture a validated answer's ``maps_to`` fields, then run the form's ``submit``.
+
+    Args:
+        values: What :func:`validate_form` returned.
+
+    Returns:
+        What the model reads (a summary of the answer, then the submit's result) and the
+        submit's execution (``None`` for a form without ``submit``).
+    """
+    for f in action.fields:
+        if f.maps_to and f.name in values:
+            conversation.lead[f.maps_to.split(".", 1)[1]] = lead_text(values[f.name])
+    summary = (
+        f"The customer submitted the form '{action.title or action.name}': "
+        + orjson.dumps(values).decode()
+    )
+    if action.submit is None:
+        return summary, None
+    execution = await executor.execute_request(
+        action.submit,
+        tool=action.tool_name,
+        conversation=conversation,
+        values=conversation.values(form=values, secrets=executor.secrets),
+        tool_call_id=call_id,
+    )
+    return f"{summary}\n{execution.content}", execution

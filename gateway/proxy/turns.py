@@ -14,7 +14,6 @@ from gateway.engine.context import (
     Conversation,
     check_lead,
     check_value,
-    lead_text,
     new_conversation_id,
     string_values,
 )
@@ -22,7 +21,7 @@ from gateway.engine.executor import Execution, Executor
 from gateway.engine.workspace import AgentView, Workspace
 from gateway.errors import RequestError
 from gateway.net.browser import CrossOrigin
-from gateway.proxy.interactive import parse_answer, validate_form
+from gateway.proxy.interactive import parse_answer, submit_form, validate_form
 from gateway.stores.conversations import ConversationStore
 
 __all__ = ["REFUSED_FIELDS", "Turn", "answer_pending", "prepare_turn"]
@@ -386,23 +385,7 @@ async def _answer(
     if action is None:
         return f"The action {entry['tool']} is no longer available.", None
     if isinstance(action, FormAction) and values is not None:
-        for f in action.fields:
-            if f.maps_to and f.name in values:
-                conversation.lead[f.maps_to.split(".", 1)[1]] = lead_text(values[f.name])
-        summary = (
-            f"The customer submitted the form '{action.title or action.name}': "
-            + orjson.dumps(values).decode()
-        )
-        if action.submit is None:
-            return summary, None
-        execution = await executor.execute_request(
-            action.submit,
-            tool=action.tool_name,
-            conversation=conversation,
-            values=conversation.values(form=values, secrets=executor.secrets),
-            tool_call_id=call_id,
-        )
-        return f"{summary}\n{execution.content}", execution
+        return await submit_form(executor, conversation, action, values, call_id)
     clicked = isinstance(answer, dict) and answer.get("clicked") is True
     if isinstance(action, ButtonAction):
         if not clicked:
