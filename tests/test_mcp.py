@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
@@ -29,7 +30,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
-from adapters.mcp import to_mcp_tools
+from adapters.mcp import to_mcp_tool, to_mcp_tools
 from gateway.app import Services, create_app
 from gateway.definitions.config import load_config
 from gateway.definitions.tools import to_tool_definitions
@@ -42,6 +43,7 @@ from tests.support.gateway import CRM_SECRET, actions
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_KEY = "sk-mcp-client-key-123"
 HTTP_TOOLS = ["get_customer_account", "look_up_order", "submit_refund"]
+LISTED_TOOLS = [*HTTP_TOOLS, "return_request"]  # forms too: they are asked by elicitation
 ACTIONGATE = str(Path(sys.executable).parent / "actiongate")
 
 
@@ -125,12 +127,16 @@ def check_records(records: list[ExecutionRecord]) -> None:
 
 
 def check_tools(listed: list[Any], config_path: Path) -> None:
-    """The listed tools are exactly what ``export --format mcp`` prints for the agent."""
+    """The http tools are exactly what ``export --format mcp`` prints; the form follows them."""
     config = load_config(config_path)
-    exported = to_mcp_tools(to_tool_definitions(config.agent_actions("support")))
+    definitions = to_tool_definitions(config.agent_actions("support"))
+    exported = to_mcp_tools(definitions)
     dumped = [t.model_dump(by_alias=True, exclude_none=True) for t in listed]
-    assert [t["name"] for t in dumped] == HTTP_TOOLS
-    assert dumped == exported
+    assert [t["name"] for t in dumped] == LISTED_TOOLS
+    assert dumped[: len(HTTP_TOOLS)] == exported
+    form = next(d for d in definitions if d.name == "return_request")
+    assert dumped[-1] == to_mcp_tool(form)
+    assert dumped[-1]["inputSchema"]["required"] == []  # every field is an optional prefill
     by_name = {t["name"]: t for t in dumped}
     assert "When NOT to use" in by_name["get_customer_account"]["description"]
     hints = {n: t["annotations"] for n, t in by_name.items()}
@@ -151,6 +157,7 @@ async def test_stdio_serves_http_actions_through_the_executor(tmp_path: Path) ->
             command=ACTIONGATE,
             args=["mcp", str(config_path), "--agent", "support"],
             cwd=ROOT,
+            env=dict(os.environ),  # the SDK passes only a few variables; keep PYTHONPATH
         )
         with (tmp_path / "stderr.txt").open("w") as errlog:
             async with Client(stdio_client(params, errlog=errlog)) as client:

@@ -26,24 +26,26 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.stdio import stdio_server
 from mcp_types import (
     CallToolRequestParams,
     CallToolResult,
+    InputRequiredResult,
     ListToolsResult,
     PaginatedRequestParams,
     TextContent,
 )
 
-from adapters.mcp import to_mcp_tools
-from gateway.definitions.actions import HttpAction
+from adapters.mcp import to_mcp_tool
+from gateway.definitions.actions import FormAction, HttpAction
 from gateway.definitions.config import Config
 from gateway.definitions.tools import to_tool_definitions
 from gateway.engine.context import Conversation
@@ -51,6 +53,8 @@ from gateway.engine.executor import Execution, Executor
 from gateway.engine.runtime import Runtime, open_runtime
 from gateway.engine.workspace import AgentView, Workspace
 from gateway.errors import ConfigError
+from gateway.mcp.calls import run_form, run_http
+from gateway.mcp.elicitation import Asker, InputNeeded, asker_for, input_required
 from gateway.version import __version__
 
 __all__ = [
@@ -64,6 +68,8 @@ __all__ = [
     "serve_stdio",
 ]
 
+_T = TypeVar("_T")
+_LISTED = frozenset({"http", "form"})
 CHANNEL = "mcp"
 """``conversation.channel`` of every MCP execution."""
 
@@ -82,35 +88,58 @@ CallerLookup = Callable[[ServerRequestContext[Any]], Caller]
 
 
 def list_tools(agent: AgentView) -> ListToolsResult:
-    """The ``tools/list`` result: the agent's enabled ``http`` actions, as ``export`` prints."""
-    tools = to_mcp_tools(to_tool_definitions(agent.actions.values()))
+    """The ``tools/list`` result: the agent's enabled ``http`` actions, then its forms."""
+    definitions = to_tool_definitions(agent.actions.values())
+    tools = [to_mcp_tool(d) for d in definitions if d.kind in _LISTED]
     return ListToolsResult.model_validate({"tools": tools})
 
 
 async def call_tool(
-    caller: Caller, name: str, arguments: Mapping[str, Any] | None
+    caller: Caller,
+    name: str,
+    arguments: Mapping[str, Any] | None,
+    asker: Asker | None = None,
 ) -> CallToolResult:
-    """Run one ``tools/call`` and return what the model reads; never raises for a bad call."""
+    """Run one ``tools/call`` and return what the model reads; never raises for a bad call.
+
+    Raises:
+        InputNeeded: On 2026-07-28 only, before anything is sent: the user must be asked first.
+    """
+    asker = asker or Asker()
     executor, conversation = caller.executor, caller.conversation
     call_id = f"mcp_{uuid.uuid4().hex[:24]}"
     action = caller.agent.actions.get(name)
+    execution: Execution | None
     if isinstance(action, HttpAction):
-        run = asyncio.ensure_future(
-            executor.execute_action(action, conversation, arguments, tool_call_id=call_id)
+        execution = await _shielded(
+            run_http(executor, conversation, action, arguments, call_id, asker)
         )
-        # Shielded: a client that cancels must not cut an action off before it is logged.
-        execution: Execution = await asyncio.shield(run)
+        content = execution.content
+    elif isinstance(action, FormAction):
+        content, execution = await _shielded(
+            run_form(executor, conversation, action, arguments, call_id, asker)
+        )
     else:
         shown = name[:64]
         reason = f"there is no tool named {shown!r}"
         if action is not None:
             reason = f"{shown!r} is a {action.type} action, which only the chat widget can show"
         execution = executor.refuse(shown or "(none)", reason, conversation, tool_call_id=call_id)
-    await executor.mark_injected(execution)
+        content = execution.content
+    if execution is not None:
+        await executor.mark_injected(execution, content)
     return CallToolResult(
-        content=[TextContent(type="text", text=execution.content)],
-        is_error=not execution.ok,
+        content=[TextContent(type="text", text=content)],
+        is_error=execution is not None and not execution.ok,
     )
+
+
+async def _shielded(work: Coroutine[Any, Any, _T]) -> _T:
+    """Await ``work`` so that a client that cancels cannot cut an action off before it is logged.
+
+    The user's answers are awaited inside too: a cancelled call's elicitation ends with it.
+    """
+    return await asyncio.shield(asyncio.ensure_future(work))
 
 
 def build_server(lookup: CallerLookup) -> Server[Any]:
@@ -123,16 +152,25 @@ def build_server(lookup: CallerLookup) -> Server[Any]:
 
     async def on_call_tool(
         ctx: ServerRequestContext[Any], params: CallToolRequestParams
-    ) -> CallToolResult:
-        return await call_tool(lookup(ctx), params.name, params.arguments)
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await call_tool(
+                lookup(ctx), params.name, params.arguments, asker_for(ctx, params)
+            )
+        except InputNeeded as needed:
+            return input_required(needed)
 
-    return Server(
+    server: Server[Any] = Server(
         "actiongate",
         version=__version__,
         instructions="Custom Actions: each tool is one HTTP request to the company's API.",
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
     )
+    # Seals the 2026-07-28 requestState (the answers given so far) under a process-local key.
+    boundary = RequestStateBoundary(RequestStateSecurity.ephemeral(), default_audience="actiongate")
+    server.middleware.append(boundary)
+    return server
 
 
 def agent_view(workspace: Workspace, agent_id: str) -> AgentView:

@@ -34,6 +34,7 @@ __all__ = [
     "click_button",
     "confirm_spec",
     "form_spec",
+    "is_email",
     "is_form_answer",
     "not_shown",
     "parse_answer",
@@ -57,6 +58,11 @@ def parse_answer(content: Any) -> Any:
         except orjson.JSONDecodeError:
             return content
     return content
+
+
+def is_email(value: str) -> bool:
+    """Whether ``value`` looks like an email address (the check an ``email`` form field gets)."""
+    return _EMAIL.match(value) is not None
 
 
 def is_form_answer(action: FormAction, answer: Any) -> bool:
@@ -206,7 +212,7 @@ def _check(action: FormAction, f: FormField, value: Any) -> Any:
         raise _fail(action, f.name, f"longer than {MAX_FIELD_CHARS} characters")
     if _CONTROL.search(value) or (f.type != "textarea" and ("\n" in value or "\r" in value)):
         raise _fail(action, f.name, "contains control characters")
-    if f.type == "email" and not _EMAIL.match(value):
+    if f.type == "email" and not is_email(value):
         raise _fail(action, f.name, "not a valid email address")
     if f.type == "phone" and (not _PHONE.match(value) or sum(c.isdigit() for c in value) < 5):
         raise _fail(action, f.name, "not a valid phone number")
