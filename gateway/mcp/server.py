@@ -8,13 +8,15 @@ functions) built by :func:`build_server`:
 - ``tools/list`` returns the agent's enabled ``http`` actions exactly as ``export --format mcp``
   prints them (:func:`adapters.mcp.to_mcp_tools`): name, description with the marked
   ``When NOT to use`` guardrail, input schema, and the annotations ``readOnlyHint`` (GET),
-  ``destructiveHint`` (POST, PUT, PATCH, DELETE) and ``idempotentHint`` (GET, PUT, DELETE).
-  Forms and buttons need the chat widget, so they are not listed.
-- ``tools/call`` runs through the same executor, egress guard and execution log as the proxy.
-  The conversation has ``agent.id`` and channel ``mcp`` and an empty lead: an MCP client cannot
-  supply ``lead.*``, so an action whose request needs ``lead.email`` is refused naming it.
-- Write actions run **without** the chat confirmation step (``confirm``): an MCP client asks its
-  user itself, guided by ``destructiveHint``.
+  ``destructiveHint`` (POST, PUT, PATCH, DELETE) and ``idempotentHint`` (GET, PUT, DELETE);
+  then the agent's forms, their fields as optional prefill arguments.
+- ``tools/call`` runs through the same executor, egress guard and execution log as the proxy
+  (:mod:`gateway.mcp.calls`). The conversation has ``agent.id`` and channel ``mcp``. When the
+  client supports elicitation (:mod:`gateway.mcp.elicitation`), a missing ``lead.*`` value is
+  asked of its user, a write action asks for consent, and a form asks for its fields; a declined
+  question sends nothing and is logged ``declined``. Without elicitation a missing value is
+  refused naming it, a write runs at once (the client asks its user, guided by
+  ``destructiveHint``) and a form is refused.
 - The result is the text the model would read in a chat (``Execution.content``) as one text
   block, with ``isError`` for every outcome but ``success``; the record is marked injected, as
   the client hands the result to its model. An unknown name is an error result naming it, and
