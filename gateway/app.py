@@ -30,6 +30,7 @@ from gateway.engine.workspace import Workspace
 from gateway.errors import RequestError, UpstreamError
 from gateway.fronts import anthropic as fronts_anthropic
 from gateway.fronts import chat as fronts_chat
+from gateway.fronts import responses as fronts_responses
 from gateway.mcp.mount import LazyMcp
 from gateway.net.browser import (
     BrowserGuard,
@@ -44,6 +45,7 @@ from gateway.net.upstream import Upstream
 from gateway.proxy.loop import Proxy
 from gateway.stores.conversations import ConversationStore
 from gateway.stores.definitions import DefinitionStore
+from gateway.stores.responses import ResponseStore
 from gateway.stores.secrets import AdminToken, SecretStore, ensure_admin_token, store_key
 from gateway.version import __version__
 
@@ -66,6 +68,7 @@ class Services:
     upstream: Upstream
     admin: Admin
     token: AdminToken
+    responses: ResponseStore
 
 
 async def _refresh_forever(admin: Admin) -> None:
@@ -86,12 +89,24 @@ def error_response(
     request: Request | None = None,
 ) -> Response:
     """An error in the front's shape: Anthropic's on ``/v1/messages``, OpenAI's elsewhere."""
-    body: dict[str, Any]
-    if request is not None and request.url.path == fronts_anthropic.PATH:
-        body = fronts_anthropic.error_body(status, message)
-    else:
-        body = {"error": {"message": message, "type": kind, "code": code, "param": param}}
+    path = request.url.path if request is not None else ""
+    body = error_body(path, status, message, code, kind=kind, param=param)
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def error_body(
+    path: str,
+    status: int,
+    message: str,
+    code: str | None,
+    *,
+    kind: str = "invalid_request_error",
+    param: str | None = None,
+) -> dict[str, Any]:
+    """The error body a route answers with: Anthropic's shape on its path, OpenAI's elsewhere."""
+    if path == fronts_anthropic.PATH:
+        return fronts_anthropic.error_body(status, message)
+    return {"error": {"message": message, "type": kind, "code": code, "param": param}}
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -119,7 +134,9 @@ def _lifespan(
         secret_store = SecretStore(runtime.engine, store_key(token.derive_key))
         admin = Admin(config, workspace, DefinitionStore(runtime.engine), runtime, secret_store)
         await admin.refresh(force=True)
-        app.state.services = Services(runtime, workspace, proxy, upstream, admin, token)
+        app.state.services = Services(
+            runtime, workspace, proxy, upstream, admin, token, ResponseStore(runtime.engine)
+        )
         poller = asyncio.create_task(_refresh_forever(admin))
         try:
             yield
@@ -204,6 +221,11 @@ async def anthropic_messages(request: Request) -> Response:
     return await fronts_anthropic.messages(request, services_of(request))
 
 
+async def responses_create(request: Request) -> Response:
+    """``POST /v1/responses`` (:mod:`gateway.fronts.responses`)."""
+    return await fronts_responses.create_response(request, services_of(request))
+
+
 async def list_models(request: Request) -> Response:
     """The agents this client key may use."""
     svc = services_of(request)
@@ -255,6 +277,7 @@ def browser_policy(
         allowed_hosts=tuple(default_allowed_hosts(bind_host, config.allowed_hosts)),
         allow_origins=frozenset(config.cors.allow_origins),
         agent_origins=lambda agent_id: services().workspace.origins(agent_id),
+        error_body=error_body,
     )
 
 
@@ -279,6 +302,7 @@ def create_app(
     # to document in the OpenAPI schema).
     app.router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.router.add_route(fronts_anthropic.PATH, anthropic_messages, methods=["POST"])
+    app.router.add_route(fronts_responses.PATH, responses_create, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=None)
     app.router.add_route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"])
     app.add_api_route("/healthz", health, methods=["GET"], response_model=None)

@@ -34,6 +34,8 @@ CHAT = {"model": "support", "messages": [{"role": "user", "content": "hi"}]}
 # One representative route per family: method, path, JSON body or None.
 ROUTES = [
     ("POST", "/v1/chat/completions", CHAT),
+    ("POST", "/v1/responses", {"model": "support", "input": "Hi"}),
+    ("POST", "/v1/messages", {"model": "support", "max_tokens": 9, "messages": CHAT["messages"]}),
     ("GET", "/v1/models", None),
     ("GET", "/api/actions", None),
     ("POST", "/api/actions", {"name": "x"}),
@@ -112,7 +114,7 @@ async def test_a_foreign_origin_is_refused_on_every_route_that_acts(
     await _nothing_ran(gw)
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/actions"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses", "/api/actions"])
 @pytest.mark.parametrize(
     "content_type",
     ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None],
@@ -125,6 +127,23 @@ async def test_a_body_that_is_not_json_is_refused_with_415(
     assert response.status_code == 415
     error = response.json()["error"]  # the front's (OpenAI's) error shape
     assert error["code"] == "unsupported_media_type" and "application/json" in error["message"]
+    await _nothing_ran(gw)
+
+
+@pytest.mark.parametrize(("status", "headers"), [(415, {}), (403, {"origin": EVIL})])
+async def test_messages_front_refusals_come_in_anthropics_shape(
+    gw: Gateway, status: int, headers: dict[str, str]
+) -> None:
+    body = b'{"model": "support", "max_tokens": 5, "messages": []}'
+    if status == 403:
+        headers = {**headers, "content-type": "application/json"}
+    response = await gw.client.post("/v1/messages", content=body, headers=headers)
+    assert response.status_code == status
+    answer = response.json()
+    assert answer["type"] == "error"
+    assert answer["error"]["type"] == (
+        "permission_error" if status == 403 else "invalid_request_error"
+    )
     await _nothing_ran(gw)
 
 

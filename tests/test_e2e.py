@@ -845,6 +845,69 @@ def test_anthropic_sdk_messages_create_runs_an_action(e2e: E2E) -> None:
     check_log(e2e, conversation["id"], executions)
 
 
+# --- the Responses front, with the official openai SDK ---------------------------------------
+
+
+def test_openai_sdk_responses_create_stream_and_continue(e2e: E2E) -> None:
+    conversation = new_conversation(lead={"email": JANE})
+    weather = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    e2e.script(
+        [
+            {"tool_calls": [call("get_customer_account", id="call_acct")]},
+            {"content": "You are on the Pro plan."},
+            {"tool_calls": [call("get_weather", {"city": "Oslo"}, id="call_w")]},
+            {"content": "Sunny in Oslo, and you are still on Pro."},
+        ]
+    )
+    with e2e.client() as client:
+        raw = client.responses.with_raw_response.create(
+            model="support",
+            input="Which plan am I on?",
+            extra_body={"conversation": conversation},
+        )
+        first = raw.parse()
+        with client.responses.stream(
+            model="support",
+            input="And the weather in Oslo?",
+            tools=[weather],  # type: ignore[list-item]
+            previous_response_id=first.id,
+        ) as stream:
+            asked = stream.get_final_response()
+        [fc] = asked.output
+        assert fc.type == "function_call" and fc.call_id == "call_w"
+        last = client.responses.create(
+            model="support",
+            previous_response_id=asked.id,
+            input=[{"type": "function_call_output", "call_id": "call_w", "output": "sunny"}],
+            tools=[weather],  # type: ignore[list-item]
+        )
+    assert first.output_text == "You are on the Pro plan."
+    assert raw.headers["x-actiongate-conversation-id"] == conversation["id"]
+    assert raw.headers["x-actiongate-executions"] == "get_customer_account=success"
+    assert last.output_text == "Sunny in Oslo, and you are still on Pro."
+    [got] = e2e.api.received
+    assert got.raw_path == "/crm/customers?email=jane%40example.com"
+    history = e2e.upstream.requests[-1]["messages"]
+    roles = [m["role"] for m in history]
+    assert roles == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+    ]
+    executions = (first.model_extra or {})["actiongate"]["executions"]
+    check_log(e2e, conversation["id"], executions)
+
+
 # --- frameworks that run tools themselves, unchanged -------------------------------------------
 
 
@@ -909,3 +972,68 @@ async def test_openai_agents_chat_model_collects_a_form_in_text(e2e: E2E) -> Non
     ]
     [record] = e2e.gateway.records(conversation["id"])
     assert record["action"] == "return_request" and record["outcome"] == "success"
+
+
+async def test_pydantic_ai_responses_model_goes_on_when_it_cannot_show_a_form(e2e: E2E) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    conversation = new_conversation(lead={"email": JANE})
+    e2e.script(
+        [
+            {"tool_calls": [call("look_up_order", {"order_number": "A-10023"}, id="call_o")]},
+            {"tool_calls": [call("return_request", {"order_number": "A-10023"}, id="call_f")]},
+            {"content": "Your order was delivered; tell me the reason and I'll start the return."},
+        ]
+    )
+    async with e2e.async_client() as client:
+        model = OpenAIResponsesModel("support", provider=OpenAIProvider(openai_client=client))
+        result = await Agent(model).run(
+            "I want to return order A-10023.",
+            model_settings={"extra_body": {"conversation": conversation}},
+        )
+    assert result.output.startswith("Your order was delivered")
+    assert [r.path for r in e2e.api.received] == ["/crm/orders/A-10023"]  # the form sent nothing
+    told = e2e.tool_messages()[-1]
+    assert told["tool_call_id"] == "call_f" and "could not be shown" in told["content"]
+    records = e2e.gateway.records(conversation["id"])
+    assert [(r["action"], r["outcome"], r["injected"]) for r in records] == [
+        ("look_up_order", "success", True)
+    ]
+
+
+async def test_openai_agents_default_responses_model_runs_actions_and_forms_in_text(
+    e2e: E2E,
+) -> None:
+    from agents import Agent, Runner, set_default_openai_client, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    conversation = new_conversation()
+    answers = {"email": JANE, "order_number": "A-10023", "reason": "Damaged"}
+    e2e.script(
+        [
+            {"tool_calls": [call("return_request", answers, id="call_t")]},
+            # The form captured lead.email (maps_to), which the order lookup needs.
+            {"tool_calls": [call("look_up_order", {"order_number": "A-10023"}, id="call_l")]},
+            {"content": "Your return is started."},
+        ]
+    )
+    headers = {"X-Actiongate-UI": "text", "X-Conversation-Id": conversation["id"]}
+    async with e2e.async_client(default_headers=headers) as client:
+        set_default_openai_client(client, use_for_tracing=False)
+        try:
+            agent = Agent(name="support", instructions="Help the customer.", model="support")
+            result = await Runner.run(agent, "Return order A-10023 please, it arrived damaged.")
+        finally:
+            set_default_openai_client(AsyncOpenAI(api_key="unused"), use_for_tracing=False)
+    assert result.final_output == "Your return is started."
+    assert [(r.method, r.path) for r in e2e.api.received] == [
+        ("POST", "/crm/returns"),
+        ("GET", "/crm/orders/A-10023"),
+    ]
+    records = e2e.gateway.records(conversation["id"])
+    assert sorted((r["action"], r["outcome"]) for r in records) == [
+        ("look_up_order", "success"),
+        ("return_request", "success"),
+    ]

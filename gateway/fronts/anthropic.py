@@ -22,8 +22,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import RequestError, UpstreamError
-from gateway.fronts.entry import Backend, event_stream, open_turn, refuse_unknown_key
-from gateway.net.inbound import bearer_token, conversation_header, read_json_body
+from gateway.fronts.entry import (
+    Backend,
+    client_calls,
+    event_stream,
+    open_turn,
+    refuse_unknown_key,
+    summary_headers,
+)
+from gateway.net.inbound import bearer_token, read_json_body
 from gateway.proxy.turns import Turn
 
 __all__ = ["PATH", "error_body", "messages"]
@@ -208,11 +215,11 @@ def chat_body(body: Any) -> dict[str, Any]:
     return chat
 
 
-def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+def _blocks(text: Any, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    if message.get("content"):
-        blocks.append({"type": "text", "text": message["content"]})
-    for call in message.get("tool_calls") or []:
+    if text:
+        blocks.append({"type": "text", "text": text})
+    for call in calls:
         function = call.get("function") or {}
         try:
             arguments = orjson.loads(function.get("arguments") or "{}")
@@ -275,8 +282,8 @@ async def _events(
         if text_open:
             yield _sse("content_block_stop", {"index": index})
             index += 1
-        message, finish = turn.final
-        for block in _blocks({"tool_calls": message.get("tool_calls")}):
+        finish = turn.final[1]
+        for block in _blocks(None, client_calls(turn)):
             start = {**block, "input": {}}
             yield _sse("content_block_start", {"index": index, "content_block": start})
             partial = {
@@ -311,16 +318,19 @@ async def messages(request: Request, backend: Backend) -> Response:
     refuse_unknown_key(backend, request, key)
     body = chat_body(await read_json_body(request))
     turn = await open_turn(backend, request, body, headers, key)
-    conversation = conversation_header(turn.conversation.id)
     message_id = f"msg_{uuid.uuid4().hex[:24]}"
     if turn.stream:
         # The first delta is awaited before anything is sent: an upstream failing at once is
         # still a plain HTTP error.
         deltas = backend.proxy.deltas(turn)
         first = await anext(deltas, None)
-        return await event_stream(_events(turn, message_id, first, deltas), conversation)
+        events = _events(turn, message_id, first, deltas)
+        return await event_stream(events, summary_headers(turn, final=False))
     await backend.proxy.complete(turn)
     message, finish = turn.final
-    answer = _message(turn, message_id, _blocks(message), _STOP.get(finish, "end_turn"))
+    content = _blocks(message.get("content"), client_calls(turn))
+    answer = _message(turn, message_id, content, _STOP.get(finish, "end_turn"))
     answer["actiongate"] = turn.extension()
-    return Response(orjson.dumps(answer), media_type="application/json", headers=conversation)
+    return Response(
+        orjson.dumps(answer), media_type="application/json", headers=summary_headers(turn)
+    )

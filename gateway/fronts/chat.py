@@ -6,8 +6,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.fronts.entry import Backend, event_stream, open_turn, refuse_unknown_key
-from gateway.net.inbound import bearer_token, conversation_header, read_json_body
+from gateway.fronts.entry import (
+    Backend,
+    event_stream,
+    open_turn,
+    refuse_unknown_key,
+    summary_headers,
+)
+from gateway.net.inbound import bearer_token, read_json_body
 
 __all__ = ["chat_completions"]
 
@@ -19,11 +25,11 @@ async def chat_completions(request: Request, backend: Backend) -> Response:
     refuse_unknown_key(backend, request, key)
     body = await read_json_body(request)
     turn = await open_turn(backend, request, body, headers, key)
-    # A header too: clients that drop unknown JSON fields (and pages) still learn the id.
-    conversation = conversation_header(turn.conversation.id)
+    # Headers too: clients that drop unknown JSON fields (and pages) still learn the id and,
+    # when the answer is whole, what ran.
     if not turn.stream:
         completion = await backend.proxy.complete(turn)
         return Response(
-            orjson.dumps(completion), media_type="application/json", headers=conversation
+            orjson.dumps(completion), media_type="application/json", headers=summary_headers(turn)
         )
-    return await event_stream(backend.proxy.stream(turn), conversation)
+    return await event_stream(backend.proxy.stream(turn), summary_headers(turn, final=False))

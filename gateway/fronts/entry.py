@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -11,10 +12,22 @@ from starlette.responses import Response, StreamingResponse
 from gateway.engine.workspace import Workspace
 from gateway.errors import RequestError
 from gateway.net.browser import cross_origin_of
+from gateway.net.inbound import conversation_header
 from gateway.proxy.loop import BrowserClient, Proxy
 from gateway.proxy.turns import Turn
 
-__all__ = ["Backend", "event_stream", "open_turn", "refuse_unknown_key"]
+__all__ = [
+    "Backend",
+    "client_calls",
+    "event_stream",
+    "open_turn",
+    "refuse_unknown_key",
+    "summary_headers",
+]
+
+EXECUTIONS_HEADER = "x-actiongate-executions"
+_MAX_SUMMARISED = 16
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 class Backend(Protocol):
@@ -49,6 +62,38 @@ async def open_turn(
     if cross is not None:
         browser = BrowserClient(cross, request.client.host if request.client else "")
     return await backend.proxy.prepare(body, headers, key, browser)
+
+
+def client_calls(turn: Turn) -> list[dict[str, Any]]:
+    """The final message's calls the client must answer: its own tools and the widgets.
+
+    Calls the gateway ran itself in the same round are left out: a client of another dialect
+    could not run them, and their results are in ``actiongate.executions``.
+    """
+    pending = turn.state.get("pending") or {}
+    return [
+        call
+        for call in turn.final[0].get("tool_calls") or []
+        if call.get("id") in pending
+        or (call.get("function") or {}).get("name") in turn.client_tools
+    ]
+
+
+def summary_headers(turn: Turn, *, final: bool = True) -> dict[str, str]:
+    """``x-actiongate-conversation-id`` and, once the turn ran, ``x-actiongate-executions``.
+
+    The summary is ``action=outcome`` per execution, comma-separated (at most 16, then
+    ``+N``). A refused call may carry any name the model made up, so characters other than
+    letters, digits, ``_``, ``-`` and ``.`` become ``?``: the value is always a valid header.
+    A stream's headers leave before its turn ends, so it has only the id.
+    """
+    headers = conversation_header(turn.conversation.id)
+    if final and turn.executions:
+        parts = [f"{_UNSAFE.sub('?', e.record.action)}={e.record.outcome}" for e in turn.executions]
+        if len(parts) > _MAX_SUMMARISED:
+            parts = [*parts[:_MAX_SUMMARISED], f"+{len(parts) - _MAX_SUMMARISED}"]
+        headers[EXECUTIONS_HEADER] = ", ".join(parts)
+    return headers
 
 
 async def event_stream(events: AsyncIterator[bytes], headers: dict[str, str]) -> Response:

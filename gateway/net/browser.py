@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -157,6 +158,10 @@ class BrowserPolicy:
     agent_origins: Callable[[str | None], Collection[str]] = lambda _agent: frozenset()
     """One agent's ``cors_origins`` (``None``: any agent's), read per request so admin edits
     apply at once."""
+    error_body: Callable[[str, int, str, str], Any] = lambda _path, _status, message, code: {
+        "error": {"message": message, "type": "invalid_request_error", "code": code}
+    }
+    """A JSON route's error body for ``(path, status, message, code)``: each front's shape."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +209,7 @@ class BrowserGuard:
         host = headers.get("host", "")
         if policy.allowed_hosts and not self._host_ok(policy, host):
             message = "this gateway does not answer to that Host (see allowed_hosts)"
-            await _refuse(send, path, 421, message, "misdirected_request")
+            await _refuse(send, policy, path, 421, message, "misdirected_request")
             return
         origin = headers.get("origin")
         cors_origin: str | None = None
@@ -212,7 +217,7 @@ class BrowserGuard:
             verdict = self._cross_origin(policy, path, origin)
             if verdict is None:
                 message = "cross-origin requests from this origin are not allowed"
-                await _refuse(send, path, 403, message, "origin_not_allowed")
+                await _refuse(send, policy, path, 403, message, "origin_not_allowed")
                 return
             cors_origin = origin
             scope[ORIGIN_SCOPE_KEY] = CrossOrigin(_normal_origin(origin), verdict == "global")
@@ -221,7 +226,7 @@ class BrowserGuard:
                 return
         if path.startswith(_JSON_FAMILIES) and not _json_body_ok(scope["method"], headers):
             message = "the request body must be JSON (Content-Type: application/json)"
-            await _refuse(send, path, 415, message, "unsupported_media_type", cors_origin)
+            await _refuse(send, policy, path, 415, message, "unsupported_media_type", cors_origin)
             return
         if cors_origin is None:
             await self.app(scope, receive, send)
@@ -287,12 +292,17 @@ def _json_body_ok(method: str, headers: Mapping[str, str]) -> bool:
 
 
 async def _refuse(
-    send: Send, path: str, status: int, message: str, code: str, origin: str | None = None
+    send: Send,
+    policy: BrowserPolicy,
+    path: str,
+    status: int,
+    message: str,
+    code: str,
+    origin: str | None = None,
 ) -> None:
-    """Answer in the route family's error shape (OpenAI's for the JSON routes, text otherwise)."""
+    """Answer in the route's error shape (the front's for the JSON routes, text otherwise)."""
     if path.startswith(_JSON_FAMILIES) or path.startswith("/mcp/"):
-        error = {"message": message, "type": "invalid_request_error", "code": code}
-        body = orjson.dumps({"error": error})
+        body = orjson.dumps(policy.error_body(path, status, message, code))
         media = b"application/json"
     else:
         body, media = f"{message}\n".encode(), b"text/plain; charset=utf-8"

@@ -62,6 +62,7 @@ __all__ = [
     "migration",
     "schema_migrations",
     "secrets",
+    "stored_responses",
     "upsert_statement",
 ]
 
@@ -348,6 +349,21 @@ def _define_conversations_v2(meta: MetaData) -> None:
     )
 
 
+def _define_responses_v3(meta: MetaData) -> None:
+    """The ``responses`` table of migration 3: Responses API answers kept for
+    ``previous_response_id``, keyed like conversations by ``(agent_id, id)``."""
+    Table(
+        "responses",
+        meta,
+        Column("agent_id", String(255), primary_key=True),
+        Column("id", String(64), primary_key=True),
+        Column("conversation_id", String(255), nullable=False),
+        Column("items", Text, nullable=False),  # JSON: the conversation's messages so far
+        Column("created_at", UTCDateTime(), nullable=False),
+        Index("ix_responses_created_at", "created_at"),
+    )
+
+
 metadata = MetaData()
 """The current schema: migration 1's tables plus every later migration's changes."""
 
@@ -355,12 +371,14 @@ _define_tables_v1(metadata)
 # When a migration changes a table, mirror the change here (e.g. ``append_column``).
 metadata.remove(metadata.tables["conversations"])
 _define_conversations_v2(metadata)  # m002_conversations_per_agent
+_define_responses_v3(metadata)  # m003_stored_responses
 
 executions = metadata.tables["executions"]
 conversations = metadata.tables["conversations"]
 actions = metadata.tables["actions"]
 agents = metadata.tables["agents"]
 secrets = metadata.tables["secrets"]
+stored_responses = metadata.tables["responses"]
 
 schema_migrations = Table(
     "schema_migrations",
@@ -421,6 +439,14 @@ def m002_conversations_per_agent(connection: Connection) -> None:
         )
     )
     connection.execute(text("DROP TABLE conversations_m002"))
+
+
+@migration
+def m003_stored_responses(connection: Connection) -> None:
+    """Stored Responses API answers (``POST /v1/responses`` with ``store``)."""
+    frozen = MetaData()
+    _define_responses_v3(frozen)
+    frozen.create_all(connection)
 
 
 # Any constant works; it only has to differ from other applications' advisory locks.
