@@ -325,10 +325,16 @@ _ANTHROPIC_KINDS = {
 
 
 def anthropic_error(status: int, error: Mapping[str, Any]) -> dict[str, Any]:
-    """Anthropic's error body; an OpenAI-only ``type`` is replaced by the status's Anthropic one."""
+    """Anthropic's error body for a status and an OpenAI-shaped error.
+
+    The ``type`` is the status's Anthropic one (``rate_limit_error`` for 429, ``api_error`` for
+    other 5xx...) unless the error names another Anthropic type than the generic
+    ``invalid_request_error`` (a scripted ``overloaded_error`` on a 503, say).
+    """
+    fallback = "api_error" if status >= 500 else "invalid_request_error"
     kind = error.get("type")
-    if kind not in {*_ANTHROPIC_KINDS.values(), "api_error"}:
-        fallback = "api_error" if status >= 500 else "invalid_request_error"
+    specific = {*_ANTHROPIC_KINDS.values(), "api_error"} - {"invalid_request_error"}
+    if kind not in specific:
         kind = _ANTHROPIC_KINDS.get(status, fallback)
     return {"type": "error", "error": {"type": kind, "message": str(error.get("message", ""))}}
 
