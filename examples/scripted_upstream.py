@@ -1,7 +1,17 @@
-"""A scripted OpenAI-compatible Chat Completions server for tests, the offline demo and benchmarks.
+"""A scripted LLM provider for tests, the offline demo and benchmarks.
 
-It speaks OpenAI's wire format (``chat.completion`` objects, ``chat.completion.chunk`` server-sent
-events, OpenAI's error shape) and decides each reply in this order:
+It speaks three wire formats on one app, each with its own objects, server-sent events and error
+shape:
+
+* ``POST /v1/chat/completions``: OpenAI Chat Completions (``chat.completion`` objects,
+  ``chat.completion.chunk`` events ending in ``data: [DONE]``);
+* ``POST /v1/responses``: the OpenAI Responses API (a ``response`` object, or ``response.*``
+  events from ``response.created`` to ``response.completed``);
+* ``POST /v1/messages``: the Anthropic Messages API (a ``message``, or ``message_start`` …
+  ``message_stop`` events; ``max_tokens`` is required, as there).
+
+The last two are translated to a Chat Completions view of the request
+(:mod:`examples.scripted_dialects`), so every path shares one decision, made in this order:
 
 1. **Queue** (tests): replies appended with ``POST /_script`` ``{"replies": [REPLY, ...]}`` (or
    :meth:`ScriptedUpstream.script`) are answered first-in, first-out. A REPLY is one of::
@@ -12,20 +22,27 @@ events, OpenAI's error shape) and decides each reply in this order:
        {"error": {"status": 500, "message": "...", "type"?: "...", "code"?: "..."}}
 
    plus optional knobs: ``delay_s`` (wait before answering), ``chunk_delay_s`` (wait between
-   streamed chunks) and ``disconnect`` (drop the connection after a few streamed chunks).
+   streamed chunks) and ``disconnect`` (drop the connection after :data:`DISCONNECT_AFTER`
+   streamed events). A reply is written in the dialect of the path that asks: an ``error`` in
+   that provider's error shape, a tool call as a ``function_call`` item or a ``tool_use`` block.
 2. **Fixed tool** (benchmarks, zero added latency): header ``X-Mock-Tool: NAME`` (arguments from
    ``X-Mock-Args``, JSON, passed on as sent) or ``create_app(fixed_tool=...)`` / ``--tool NAME``
-   asks for a call to NAME when the request offers tools and does not end with a tool result.
+   asks for a call to NAME when the request offers tools and does not end with a tool result
+   (a ``function_call_output`` item, a ``tool_result`` block).
 3. **Rules** (demo, ``--rules``): :func:`rule_reply` picks a tool the way a plausible support
    model would, from the tools the request offers.
 4. Otherwise the fixed text :data:`FIXED_TEXT`.
 
-``GET /_requests`` lists every completion request body received; ``POST /_reset`` clears the
-queue and that list and answers ``{"ok": true, "dropped": N}``, N being the queued replies no
-request used. Tests sharing one upstream start each test with a reset (or
-:meth:`ScriptedUpstream.isolated`, which also fails the test that leaves a reply unused), so a
-reply one test queued can never answer a later test. Run it with ``python -m
-examples.scripted_upstream --port 8091 [--rules] [--api-key KEY]``.
+``GET /_requests`` lists every model request body received, as sent, on any of the three paths
+(:attr:`ScriptedUpstream.paths` says which path each came to); ``POST /_reset`` clears the queue
+and those lists and answers ``{"ok": true, "dropped": N}``, N being the queued replies no request
+used. With an API key set, ``/v1`` wants ``Authorization: Bearer KEY`` (``/v1/messages`` takes
+Anthropic's ``x-api-key: KEY`` too) and refuses others with a 401 in the path's error shape.
+
+Tests sharing one upstream start each test with a reset (or :meth:`ScriptedUpstream.isolated`,
+which also fails the test that leaves a reply unused), so a reply one test queued can never
+answer a later test. Run it with ``python -m examples.scripted_upstream --port 8091 [--rules]
+[--api-key KEY]``; the OpenAI base URL is ``http://HOST:PORT/v1``, Anthropic's ``http://HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -45,7 +62,20 @@ from typing import Any
 
 from aiohttp import web
 
+from examples.scripted_dialects import (
+    ANTHROPIC,
+    ARGUMENT_FRAGMENT,
+    RESPONSES,
+    BadRequest,
+    Dialect,
+    Turn,
+    anthropic_error,
+    fragments,
+    words,
+)
+
 __all__ = [
+    "ARGUMENT_FRAGMENT",
     "FIXED_TEXT",
     "Plan",
     "ScriptState",
@@ -60,9 +90,7 @@ __all__ = [
 FIXED_TEXT = "This is a scripted reply."
 MODEL = "scripted"
 DISCONNECT_AFTER = 3
-"""Chunks written before a ``disconnect`` reply drops the connection."""
-ARGUMENT_FRAGMENT = 12
-"""Characters per streamed ``arguments`` fragment: small enough that every call is split."""
+"""Chunks (or events) written before a ``disconnect`` reply drops the connection."""
 
 
 @dataclass
@@ -102,6 +130,8 @@ class ScriptState:
     queue: deque[Plan] = field(default_factory=deque)
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    """The path each of ``requests`` came to (``/v1/chat/completions``, ``/v1/responses``...)."""
 
     def clear(self) -> int:
         """Forget queued replies and received requests; how many queued replies were unused."""
@@ -109,6 +139,7 @@ class ScriptState:
         self.queue.clear()
         self.requests.clear()
         self.headers.clear()
+        self.paths.clear()
         return dropped
 
 
@@ -230,14 +261,13 @@ def stream_chunks(
     first_content = "" if plan.content is not None or not plan.tool_calls else None
     yield chunk({"role": "assistant", "content": first_content, "refusal": None})
     # Text arrives the way tokens do: one word, with its leading whitespace, per chunk.
-    for piece in re.findall(r"\s*\S+|\s+$", plan.content or ""):
+    for piece in words(plan.content or ""):
         yield chunk({"content": piece})
     for index, call in enumerate(plan.tool_calls):
         function = {"name": call.name, "arguments": ""}
         head = {"index": index, "id": call.id, "type": "function", "function": function}
         yield chunk({"tool_calls": [head]})
-        for start in range(0, len(call.arguments), ARGUMENT_FRAGMENT):
-            fragment = call.arguments[start : start + ARGUMENT_FRAGMENT]
+        for fragment in fragments(call.arguments):
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
     yield chunk({}, plan.finish_reason)
     if include_usage:
@@ -372,16 +402,62 @@ def _choose(state: ScriptState, request: web.Request, body: Mapping[str, Any]) -
     return Plan(content=FIXED_TEXT)
 
 
+def _key_matches(request: web.Request, expected: str) -> bool:
+    """Whether the request carries ``expected``: as a bearer key, or Anthropic's ``x-api-key``."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(key.strip(), expected):
+        return True
+    anthropic_key = request.headers.get("x-api-key")
+    return (
+        request.path.startswith("/v1/messages")
+        and anthropic_key is not None
+        and hmac.compare_digest(anthropic_key.strip(), expected)
+    )
+
+
 @web.middleware
 async def _require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer 401 in OpenAI's shape on ``/v1`` without the right bearer key."""
+    """Answer 401 on ``/v1`` without the right key, in the shape of the path's provider."""
     expected = request.app[STATE].api_key
-    if expected is not None and request.path.startswith("/v1/"):
-        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip(), expected):
-            message = "Incorrect API key provided."
-            return _openai_error(401, message, "invalid_request_error", "invalid_api_key")
+    guarded = expected is not None and request.path.startswith("/v1/")
+    if guarded and not _key_matches(request, expected or ""):
+        if request.path.startswith("/v1/messages"):
+            error = {"type": "authentication_error", "message": "invalid x-api-key"}
+            return web.json_response(anthropic_error(401, error), status=401)
+        message = "Incorrect API key provided."
+        return _openai_error(401, message, "invalid_request_error", "invalid_api_key")
     return await handler(request)
+
+
+def _record(request: web.Request, body: dict[str, Any]) -> None:
+    state = request.app[STATE]
+    state.requests.append(body)
+    state.headers.append(dict(request.headers))
+    state.paths.append(request.path)
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+async def _stream(
+    request: web.Request, plan: Plan, frames: Iterable[bytes], trailer: bytes = b""
+) -> web.StreamResponse:
+    """Write server-sent event ``frames`` with the plan's pacing, dropping it if asked to."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    response.headers["Cache-Control"] = "no-cache"
+    await response.prepare(request)
+    for n, frame in enumerate(frames):
+        if plan.disconnect and n == DISCONNECT_AFTER and request.transport is not None:
+            request.transport.close()  # mid-stream failure: no final event, no [DONE]
+            return response
+        if n and plan.chunk_delay_s:
+            await asyncio.sleep(plan.chunk_delay_s)
+        await response.write(frame)
+    if trailer:
+        await response.write(trailer)
+    await response.write_eof()
+    return response
 
 
 async def _completions(request: web.Request) -> web.StreamResponse:
@@ -392,8 +468,7 @@ async def _completions(request: web.Request) -> web.StreamResponse:
         return _openai_error(400, "The request body is not valid JSON.", "invalid_request_error")
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
         return _openai_error(400, "'messages' is a required property.", "invalid_request_error")
-    state.requests.append(body)
-    state.headers.append(dict(request.headers))
+    _record(request, body)
     plan = _choose(state, request, body)
     if plan.delay_s:
         await asyncio.sleep(plan.delay_s)
@@ -402,19 +477,42 @@ async def _completions(request: web.Request) -> web.StreamResponse:
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if not body.get("stream"):
         return web.json_response(completion_body(plan, body, cid, created))
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    response.headers["Cache-Control"] = "no-cache"
-    await response.prepare(request)
-    for n, item in enumerate(stream_chunks(plan, body, cid, created)):
-        if plan.disconnect and n == DISCONNECT_AFTER and request.transport is not None:
-            request.transport.close()  # mid-stream failure: no final chunk, no [DONE]
-            return response
-        if n and plan.chunk_delay_s:
-            await asyncio.sleep(plan.chunk_delay_s)
-        await response.write(b"data: " + json.dumps(item, separators=(",", ":")).encode() + b"\n\n")
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
-    return response
+    frames = (b"data: " + _dumps(c) + b"\n\n" for c in stream_chunks(plan, body, cid, created))
+    return await _stream(request, plan, frames, b"data: [DONE]\n\n")
+
+
+def _dialect_handler(dialect: Dialect) -> Handler:
+    """A handler answering ``dialect``'s requests with the shared decision (:func:`_choose`)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        try:
+            body = json.loads(await request.read())
+            if not isinstance(body, dict):
+                raise BadRequest("The request body must be a JSON object.")
+            chat = dialect.to_chat(body)
+        except ValueError as e:
+            param = e.param if isinstance(e, BadRequest) else None
+            text = str(e) if isinstance(e, BadRequest) else "The request body is not valid JSON."
+            error = {"message": text, "type": "invalid_request_error", "param": param}
+            return web.json_response(dialect.error(400, error), status=400)
+        _record(request, body)
+        plan = _choose(state, request, chat)
+        if plan.delay_s:
+            await asyncio.sleep(plan.delay_s)
+        if plan.error is not None:
+            return web.json_response(dialect.error(plan.status, plan.error), status=plan.status)
+        model = str(body.get("model") or MODEL)
+        turn = Turn(body, chat, _usage(chat, plan), model, int(time.time()))
+        if not body.get("stream"):
+            return web.json_response(dialect.reply(plan, turn))
+        frames = (
+            b"event: " + event["type"].encode() + b"\ndata: " + _dumps(event) + b"\n\n"
+            for event in dialect.events(plan, turn)
+        )
+        return await _stream(request, plan, frames)
+
+    return handle
 
 
 async def _models(request: web.Request) -> web.Response:
@@ -453,7 +551,8 @@ def create_app(
 
     Args:
         rules: answer unscripted requests with the demo rules instead of :data:`FIXED_TEXT`.
-        api_key: when set, ``/v1/*`` requires ``Authorization: Bearer <api_key>``.
+        api_key: when set, ``/v1/*`` requires ``Authorization: Bearer <api_key>``
+            (``/v1/messages`` also takes ``x-api-key: <api_key>``).
         fixed_tool: call this tool on every unscripted request that does not end with a tool
             result (the ``X-Mock-Tool`` header does the same per request).
         fixed_args: arguments for ``fixed_tool``.
@@ -461,6 +560,8 @@ def create_app(
     app = web.Application(middlewares=[_require_key])
     app[STATE] = ScriptState(rules, api_key, fixed_tool, dict(fixed_args or {}))
     app.router.add_post("/v1/chat/completions", _completions)
+    app.router.add_post("/v1/responses", _dialect_handler(RESPONSES))
+    app.router.add_post("/v1/messages", _dialect_handler(ANTHROPIC))
     app.router.add_get("/v1/models", _models)
     app.router.add_post("/_script", _script)
     app.router.add_get("/_requests", _requests)
@@ -473,7 +574,7 @@ class ScriptedUpstream:
     """A running scripted upstream, as yielded by :func:`running_upstream`."""
 
     base_url: str
-    """The OpenAI base URL, ending in ``/v1``."""
+    """The OpenAI base URL, ending in ``/v1`` (Anthropic's SDK wants it without ``/v1``)."""
     state: ScriptState
 
     def script(self, replies: Iterable[Mapping[str, Any]]) -> None:
@@ -482,8 +583,13 @@ class ScriptedUpstream:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """Every completion request body received, oldest first."""
+        """Every model request body received, as sent (in its dialect), oldest first."""
         return self.state.requests
+
+    @property
+    def paths(self) -> list[str]:
+        """The path each of :attr:`requests` came to, in the same order."""
+        return self.state.paths
 
     @property
     def headers(self) -> list[dict[str, str]]:
