@@ -134,9 +134,8 @@ def _lifespan(
         secret_store = SecretStore(runtime.engine, store_key(token.derive_key))
         admin = Admin(config, workspace, DefinitionStore(runtime.engine), runtime, secret_store)
         await admin.refresh(force=True)
-        app.state.services = Services(
-            runtime, workspace, proxy, upstream, admin, token, ResponseStore(runtime.engine)
-        )
+        responses = ResponseStore(runtime.engine)
+        app.state.services = Services(runtime, workspace, proxy, upstream, admin, token, responses)
         poller = asyncio.create_task(_refresh_forever(admin))
         try:
             yield
@@ -144,6 +143,7 @@ def _lifespan(
             await mcp.close()
             poller.cancel()
             await upstream.close()
+            await responses.close()
             await runtime.close()
 
     return lifespan
