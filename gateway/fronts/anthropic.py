@@ -268,7 +268,8 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 async def _events(
     turn: Turn, message_id: str, first: str | None, deltas: AsyncIterator[str]
 ) -> AsyncIterator[bytes]:
-    yield _sse("message_start", {"message": _message(turn, message_id, [], None)})
+    # The opening events leave with the first text: one write, not three.
+    opening = _sse("message_start", {"message": _message(turn, message_id, [], None)})
     index = 0
     try:
         text_open = False
@@ -276,9 +277,12 @@ async def _events(
             if not text_open:
                 text_open = True
                 block = {"type": "text", "text": ""}
-                yield _sse("content_block_start", {"index": index, "content_block": block})
+                opening += _sse("content_block_start", {"index": index, "content_block": block})
             text = {"type": "text_delta", "text": delta}
-            yield _sse("content_block_delta", {"index": index, "delta": text})
+            yield opening + _sse("content_block_delta", {"index": index, "delta": text})
+            opening = b""
+        if opening:
+            yield opening
         if text_open:
             yield _sse("content_block_stop", {"index": index})
             index += 1
@@ -300,7 +304,7 @@ async def _events(
         )
         yield _sse("message_stop", {})
     except (UpstreamError, RequestError) as e:
-        yield _sse("error", error_body(e.status, str(e)))
+        yield opening + _sse("error", error_body(e.status, str(e)))
 
 
 async def _chain(first: str | None, rest: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -353,13 +353,18 @@ async def _events(
     answer: _Answer, first: str | None, deltas: AsyncIterator[str], store: Callable[[], Any]
 ) -> AsyncIterator[bytes]:
     seq = iter(range(1 << 62))
-    yield _sse("response.created", seq, response=answer.response("in_progress", []))
-    yield _sse("response.in_progress", seq, response=answer.response("in_progress", []))
+    opening = _sse("response.created", seq, response=answer.response("in_progress", []))
+    opening += _sse("response.in_progress", seq, response=answer.response("in_progress", []))
     output: list[dict[str, Any]] = []
     try:
         if first is not None:
             async for chunk in _text_events(seq, first, deltas, output):
-                yield chunk
+                # The opening events leave with the first text: one write, not five.
+                yield opening + chunk
+                opening = b""
+        if opening:
+            yield opening
+            opening = b""
         for call in client_calls(answer.turn):
             for chunk in _call_events(seq, _call_item(call), output):
                 yield chunk
@@ -369,7 +374,7 @@ async def _events(
     except (UpstreamError, RequestError) as e:
         code = e.code if isinstance(e, RequestError) else "upstream_error"
         error = {"type": "server_error", "code": code, "message": str(e), "param": None}
-        yield _sse("error", seq, code=code, message=str(e), param=None, error=error)
+        yield opening + _sse("error", seq, code=code, message=str(e), param=None, error=error)
 
 
 async def _text_events(
@@ -377,12 +382,12 @@ async def _text_events(
 ) -> AsyncIterator[bytes]:
     item = _message_item("", status="in_progress")
     index = len(output)
-    yield _sse("response.output_item.added", seq, output_index=index, item=item)
+    head = _sse("response.output_item.added", seq, output_index=index, item=item)
     place = {"item_id": item["id"], "output_index": index, "content_index": 0}
     part: dict[str, Any] = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-    yield _sse("response.content_part.added", seq, **place, part=part)
+    head += _sse("response.content_part.added", seq, **place, part=part)
     text = [first]
-    yield _sse("response.output_text.delta", seq, **place, delta=first, logprobs=[])
+    yield head + _sse("response.output_text.delta", seq, **place, delta=first, logprobs=[])
     async for delta in deltas:
         text.append(delta)
         yield _sse("response.output_text.delta", seq, **place, delta=delta, logprobs=[])
