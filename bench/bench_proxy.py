@@ -102,6 +102,10 @@ egress: {allow: ["127.0.0.1"]}
 secrets: {ORDERS_KEY: ORDERS_VALUE}
 agents:
   - {id: AGENT, system_prompt: "You help customers with their orders.", actions: [TOOL]}
+  - {id: AGENT-responses, system_prompt: "You help customers with their orders.",
+     actions: [TOOL], upstream: {api: responses}}
+  - {id: AGENT-anthropic, system_prompt: "You help customers with their orders.",
+     actions: [TOOL], upstream: {api: anthropic}}
 actions:
   - name: Look up order
     description: Look up the status and delivery date of one order.
