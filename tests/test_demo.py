@@ -51,7 +51,9 @@ def test_demo_check_passes_on_ports_of_its_own(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert len(lines) == 5 and all(line.startswith("ok ") for line in lines), proc.stdout
+    assert len(lines) == 6 and all(line.startswith("ok ") for line in lines), proc.stdout
+    assert lines[-1].startswith("ok   MCP call, email asked by elicitation: asked 1 question(s)")
+    assert '"status":"shipped"' in lines[-1]  # the MCP call ran and returned the order
     assert proc.stderr == ""
     assert (tmp_path / "actiongate-demo.db").exists()
 

@@ -4,7 +4,8 @@ Starts the sample customer API (port 8092, ``--api-port``), a scripted OpenAI-co
 that picks tools like a support model would (port 8091, ``--upstream-port``), and the gateway on
 ``examples/demo.yaml`` pointed at those two (port 8080, ``--port``), then prints what to try.
 ``--check`` runs a short tour with the official ``openai`` SDK (the ``demo`` extra) against the
-running gateway and exits 0 only if every step behaved. A port that is taken (a second demo) is
+running gateway — and, with the ``mcp`` extra, one MCP call whose missing email is asked by
+elicitation — and exits 0 only if every step behaved. A port that is taken (a second demo) is
 one line naming it and the option that moves it, before anything has started.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import socket
@@ -76,8 +78,15 @@ or with curl:
 
 Other messages the scripted model understands: "I want to return something" (a form),
 "Refund order A-10024, it arrived damaged" (a confirmation), "Can I get a demo?" (a button).
+The same agent speaks the Responses API (client.responses.create) and Anthropic's Messages API
+(anthropic.Anthropic(base_url="http://127.0.0.1:{port}")).
+
+MCP (streamable HTTP): http://127.0.0.1:{port}/mcp/support — call look_up_order with
+order_number A-10023; a client with elicitation is asked for the email (jane@example.com).
 Execution logs: actiongate logs --db sqlite:///actiongate-demo.db
 """
+
+MCP_EMAIL = "jane@example.com"
 
 
 def demo_config(ports: DemoPorts) -> Config:
@@ -145,7 +154,35 @@ async def _tour(port: int, say: Callable[[str], None]) -> bool:
         outcomes = [e["outcome"] for e in ext.get("executions", [])]
         check("refund confirmed", outcomes == ["success"], reply.choices[0].message.content or "")
     await client.close()
+    if importlib.util.find_spec("mcp") is None:
+        say("skip MCP call: the mcp extra is not installed (pip install 'actiongate[mcp]')")
+        return ok
+    passed, detail = await _mcp_call(port)
+    check("MCP call, email asked by elicitation", passed, detail)
     return ok
+
+
+async def _mcp_call(port: int) -> tuple[bool, str]:
+    """``look_up_order`` over MCP like a client whose user answers the email question."""
+    from mcp import Client
+    from mcp.client.session import ClientRequestContext
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp_types import ElicitRequestParams, ElicitResult, ErrorData
+
+    asked: list[str] = []
+
+    async def user(
+        context: ClientRequestContext, params: ElicitRequestParams
+    ) -> ElicitResult | ErrorData:
+        asked.append(str(params.message))
+        return ElicitResult(action="accept", content={"email": MCP_EMAIL})
+
+    url = f"http://127.0.0.1:{port}/mcp/support"
+    async with Client(streamable_http_client(url), elicitation_callback=user) as client:
+        result = await client.call_tool("look_up_order", {"order_number": "A-10023"})
+    text = " ".join(getattr(part, "text", "") for part in result.content)
+    passed = not result.is_error and bool(asked) and "shipped" in text
+    return passed, f"asked {len(asked)} question(s); " + " ".join(text.split())[:160]
 
 
 async def _start_samples(
