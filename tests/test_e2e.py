@@ -832,6 +832,47 @@ def test_anthropic_sdk_messages_create_runs_an_action(e2e: E2E) -> None:
             extra_body={"conversation": conversation},
         ) as stream:
             streamed = stream.get_final_message()
+        # A client tool: tool_use out, tool_result back in, in the same conversation.
+        weather = {
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+        e2e.script(
+            [
+                {"tool_calls": [call("get_weather", {"city": "Oslo"}, id="toolu_w")]},
+                {"content": "Sunny in Oslo."},
+            ]
+        )
+        ask = [{"role": "user", "content": "Weather in Oslo?"}]
+        asked = client.messages.create(
+            model="support",
+            max_tokens=200,
+            messages=ask,  # type: ignore[arg-type]
+            tools=[weather],  # type: ignore[list-item]
+            extra_body={"conversation": conversation},
+        )
+        [use] = [b for b in asked.content if b.type == "tool_use"]
+        result = {"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}
+        told = client.messages.create(
+            model="support",
+            max_tokens=200,
+            messages=[
+                *ask,
+                {"role": "assistant", "content": [b.model_dump() for b in asked.content]},
+                {"role": "user", "content": [result]},
+            ],  # type: ignore[list-item]
+            tools=[weather],  # type: ignore[list-item]
+            extra_body={"conversation": conversation},
+        )
+    assert asked.stop_reason == "tool_use" and use.name == "get_weather"
+    assert use.input == {"city": "Oslo"}
+    assert told.content[0].type == "text" and told.content[0].text == "Sunny in Oslo."
+    assert e2e.tool_messages()[-1] == {
+        "role": "tool",
+        "tool_call_id": "toolu_w",
+        "content": "sunny",
+    }
     assert (
         message.content[0].type == "text" and message.content[0].text == "You are on the Pro plan."
     )
