@@ -1,8 +1,9 @@
 """Optional parts of actiongate and the one-line error when one is not installed.
 
-The base install runs the gateway on SQLite. PostgreSQL (``asyncpg``), the MCP server (``mcp``)
-and VADER sentiment (``vaderSentiment``) are extras: ``pip install 'actiongate[postgres]'``,
-``[mcp]``, ``[sentiment]``, or ``[all]``. The README's set-up commands install all of them.
+The base install runs the gateway on SQLite. PostgreSQL (``asyncpg``), the MCP server
+(``mcp``), VADER sentiment (``vaderSentiment``) and the OTLP trace exporter are extras:
+``pip install 'actiongate[postgres]'``, ``[mcp]``, ``[sentiment]``, ``[otlp]``, or ``[all]``.
+The README's set-up commands install all of them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from gateway.errors import ConfigError
 
 __all__ = ["Extra", "MissingExtra", "require_extra"]
 
-Extra = Literal["postgres", "mcp", "sentiment", "demo"]
+Extra = Literal["postgres", "mcp", "sentiment", "demo", "otlp"]
 
 
 class MissingExtra(ConfigError):
