@@ -7,6 +7,7 @@ and a temporary database; :func:`app_from_config` builds everything from a confi
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -22,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.admin.api import build_router
+from gateway.admin.backoff import backoff_of, client_address
 from gateway.admin.dashboard import build_dashboard, mount_static
 from gateway.admin.service import Admin
 from gateway.definitions.config import Config
@@ -47,6 +49,8 @@ from gateway.stores.conversations import ConversationStore
 from gateway.stores.definitions import DefinitionStore
 from gateway.stores.responses import ResponseStore
 from gateway.stores.secrets import AdminToken, SecretStore, ensure_admin_token, store_key
+from gateway.telemetry import metrics
+from gateway.telemetry.middleware import TelemetryMiddleware
 from gateway.version import __version__
 
 __all__ = ["MAX_REQUEST_BYTES", "Services", "create_app"]
@@ -54,6 +58,12 @@ __all__ = ["MAX_REQUEST_BYTES", "Services", "create_app"]
 log = logging.getLogger("actiongate")
 
 
+FRONT_PATHS = {
+    "/v1/chat/completions": "chat",
+    fronts_responses.PATH: "responses",
+    fronts_anthropic.PATH: "messages",
+}
+"""The client fronts by path, as the ``front`` label names them."""
 REFRESH_INTERVAL_S = 2.0
 """How often a replica checks the database for definitions another replica changed."""
 
@@ -256,6 +266,34 @@ async def retrieve_model(request: Request) -> Response:
     return _json(_model_object(agent_id))
 
 
+async def metrics_endpoint(request: Request) -> Response:
+    """``GET /metrics``: the Prometheus exposition, for the admin token or ``metrics_token``.
+
+    A wrong token backs off per address like the admin API's (429 with ``Retry-After``).
+    """
+    svc = services_of(request)
+    backoff, address = backoff_of(request.app), client_address(request)
+    backoff.check(address)
+    presented = bearer_token(request.headers.get("authorization"))
+    scraper: str | None = request.app.state.metrics_token
+    allowed = svc.token.accepts(presented) or (
+        scraper is not None
+        and presented is not None
+        and hmac.compare_digest(presented.encode(), scraper.encode())
+    )
+    if not allowed:
+        if presented:
+            backoff.failed(address)
+        raise RequestError(
+            401,
+            "GET /metrics needs the admin token or the metrics_token as a bearer token",
+            "unauthorized",
+            kind="authentication_error",
+        )
+    backoff.succeeded(address)
+    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+
+
 async def health(request: Request) -> Response:
     """Liveness plus the log writer's counters."""
     svc = services_of(request)
@@ -306,9 +344,13 @@ def create_app(
     app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=None)
     app.router.add_route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"])
     app.add_api_route("/healthz", health, methods=["GET"], response_model=None)
+    app.state.metrics_token = config.metrics_token
+    app.router.add_route("/metrics", metrics_endpoint, methods=["GET"])
     app.include_router(build_router())
     app.include_router(build_dashboard(services_of))
     mount_static(app)
     policy = browser_policy(config, bind_host, lambda: app.state.services)
     app.add_middleware(BrowserGuard, policy=lambda: policy)
+    # Outermost: refusals by the guard get a request id too.
+    app.add_middleware(TelemetryMiddleware, fronts=FRONT_PATHS)
     return app

@@ -164,8 +164,14 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     if config.unset_env:
         names = ", ".join(f"${{{n}}}" for n in config.unset_env)
         raise ConfigError(f"not starting: environment variables not set: {names}")
+    from gateway.telemetry import logs, tracing
+
+    logs.configure(ns.log_format, ns.log_level)
+    tracing.configure()  # OTEL_TRACES_EXPORTER and friends; off when unset
     # Bound before the app starts: its lifespan stores a first admin token, shown only once.
     with contextlib.closing(listen(ns.host, ns.port)) as sock:
+        if ns.metrics_port is not None:
+            _serve_metrics(ns.host, ns.metrics_port)
         check_database(ns.db or config.database)
         app = create_app(config, database=ns.db, bind_host=ns.host)
         if not config.allowed_hosts and not is_loopback_bind(ns.host):
@@ -180,7 +186,22 @@ def cmd_serve(ns: argparse.Namespace) -> int:
             served = Recorder(ns.record).wrap(app)
         url = url_of(sock)
         line = f"actiongate: listening on {url} (OpenAI base URL {url}/v1, dashboard {url}/)"
-        return run_server(served, sock, log_level=ns.log_level, ready_line=line)
+        return run_server(
+            served, sock, log_level=ns.log_level, ready_line=line, log_format=ns.log_format
+        )
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """``--metrics-port``: ``/metrics`` without a token on a port of its own (a thread)."""
+    from prometheus_client import start_http_server
+
+    from gateway.cli.serving import listen_error
+    from gateway.telemetry import metrics
+
+    try:
+        start_http_server(port, addr=host, registry=metrics.registry())
+    except OSError as e:
+        raise listen_error(host, port, e, what="metrics", flag="--metrics-port") from None
 
 
 def cmd_mcp(ns: argparse.Namespace) -> int:
@@ -216,6 +237,25 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
     ports = DemoPorts(gateway=ns.port, upstream=ns.upstream_port, api=ns.api_port)
     return run_demo(ports=ports, check=ns.check)
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--db", metavar="URL", help="database URL (default: the config's)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object per line"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="also serve /metrics without a token on this port (keep it off the internet)",
+    )
+    p.add_argument("--record", metavar="DIR", help="write one cassette per conversation into DIR")
+    p.set_defaults(handler=cmd_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,14 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep printing new records")
     p.set_defaults(handler=cmd_logs)
 
-    p = sub.add_parser("serve", help="run the proxy (and admin API) on one port")
-    p.add_argument("--config", required=True, metavar="FILE")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--db", metavar="URL", help="database URL (default: the config's)")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--record", metavar="DIR", help="write one cassette per conversation into DIR")
-    p.set_defaults(handler=cmd_serve)
+    _add_serve(sub.add_parser("serve", help="run the proxy (and admin API) on one port"))
 
     p = sub.add_parser("mcp", help="serve an agent's http actions to an MCP client over stdio")
     p.add_argument("file", metavar="FILE")

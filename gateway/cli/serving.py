@@ -177,7 +177,9 @@ def _quiet_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_server(app: Any, sock: socket.socket, *, log_level: str, ready_line: str) -> int:
+def run_server(
+    app: Any, sock: socket.socket, *, log_level: str, ready_line: str, log_format: str = "text"
+) -> int:
     """Serve ``app`` on ``sock`` until SIGTERM/SIGINT; print ``ready_line`` once it listens.
 
     Returns:
@@ -191,8 +193,16 @@ def run_server(app: Any, sock: socket.socket, *, log_level: str, ready_line: str
         sys.stdout.write(ready_line + "\n")
         sys.stdout.flush()
 
+    from gateway.telemetry.logs import uvicorn_config
+
     config = uvicorn.Config(
-        app, log_level=log_level, access_log=False, timeout_graceful_shutdown=30
+        app,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        log_config=uvicorn_config("json")
+        if log_format == "json"
+        else uvicorn.config.LOGGING_CONFIG,
     )
     server = ReadyServer(config, ready)
     try:

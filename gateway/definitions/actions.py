@@ -173,6 +173,8 @@ class HttpRequest(_Strict):
     """Overall deadline for the whole execution, retries included."""
     retries: int | None = Field(default=None, ge=0, le=5)
     """Extra attempts on connection errors, 429 and 5xx (default 2 if idempotent, else 0)."""
+    propagate_trace: bool = False
+    """Send the W3C ``traceparent`` of the call's span to the API (when tracing is on)."""
 
     @model_validator(mode="after")
     def _default_retries(self) -> HttpRequest:

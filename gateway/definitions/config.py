@@ -193,6 +193,8 @@ class Config(_Model):
     allowed_hosts: list[HostStr] | None = Field(default=None, min_length=1)
     """Host header values served (``None``: the loopback names when bound to loopback;
     ``["*"]``: every host)."""
+    metrics_token: str | None = Field(default=None, min_length=16)
+    """A bearer token for ``GET /metrics`` besides the admin token (a scraper's own)."""
     agents: list[AgentConfig] = Field(default_factory=list)
     actions: list[Action] = Field(default_factory=list)
     unset_env: list[str] = Field(default_factory=list, exclude=True)

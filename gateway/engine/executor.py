@@ -25,6 +25,7 @@ The steps, in order (each failure is a *result*: a record and a message the mode
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -42,8 +43,12 @@ from gateway.errors import EgressBlocked, ExecutionRefused
 from gateway.net.outbound import ConnectFailed, Outbound, OutboundResponse, UndecodableBody
 from gateway.redaction import Redactor
 from gateway.stores.logs import ExecutionRecord, LogStore, Outcome, new_record
+from gateway.telemetry import metrics, tracing
 
 __all__ = ["STORED_BODY_CAP", "Execution", "Executor"]
+
+actions_log = logging.getLogger("actiongate.actions")
+"""One ``info`` line per logged action call (``serve --log-level info``)."""
 
 STORED_BODY_CAP = 64 * 1024
 """Longest request/response body kept in a log record (characters)."""
@@ -173,6 +178,32 @@ class Executor:
         started: float | None = None,
     ) -> Execution:
         """Render, send, trim and log one request (a form's submit and a button's click too)."""
+        with tracing.action_span(tool, tool_call_id) as span:
+            execution = await self._execute_request(
+                request,
+                tool=tool,
+                conversation=conversation,
+                values=values,
+                required_args=required_args,
+                tool_call_id=tool_call_id,
+                dry_run=dry_run,
+                started=started,
+            )
+            tracing.action_done(span, execution.record.outcome, execution.record.response)
+        return execution
+
+    async def _execute_request(
+        self,
+        request: HttpRequest,
+        *,
+        tool: str,
+        conversation: Conversation,
+        values: Mapping[str, Any],
+        required_args: Iterable[str] = (),
+        tool_call_id: str | None = None,
+        dry_run: bool = False,
+        started: float | None = None,
+    ) -> Execution:
         run = _Run(
             tool,
             conversation,
@@ -205,6 +236,8 @@ class Executor:
         run.redactor.add_named_credentials(
             rendered.headers, rendered.url, rendered.body_text, _content_type(rendered.headers)
         )
+        if request.propagate_trace:
+            tracing.inject(rendered.headers)  # the current span is this call's
         if rendered.method != "GET" and not any(
             k.lower() == "idempotency-key" for k in rendered.headers
         ):
@@ -384,4 +417,18 @@ class Executor:
         )
         if submit and self.logstore is not None:
             self.logstore.submit(record)
+            metrics.action_call(run.tool, record.agent_id, outcome, record.duration_ms / 1000)
+            if actions_log.isEnabledFor(logging.INFO):
+                actions_log.info(
+                    "%s %s",
+                    run.tool,
+                    outcome,
+                    extra={
+                        "action": run.tool,
+                        "outcome": outcome,
+                        "ms": record.duration_ms,
+                        "agent": record.agent_id,
+                        "conversation_id": record.conversation_id,
+                    },
+                )
         return Execution(record, content)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.definitions.config import LimitsConfig
+from gateway.telemetry import metrics
 
 __all__ = ["Limits", "LimitsConfig", "Permit", "SlidingWindow"]
 
@@ -105,10 +106,14 @@ class Limits:
             breaker.trial_running = False
         if not failed:
             breaker.failures = 0
+            if breaker.opened_at is not None:
+                metrics.circuit(permit.tool, False)
             breaker.opened_at = None
             return
         breaker.failures += 1
         if permit.trial or breaker.failures >= self.config.failures:
+            if breaker.opened_at is None:
+                metrics.circuit(permit.tool, True)
             breaker.opened_at = self._clock()
 
     def snapshot(self) -> dict[str, dict[str, object]]:

@@ -22,6 +22,7 @@ from gateway.definitions.config import AgentConfig, Config, UpstreamConfig
 from gateway.definitions.tools import to_tool_definitions
 from gateway.net.upstream import UpstreamTarget
 from gateway.stores.secrets import client_key_matches
+from gateway.telemetry import metrics
 
 __all__ = ["AgentView", "Workspace", "agent_accepts", "key_accepted"]
 
@@ -113,6 +114,7 @@ class Workspace:
         self._views = {}
         self._origins = None
         self.version += 1
+        metrics.set_known(self._agents, self._actions)  # the only values those labels take
 
     @property
     def actions(self) -> dict[str, Action]:

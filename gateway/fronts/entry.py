@@ -15,6 +15,7 @@ from gateway.net.browser import cross_origin_of
 from gateway.net.inbound import conversation_header
 from gateway.proxy.loop import BrowserClient, Proxy
 from gateway.proxy.turns import Turn
+from gateway.telemetry.middleware import observed_of
 
 __all__ = [
     "Backend",
@@ -61,7 +62,13 @@ async def open_turn(
     browser = None
     if cross is not None:
         browser = BrowserClient(cross, request.client.host if request.client else "")
-    return await backend.proxy.prepare(body, headers, key, browser)
+    observed = observed_of(request.scope)
+    if observed is not None and isinstance(body, dict):
+        observed.agent = str(body.get("model"))  # a label only if it names an agent
+    turn = await backend.proxy.prepare(body, headers, key, browser)
+    if observed is not None:
+        observed.conversation_id, observed.turn = turn.conversation.id, turn
+    return turn
 
 
 def client_calls(turn: Turn) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from gateway.proxy.interactive import button_spec, confirm_spec, form_spec
 from gateway.proxy.textmode import run_in_text
 from gateway.proxy.turns import Turn, answer_pending, prepare_turn
 from gateway.stores.conversations import ConversationStore
+from gateway.telemetry import metrics, tracing
 
 __all__ = ["MAX_CALLS_PER_ROUND", "BrowserClient", "Proxy"]
 
@@ -190,19 +192,30 @@ class Proxy:
         max_rounds = turn.agent.config.max_rounds
         for round_no in range(max_rounds + 1):
             payload = turn.payload(target.model, last_round=round_no == max_rounds)
-            if turn.stream:
-                assembler = ChunkAssembler()
-                async for chunk in self.upstream.stream(target, payload):
-                    text = assembler.add(chunk)
-                    if text:
-                        yield turn.chunk({"content": text})
-                message, usage = assembler.message(), assembler.usage
-                turn.response_id = turn.response_id or (assembler.id or "")
-            else:
-                response = await self.upstream.complete(target, payload)
-                message = completion_message(response)
-                usage = response.get("usage")
-                turn.response_id = turn.response_id or str(response.get("id") or "")
+            call = _UpstreamCall(turn, target.model, target.api)
+            try:
+                if turn.stream:
+                    assembler = ChunkAssembler()
+                    async for chunk in self.upstream.stream(target, payload):
+                        text = assembler.add(chunk)
+                        if text:
+                            yield turn.chunk({"content": text})
+                    message, usage = assembler.message(), assembler.usage
+                    turn.response_id = turn.response_id or (assembler.id or "")
+                else:
+                    response = await self.upstream.complete(target, payload)
+                    message = completion_message(response)
+                    usage = response.get("usage")
+                    turn.response_id = turn.response_id or str(response.get("id") or "")
+            except UpstreamError as e:
+                call.status = e.status
+                raise
+            except BaseException:
+                call.status = 499  # the client went away (or the gateway stops) mid-call
+                raise
+            finally:
+                call.done()
+            call.usage(usage)
             await self._injected(turn)
             turn.add_usage(usage)
             message.setdefault("role", "assistant")
@@ -287,7 +300,9 @@ class Proxy:
                     handed_to_client = True
                     continue
             jobs.append((call_id, name, _done(refusal)))
+        waiting = time.perf_counter()
         results = await self._results(turn, jobs)
+        turn.waited_s += time.perf_counter() - waiting
         tool_messages = []
         for (call_id, _, _), execution in zip(jobs, results, strict=True):
             turn.executions.append(execution)
@@ -412,3 +427,32 @@ def _loose_args(arguments: Any) -> dict[str, Any]:
             return {}
         return value if isinstance(value, dict) else {}
     return {}
+
+
+class _UpstreamCall:
+    """One round's call to the LLM API, as metrics and a ``chat {model}`` span see it."""
+
+    __slots__ = ("_span", "_started", "model", "status", "turn")
+
+    def __init__(self, turn: Turn, model: str, api: str) -> None:
+        self.turn, self.model, self.status = turn, model, 200
+        self._span = tracing.start_upstream(model, _PROVIDERS.get(api, "openai"))
+        self._started = time.perf_counter()
+
+    def done(self) -> None:
+        seconds = time.perf_counter() - self._started
+        self.turn.waited_s += seconds
+        metrics.upstream(self.turn.agent.config.id, self.model, self.status, seconds)
+        if self.status != 200:
+            tracing.end_upstream(self._span, self.status, None)
+
+    def usage(self, usage: Any) -> None:
+        prompt = completion = 0
+        if isinstance(usage, dict):
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+        metrics.tokens(self.turn.agent.config.id, self.model, prompt, completion)
+        tracing.end_upstream(self._span, self.status, (prompt, completion))
+
+
+_PROVIDERS = {"anthropic": "anthropic", "responses": "openai", "chat": "openai"}

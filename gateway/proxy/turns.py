@@ -82,6 +82,8 @@ class Turn:
     rounds: int = 0
     ui_text: bool = False
     """The client shows no widgets: forms, buttons and confirmations happen in conversation."""
+    waited_s: float = 0.0
+    """Time spent waiting for the upstream and for actions (the rest is the gateway's own)."""
 
     def payload(self, model: str, *, last_round: bool) -> dict[str, Any]:
         """The upstream request for the next round."""

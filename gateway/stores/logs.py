@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.redaction import Redactor
 from gateway.stores.db import UTCDateTime, executions, for_writes, upsert_statement
+from gateway.telemetry import metrics
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -272,7 +273,7 @@ class LogStore:
         in the database otherwise).
         """
         if self._closed:
-            self._dropped += 1
+            self._drop(1)
             logger.error("execution %s submitted after the log store closed: not stored", record.id)
             return
         self._seq += 1
@@ -283,7 +284,12 @@ class LogStore:
         else:
             self._pending[record.id] = _Entry(self._seq, record)
             self._enforce_bound()
+            metrics.log_buffer(len(self._pending) + len(self._batch))
         self._wakeup.set()
+
+    def _drop(self, count: int) -> None:
+        self._dropped += count
+        metrics.log_dropped(count)
 
     async def flush(self) -> None:
         """Wait until every record submitted before this call is stored (or counted dropped).
@@ -328,7 +334,7 @@ class LogStore:
                 logger.exception("the log writer failed")
         lost = len(self._pending) + len(self._batch)
         if lost:
-            self._dropped += lost
+            self._drop(lost)
             logger.error("log store closed with %d execution records unstored", lost)
             self._pending.clear()
             self._batch.clear()
@@ -349,7 +355,7 @@ class LogStore:
         # the records queued behind it.
         while len(self._pending) + len(self._batch) > self._max_buffer and self._pending:
             self._pending.popitem(last=False)
-            self._dropped += 1
+            self._drop(1)
             self._overflow_drops += 1
             if self._overflow_drops == 1 or self._overflow_drops % 1000 == 0:
                 logger.warning(
@@ -430,7 +436,7 @@ class LogStore:
             try:
                 entry.row = self._to_row(entry.record)
             except Exception:
-                self._dropped += 1
+                self._drop(1)
                 logger.exception("execution %s cannot be stored; dropped", entry.record.id)
                 continue
             self._batch.append(entry)
@@ -450,6 +456,7 @@ class LogStore:
             self._written += len(self._batch)
             self._batch.clear()
         self._overflow_drops = 0
+        metrics.log_buffer(len(self._pending) + len(self._batch))
         self._resolve_waiters()
 
     async def _write_single(self, entry: _Entry) -> None:
@@ -459,7 +466,7 @@ class LogStore:
             if not _is_data_error(exc):
                 raise
             self._write_errors += 1
-            self._dropped += 1
+            self._drop(1)
             logger.error(
                 "execution %s refused by the database (%s); dropped",
                 entry.record.id,
