@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -339,6 +339,7 @@ def start_gateway(
     config: dict[str, Any],
     environ: Mapping[str, str] | None = None,
     attempts: int = 3,
+    args: Sequence[str] = (),
 ) -> GatewayProcess:
     """Write ``config`` to ``directory/config.yaml`` and start ``actiongate serve`` on it.
 
@@ -359,7 +360,15 @@ def start_gateway(
         output = directory / f"serve-{attempt}.log"
         with output.open("wb") as sink:
             process = subprocess.Popen(
-                [str(ACTIONGATE), "serve", "--config", str(config_path), "--port", str(port)],
+                [
+                    str(ACTIONGATE),
+                    "serve",
+                    "--config",
+                    str(config_path),
+                    "--port",
+                    str(port),
+                    *args,
+                ],
                 cwd=directory,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
