@@ -27,6 +27,7 @@ from gateway.admin.backoff import backoff_of, client_address
 from gateway.admin.dashboard import build_dashboard, mount_static
 from gateway.admin.service import Admin
 from gateway.definitions.config import Config
+from gateway.engine.health_schedule import TICK_S, HealthScheduler
 from gateway.engine.runtime import Runtime, open_runtime
 from gateway.engine.workspace import Workspace
 from gateway.errors import RequestError, UpstreamError
@@ -79,6 +80,7 @@ class Services:
     admin: Admin
     token: AdminToken
     responses: ResponseStore
+    health: HealthScheduler | None = None
 
 
 async def _refresh_forever(admin: Admin) -> None:
@@ -130,7 +132,7 @@ def services_of(request: Request) -> Services:
 
 
 def _lifespan(
-    config: Config, database: str | None, mcp: LazyMcp
+    config: Config, database: str | None, mcp: LazyMcp, health_tick_s: float = TICK_S
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Open the database, clients and stores at start-up; close them at shutdown."""
 
@@ -144,8 +146,13 @@ def _lifespan(
         secret_store = SecretStore(runtime.engine, store_key(token.derive_key))
         admin = Admin(config, workspace, DefinitionStore(runtime.engine), runtime, secret_store)
         await admin.refresh(force=True)
+        health = HealthScheduler(workspace, runtime.executor, runtime.health, tick_s=health_tick_s)
+        health.disable = admin.disable_action
+        health.start()
         responses = ResponseStore(runtime.engine)
-        app.state.services = Services(runtime, workspace, proxy, upstream, admin, token, responses)
+        app.state.services = Services(
+            runtime, workspace, proxy, upstream, admin, token, responses, health
+        )
         poller = asyncio.create_task(_refresh_forever(admin))
         try:
             yield
@@ -154,6 +161,7 @@ def _lifespan(
             poller.cancel()
             await upstream.close()
             await responses.close()
+            await health.close()
             await runtime.close()
 
     return lifespan
@@ -320,7 +328,11 @@ def browser_policy(
 
 
 def create_app(
-    config: Config, *, database: str | None = None, bind_host: str | None = None
+    config: Config,
+    *,
+    database: str | None = None,
+    bind_host: str | None = None,
+    health_tick_s: float = TICK_S,
 ) -> FastAPI:
     """Build the application; its lifespan opens the database and clients and closes them.
 
@@ -329,10 +341,13 @@ def create_app(
         database: Overrides ``config.database``.
         bind_host: The address ``serve`` listens on: bound to loopback with no
             ``allowed_hosts``, only the loopback host names are answered.
+        health_tick_s: Seconds between looks for due health checks.
     """
     mcp = LazyMcp(lambda: app.state.services)
     app = FastAPI(
-        title="actiongate", version=__version__, lifespan=_lifespan(config, database, mcp)
+        title="actiongate",
+        version=__version__,
+        lifespan=_lifespan(config, database, mcp, health_tick_s),
     )
     app.mount("/mcp", mcp)
     _install_error_handlers(app)

@@ -62,6 +62,7 @@ FORM_POSTS = (
     "/actions/new",
     "/actions/look_up_order/edit",
     "/actions/look_up_order/test",
+    "/actions/look_up_order/health/run",
     "/actions/look_up_order/delete",
     "/secrets",
     "/secrets/CRM/delete",

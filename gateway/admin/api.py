@@ -184,6 +184,18 @@ async def test_action(tool_name: str, test: TestRequest, admin: AdminDep) -> dic
     return out
 
 
+@router.get("/actions/{tool_name}/health")
+async def action_health(tool_name: str, admin: AdminDep) -> dict[str, Any]:
+    """The action's newest health check result (or null) and its history, newest first."""
+    return await admin.action_health(tool_name)
+
+
+@router.post("/actions/{tool_name}/health/run")
+async def run_health_check(tool_name: str, admin: AdminDep) -> dict[str, Any]:
+    """Run the action's health check now; the result is stored like a scheduled one."""
+    return await admin.run_health_check(tool_name)
+
+
 @router.get("/agents")
 async def list_agents(
     admin: AdminDep, cursor: str | None = None, limit: Limit = 50

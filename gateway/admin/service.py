@@ -26,7 +26,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from adapters import export_tools
 from gateway.admin.testrun import TestResult, run_test_with
-from gateway.definitions.actions import Action
+from gateway.definitions.actions import Action, HttpAction
 from gateway.definitions.config import AgentConfig, Config, parse_action
 from gateway.definitions.templating import analyze
 from gateway.definitions.tools import to_tool_definitions
@@ -37,11 +37,13 @@ from gateway.definitions.validation import (
     validate_actions,
 )
 from gateway.engine.context import check_variables
+from gateway.engine.health import run_check
 from gateway.engine.runtime import Runtime
 from gateway.engine.workspace import Workspace
 from gateway.errors import ConfigError, DefinitionError, RequestError
 from gateway.redaction import is_credential_header, is_credential_param
 from gateway.stores.definitions import TOMBSTONE, DefinitionStore
+from gateway.stores.health import HealthResult
 from gateway.stores.secrets import (
     UPSTREAM_KEY_REF,
     SecretStore,
@@ -400,6 +402,35 @@ class Admin:
             raise RequestError(422, "variables and args must be objects", "invalid_request")
         check_variables(variables, "variables.")
         return await run_test_with(self.runtime, action, variables, args, dry_run=dry_run)
+
+    async def disable_action(self, tool_name: str) -> None:
+        """Disable an action for every agent (``enabled: false``, stored like any edit)."""
+        await self.patch_action(tool_name, {"enabled": False})
+
+    # --- health checks --------------------------------------------------------------------
+
+    async def action_health(self, tool_name: str) -> dict[str, Any]:
+        """The action's newest health check result and its history, newest first."""
+        self._definition(tool_name)
+        history = [r.to_dict() for r in await self.runtime.health.history(tool_name)]
+        return {"latest": history[0] if history else None, "history": history}
+
+    async def run_health_check(self, tool_name: str) -> dict[str, Any]:
+        """Run the action's health check now and store its result (422 without a check)."""
+        action = self.workspace.actions.get(tool_name)
+        if action is None:
+            raise NotFound(f"action {tool_name!r}")
+        if not isinstance(action, HttpAction) or action.health_check is None:
+            raise RequestError(
+                422, f"action {tool_name!r} has no health_check", "no_health_check", "tool_name"
+            )
+        result = await run_check(self.runtime.executor, action)
+        await self.runtime.health.add(tool_name, result)
+        return result.to_dict()
+
+    async def health_overview(self) -> dict[str, HealthResult]:
+        """Every action's newest health check result, by tool name."""
+        return await self.runtime.health.latest_by_tool()
 
     # --- agents ---------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ store, so nothing it does can reach the execution log.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -131,11 +130,7 @@ async def run_test_with(
         navigate = HttpRequest(url=getattr(action.on_click, "navigate", ""))
         rendered = render_request(navigate, conversation.values())
         return TestResult(None, navigate_url=rendered.url, dry_run=dry_run)
-    executor = runtime.executor
-    if dry_run:
-        # The executor logs refusals itself; a copy without a log store cannot log anything.
-        executor = copy.copy(executor)
-        executor.logstore = None
+    executor = runtime.executor.without_log() if dry_run else runtime.executor
     if isinstance(action, HttpAction):
         execution = await executor.execute_action(action, conversation, dict(args), dry_run=dry_run)
     else:

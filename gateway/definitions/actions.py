@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "Action",
@@ -29,6 +29,7 @@ __all__ = [
     "FormAction",
     "FormField",
     "HeadersAuth",
+    "HealthCheck",
     "HttpAction",
     "HttpClick",
     "HttpRequest",
@@ -47,6 +48,10 @@ ParamType = Literal["string", "integer", "number", "boolean", "array", "object"]
 FieldType = Literal["text", "email", "phone", "number", "select", "textarea", "checkbox", "date"]
 
 MAX_TIMEOUT_S = 45.0
+MIN_HEALTH_EVERY_S = 10.0
+"""Shortest interval between two scheduled health checks of one action (seconds)."""
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600}
 IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "PUT", "DELETE"})
 
 
@@ -188,6 +193,63 @@ class HttpRequest(_Strict):
         return 1 + (self.retries or 0)
 
 
+class HealthCheck(_Strict):
+    """A scheduled check that the action's API answers (README, "Health checks").
+
+    GET actions, and any action with ``live: true``, are really sent (never into the execution
+    log); other methods are rendered only, so a scheduled check cannot change real data.
+    """
+
+    every: float = 300.0
+    """Seconds between two checks, at least :data:`MIN_HEALTH_EVERY_S`: a number or a duration
+    such as ``"30s"``, ``"5m"``, ``"1h"``."""
+    vars: dict[str, str] = Field(default_factory=dict)
+    """Sample conversation variables, dotted: ``{"lead.email": "jane@example.com"}``."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Sample tool arguments; they must be valid for the action's ``parameters``."""
+    expect_status: int | list[int] | None = None
+    """The status (or statuses) that count as healthy; default any 2xx."""
+    live: bool = False
+    """Send a POST/PUT/PATCH/DELETE for real instead of rendering it only."""
+    disable_after: int | None = Field(default=None, ge=1, le=1000)
+    """Disable the action after this many failed checks in a row; default never."""
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = _DURATION.match(value)
+            if match is None:
+                raise ValueError("expected seconds or a duration such as '30s', '5m' or '1h'")
+            value = float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _often_enough(cls, value: float) -> float:
+        if not MIN_HEALTH_EVERY_S <= value <= 86_400:
+            raise ValueError(f"must be from {MIN_HEALTH_EVERY_S:g} to 86400 seconds")
+        return value
+
+    @field_validator("expect_status")
+    @classmethod
+    def _statuses(cls, value: int | list[int] | None) -> int | list[int] | None:
+        codes = [value] if isinstance(value, int) else value or []
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one status, or leave it out for any 2xx")
+        if any(not 100 <= code <= 599 for code in codes):
+            raise ValueError("HTTP statuses are from 100 to 599")
+        return value
+
+    def accepts(self, status: int) -> bool:
+        """Whether a response status counts as healthy."""
+        if self.expect_status is None:
+            return 200 <= status < 300
+        if isinstance(self.expect_status, int):
+            return status == self.expect_status
+        return status in self.expect_status
+
+
 def default_tool_name(name: str) -> str:
     """Derive a tool name: lower-case, other characters' runs become ``_``, trimmed to 64.
 
@@ -226,6 +288,8 @@ class HttpAction(ActionBase, HttpRequest):
     """Model-filled inputs, referenced as ``{{args.NAME}}``."""
     confirm: Literal["auto"] | bool = "auto"
     """``auto`` asks the customer before POST/PUT/PATCH/DELETE; ``true`` always; ``false`` never."""
+    health_check: HealthCheck | None = None
+    """A scheduled check of the API behind the action; none by default."""
 
     @property
     def needs_confirmation(self) -> bool:

@@ -34,6 +34,7 @@ from gateway.definitions.actions import (
     HttpRequest,
     NavigateClick,
     OAuth2ClientCredentials,
+    Parameter,
 )
 from gateway.definitions.templating import TemplateProblem, analyze, mask_tags, split_url
 from gateway.errors import DefinitionError
@@ -62,6 +63,18 @@ _HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _URL_CHAR = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_SAMPLE_VAR = re.compile(r"^(lead|conversation|message|agent)\.[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_ARG_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "string": ("a string", lambda v: isinstance(v, str)),
+    "integer": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "number": (
+        "a number",
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    ),
+    "boolean": ("true or false", lambda v: isinstance(v, bool)),
+    "array": ("an array", lambda v: isinstance(v, list)),
+    "object": ("an object", lambda v: isinstance(v, dict)),
+}
 _JSON_TYPES = ("application/json", "+json")
 FORBIDDEN_HEADERS = frozenset(
     {
@@ -383,6 +396,40 @@ class _Checker:
         if len(self.form) != len(action.fields):
             self.fail("fields", "field names must be unique")
 
+    def health_check(self, action: HttpAction) -> None:
+        check = action.health_check
+        if check is None:
+            return
+        for name in check.vars:
+            if not _SAMPLE_VAR.match(name):
+                self.fail(
+                    f"health_check.vars.{name}",
+                    "expected a dotted variable such as lead.email (lead, conversation, "
+                    "message or agent)",
+                )
+        self.sample_args(action.parameters, check.args)
+
+    def sample_args(self, parameters: dict[str, Parameter], args: dict[str, Any]) -> None:
+        """The check's sample arguments, as the executor will parse them."""
+        for name, value in args.items():
+            param = parameters.get(name)
+            field = f"health_check.args.{name}"
+            if param is None:
+                declared = ", ".join(sorted(parameters)) or "none"
+                self.fail(field, f"not a declared parameter (declared: {declared})")
+                return
+            words, test = _ARG_TYPES[param.type]
+            if not test(value):
+                self.fail(field, f"must be {words}, as the parameter declares")
+            if param.enum is not None and value not in param.enum:
+                self.fail(field, "must be one of the parameter's enum values")
+        for name, param in parameters.items():
+            if param.required and args.get(name) in (None, ""):
+                self.fail(
+                    f"health_check.args.{name}",
+                    "the parameter is required: give the check a sample value",
+                )
+
     def run(self) -> None:
         action = self.action
         if not TOOL_NAME_PATTERN.match(action.tool_name):
@@ -392,6 +439,7 @@ class _Checker:
                 if not _PARAM_NAME.match(pname):
                     self.fail(f"parameters.{pname}", "parameter names must be identifiers")
             self.request("", action)
+            self.health_check(action)
         elif isinstance(action, FormAction):
             self.form_fields(action)
             if action.submit is not None:

@@ -25,6 +25,7 @@ The steps, in order (each failure is a *result*: a record and a message the mode
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 import uuid
@@ -127,6 +128,16 @@ class Executor:
             if value:
                 self.redactor.add_secret(value)
         self.oauth = oauth or OAuthTokens(outbound.post_form)
+
+    def without_log(self) -> Executor:
+        """A copy sharing every part but the log store: nothing it runs reaches the log.
+
+        Dry runs and health checks use it; the executor logs refusals itself, so only a copy
+        without a store is sure to log nothing.
+        """
+        unlogged = copy.copy(self)
+        unlogged.logstore = None
+        return unlogged
 
     # --- entry points ---------------------------------------------------------------------
 

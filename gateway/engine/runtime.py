@@ -1,4 +1,5 @@
-"""Assemble the running parts from a config: database, log store, outbound client, executor.
+"""Assemble the running parts from a config: database, log store, outbound client, executor,
+health check results.
 
 The CLI, the proxy and the MCP server all start from :func:`open_runtime`, so every execution
 goes through the same guard, client and log whichever door it came in by.
@@ -17,6 +18,7 @@ from gateway.net.egress import EgressPolicy
 from gateway.net.outbound import Outbound
 from gateway.redaction import Redactor
 from gateway.stores.db import create_engine, migrate
+from gateway.stores.health import HealthStore
 from gateway.stores.logs import LogStore
 
 __all__ = ["Runtime", "open_runtime"]
@@ -32,6 +34,8 @@ class Runtime:
     outbound: Outbound
     executor: Executor
     redactor: Redactor
+    health: HealthStore
+    """Health check results (the scheduler lives in the app, see ``health_schedule``)."""
 
     async def close(self) -> None:
         """Flush the log and close connections; nothing submitted is lost."""
@@ -58,4 +62,4 @@ async def open_runtime(config: Config, *, database: str | None = None) -> Runtim
         redactor=redactor,
         limits=Limits(config.limits),
     )
-    return Runtime(config, engine, logstore, outbound, executor, redactor)
+    return Runtime(config, engine, logstore, outbound, executor, redactor, HealthStore(engine))

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -57,6 +58,7 @@ __all__ = [
     "database_url",
     "executions",
     "for_writes",
+    "health_results",
     "metadata",
     "migrate",
     "migration",
@@ -364,6 +366,24 @@ def _define_responses_v3(meta: MetaData) -> None:
     )
 
 
+def _define_health_results_v4(meta: MetaData) -> None:
+    """The ``health_results`` table of migration 4: scheduled checks per action, apart from the
+    execution log. ``ok`` is NULL while a replica that claimed the check is still running it."""
+    Table(
+        "health_results",
+        meta,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("tool_name", String(64), nullable=False),
+        Column("time", UTCDateTime(), nullable=False),  # when the check started
+        Column("ok", Boolean),
+        Column("status_code", Integer),
+        Column("duration_ms", Float),
+        Column("error", Text),
+        Column("dry", Boolean, nullable=False, server_default=false()),
+        Index("ix_health_results_tool_time", "tool_name", "time", "id"),
+    )
+
+
 metadata = MetaData()
 """The current schema: migration 1's tables plus every later migration's changes."""
 
@@ -372,6 +392,7 @@ _define_tables_v1(metadata)
 metadata.remove(metadata.tables["conversations"])
 _define_conversations_v2(metadata)  # m002_conversations_per_agent
 _define_responses_v3(metadata)  # m003_stored_responses
+_define_health_results_v4(metadata)  # m004_health_results
 
 executions = metadata.tables["executions"]
 conversations = metadata.tables["conversations"]
@@ -379,6 +400,7 @@ actions = metadata.tables["actions"]
 agents = metadata.tables["agents"]
 secrets = metadata.tables["secrets"]
 stored_responses = metadata.tables["responses"]
+health_results = metadata.tables["health_results"]
 
 schema_migrations = Table(
     "schema_migrations",
@@ -446,6 +468,14 @@ def m003_stored_responses(connection: Connection) -> None:
     """Stored Responses API answers (``POST /v1/responses`` with ``store``)."""
     frozen = MetaData()
     _define_responses_v3(frozen)
+    frozen.create_all(connection)
+
+
+@migration
+def m004_health_results(connection: Connection) -> None:
+    """Results of the scheduled health checks of actions (``health_check``)."""
+    frozen = MetaData()
+    _define_health_results_v4(frozen)
     frozen.create_all(connection)
 
 

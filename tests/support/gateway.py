@@ -97,12 +97,14 @@ async def running_gateway(
     base_url: str = "http://gw",
     settings: dict[str, Any] | None = None,
     more_agents: list[dict[str, Any]] | None = None,
+    app_options: dict[str, Any] | None = None,
     **agent: Any,
 ) -> AsyncIterator[Gateway]:
     """A gateway app in process (ASGI transport) on a scripted upstream and the action API.
 
     ``settings`` adds top-level config keys, ``more_agents`` agents after ``support``;
-    ``bind_host`` is what ``serve --host`` would pass (the Host rule depends on it).
+    ``bind_host`` is what ``serve --host`` would pass (the Host rule depends on it);
+    ``app_options`` go to ``create_app`` (``health_tick_s``).
     """
     async with running_api() as api, running_upstream(api_key=UPSTREAM_KEY) as upstream:
         config = parse_config(
@@ -125,7 +127,7 @@ async def running_gateway(
             },
             environ={},
         )
-        app = create_app(config, bind_host=bind_host)
+        app = create_app(config, bind_host=bind_host, **(app_options or {}))
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:

@@ -28,7 +28,7 @@ from gateway.admin.dashboard.pages import (
     definition_error,
 )
 from gateway.admin.dashboard.session import Session
-from gateway.admin.dashboard.views import step_of
+from gateway.admin.dashboard.views import health_badge, health_rows, step_of
 from gateway.admin.service import Admin, unmask
 from gateway.admin.testrun import run_test_with
 from gateway.definitions.config import parse_action
@@ -109,12 +109,14 @@ async def _action_page(
     result: dict[str, Any] | None = None,
     error: RequestError | None = None,
 ) -> Response:
-    """An action's page: its definition and the Test panel (with a test's result or error)."""
+    """An action's page: its definition, health checks and the Test panel (with a result)."""
     admin = await dash.admin(request)
     try:
         definition = admin.get_action(tool_name)
     except RequestError:
         return dash.render(request, "not_found.html", session, 404, what="Action")
+    health = await admin.action_health(tool_name)
+    overview = await admin.health_overview()
     params = request.query_params
     return dash.render(
         request,
@@ -127,6 +129,10 @@ async def _action_page(
         error=error,
         created=params.get("created") == "1",
         saved=params.get("saved") == "1",
+        checked=params.get("checked") == "1",
+        health=health_badge(definition, overview.get(tool_name)),
+        health_latest=health_rows([health["latest"]] if health["latest"] else []),
+        health_history=health_rows(health["history"]),
         tab="test",
     )
 
@@ -134,7 +140,10 @@ async def _action_page(
 @pages.get("/actions")
 async def actions(request: Request, dash: Dash, session: AdminSession) -> Response:
     admin = await dash.admin(request)
-    return dash.render(request, "actions.html", session, actions=admin.list_actions())
+    definitions = admin.list_actions()
+    overview = await admin.health_overview()
+    health = {a["tool_name"]: health_badge(a, overview.get(a["tool_name"])) for a in definitions}
+    return dash.render(request, "actions.html", session, actions=definitions, health=health)
 
 
 @pages.get("/actions/new")
@@ -236,6 +245,20 @@ async def test_action(tool_name: str, request: Request, dash: Dash, posted: Admi
     if not dry_run and method != "GET":
         result["warning"] = f"{method} ran for real: it may have changed real data"
     return await _action_page(request, dash, session, tool_name, form, result=result)
+
+
+@pages.post("/actions/{tool_name}/health/run")
+async def run_health_check(
+    tool_name: str, request: Request, dash: Dash, posted: AdminForm
+) -> Response:
+    admin = await dash.admin(request)
+    try:
+        await admin.run_health_check(tool_name)
+    except RequestError as e:
+        if e.status == 404:
+            return dash.render(request, "not_found.html", posted.session, 404, what="Action")
+        return await _action_page(request, dash, posted.session, tool_name, error=e)
+    return RedirectResponse(f"/actions/{tool_name}?checked=1#health-h", status_code=303)
 
 
 @pages.post("/actions/{tool_name}/delete")

@@ -148,6 +148,9 @@ def parse_definition(form: FormData) -> dict[str, Any]:
         parameters = parse_json(form, "parameters", "Parameters")
         if parameters is not None:
             data["parameters"] = parameters
+        health_check = parse_json(form, "health_check", "Health check")
+        if health_check is not None:
+            data["health_check"] = health_check
     elif kind == "form":
         data["title"] = form.get("form_title", "").strip()
         data["fields"] = parse_json(form, "form_fields", "Fields") or []
@@ -203,6 +206,9 @@ def definition_form(definition: Mapping[str, Any]) -> dict[str, str]:
             "parameters": _json_text(definition["parameters"])
             if definition.get("parameters")
             else "",
+            "health_check": _json_text(definition["health_check"])
+            if definition.get("health_check")
+            else "",
             "response_select": str(response.get("select") or ""),
             "response_max_chars": str(response.get("max_chars") or ""),
         }
@@ -242,6 +248,7 @@ _WIZARD_KEYS = frozenset(
         "label",
         "on_click",
         "response",
+        "health_check",
     }
 )
 

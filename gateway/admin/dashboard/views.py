@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from markupsafe import Markup
 
+from gateway.stores.health import HealthResult
 from gateway.stores.logs import ExecutionRecord
 
-__all__ = ["BIDI_CONTROLS", "LogRow", "log_rows", "pretty", "shown", "step_of", "visible_text"]
+__all__ = [
+    "BIDI_CONTROLS",
+    "HealthBadge",
+    "LogRow",
+    "health_badge",
+    "health_rows",
+    "log_rows",
+    "pretty",
+    "shown",
+    "step_of",
+    "visible_text",
+]
 
 BODY_PREVIEW_CHARS = 4000
 
@@ -91,6 +103,33 @@ def log_rows(records: list[ExecutionRecord]) -> list[LogRow]:
             }
         )
     return rows
+
+
+HealthBadge = Literal["healthy", "failing", "no check", "not run yet"]
+
+
+def health_badge(definition: dict[str, Any], latest: HealthResult | None) -> HealthBadge:
+    """An action's health as the actions list and its page show it."""
+    if not definition.get("health_check"):
+        return "no check"
+    if latest is None:
+        return "not run yet"
+    return "healthy" if latest.ok else "failing"
+
+
+def health_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per health check result (as the admin API returns them), newest first."""
+    return [
+        {
+            "time": str(r["time"])[:19].replace("T", " "),
+            "outcome": "healthy" if r["ok"] else "failing",
+            "status": "-" if r["status_code"] is None else r["status_code"],
+            "ms": f"{r['duration_ms']:.0f}",
+            "kind": "rendered only" if r["dry"] else "sent",
+            "error": r["error"] or "",
+        }
+        for r in results
+    ]
 
 
 def step_of(param: str | None) -> int:
