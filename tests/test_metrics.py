@@ -259,3 +259,31 @@ def test_a_metrics_port_serves_the_series_without_a_token(servers: Servers, tmp_
         'actiongate_requests_total{agent="support",front="chat",status="200"} 1.0' in open_port.text
     )
     assert main_port.status_code == 401  # the gateway's own port still wants a token
+
+
+async def test_health_checks_set_the_action_health_gauge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.telemetry import metrics
+    from tests.support.gateway import running_gateway
+
+    monkeypatch.setenv("ACTIONGATE_ADMIN_TOKEN", ADMIN)
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    async with running_gateway(tmp_path) as gw:
+        for name, path in (("Ping ok", "echo/ping"), ("Ping broken", "status/500")):
+            action = {
+                "name": name,
+                "url": f"{gw.api.base_url}/{path}",
+                "retries": 0,
+                "health_check": {"every": 60},
+            }
+            saved = await gw.client.post("/api/actions", json=action, headers=auth)
+            assert saved.status_code == 201, saved.text
+        for tool in ("ping_ok", "ping_broken"):
+            ran = await gw.client.post(f"/api/actions/{tool}/health/run", headers=auth)
+            assert ran.status_code == 200, ran.text
+        scraped = await gw.client.get("/metrics", headers=auth)
+    exposed = scraped.text
+    assert 'actiongate_action_health{action="ping_ok"} 1.0' in exposed
+    assert 'actiongate_action_health{action="ping_broken"} 0.0' in exposed
+    assert metrics.render() == metrics.render()  # rendering twice changes nothing

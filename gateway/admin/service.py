@@ -52,6 +52,7 @@ from gateway.stores.secrets import (
     seal_agent,
     sealed_name,
 )
+from gateway.telemetry import metrics
 
 __all__ = ["MASK", "UPSTREAM_KEY_REF", "Admin", "NotFound"]
 
@@ -426,6 +427,7 @@ class Admin:
             )
         result = await run_check(self.runtime.executor, action)
         await self.runtime.health.add(tool_name, result)
+        metrics.health(tool_name, result.ok)
         return result.to_dict()
 
     async def health_overview(self) -> dict[str, HealthResult]:

@@ -26,6 +26,7 @@ from gateway.engine.executor import Executor
 from gateway.engine.health import run_check
 from gateway.engine.workspace import Workspace
 from gateway.stores.health import HealthResult, HealthStore
+from gateway.telemetry import metrics
 
 __all__ = ["TICK_S", "HealthScheduler"]
 
@@ -96,6 +97,7 @@ class HealthScheduler:
             logger.exception("health check of action %r failed to run", action.tool_name)
             result = HealthResult(self.now(), False, None, 0.0, type(e).__name__, False)
         await self.store.complete(claim_id, result)
+        metrics.health(action.tool_name, result.ok)
         if not result.ok:
             try:
                 await self._maybe_disable(action)
