@@ -9,6 +9,7 @@ request id the response names.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,3 +286,62 @@ async def test_health_checks_set_the_action_health_gauge(
     exposed = scraped.text
     assert 'actiongate_action_health{action="ping_ok"} 1.0' in exposed
     assert 'actiongate_action_health{action="ping_broken"} 0.0' in exposed
+
+
+def test_two_workers_on_one_port_share_one_set_of_series(servers: Servers, tmp_path: Path) -> None:
+    import concurrent.futures
+
+    shared = tmp_path / "prometheus"
+    args = ("--workers", "2", "--log-format", "json", "--log-level", "info")
+    gateway = start(servers, tmp_path, args, PROMETHEUS_MULTIPROC_DIR=str(shared))
+    sent = 0
+
+    def ask(_: int) -> int:
+        return httpx.post(
+            f"{gateway.base_url}/chat/completions",
+            json={"model": "support", "messages": [{"role": "user", "content": "Hi"}]},
+            timeout=20,
+        ).status_code
+
+    def pids() -> set[int]:
+        lines = [json.loads(x) for x in gateway.logs_text().splitlines() if x.startswith("{")]
+        return {line["pid"] for line in lines if line.get("logger") == "actiongate.access"}
+
+    try:
+        for _ in range(5):  # the kernel picks the worker: send until both have answered
+            servers.script([{"content": "Hi.", "delay_s": 0.05}] * 20)
+            with concurrent.futures.ThreadPoolExecutor(10) as pool:
+                assert set(pool.map(ask, range(20))) == {200}
+            sent += 20
+            if len(pids()) == 2:
+                break
+        seen = scrape(gateway)
+    finally:
+        assert gateway.stop() == 0, gateway.logs_text()
+    assert len(pids()) == 2, "one worker answered every request"
+    total = value(seen, "actiongate_requests_total", front="chat", agent="support", status="200")
+    assert total == sent  # one scrape, answered by one worker, counts both workers' requests
+    assert "(2 workers)" in gateway.logs_text()
+
+
+def test_sigterm_drains_every_worker(servers: Servers, tmp_path: Path) -> None:
+    import concurrent.futures
+
+    gateway = start(servers, tmp_path, ("--workers", "2"))
+    servers.script([{"content": "Slow but whole.", "delay_s": 1.0}] * 4)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = [
+            pool.submit(
+                httpx.post,
+                f"{gateway.base_url}/chat/completions",
+                json={"model": "support", "messages": [{"role": "user", "content": "Hi"}]},
+                timeout=20,
+            )
+            for _ in range(4)
+        ]
+        time.sleep(0.4)  # all four are in flight
+        status = gateway.stop()
+        results = [a.result() for a in answers]
+    assert status == 0, gateway.logs_text()
+    assert [r.status_code for r in results] == [200] * 4
+    assert all(r.json()["choices"][0]["message"]["content"] == "Slow but whole." for r in results)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -156,36 +157,63 @@ def cmd_logs(ns: argparse.Namespace) -> int:
 
 def cmd_serve(ns: argparse.Namespace) -> int:
     """Check, bind, then serve: every failure before serving is one line and exit 1."""
-    from gateway.app import create_app
-    from gateway.cli.serving import check_database, listen, run_server, url_of
+    from gateway.cli.serving import check_database, listen, url_of
     from gateway.net.browser import is_loopback_bind
 
     config = load_config(ns.config)
     if config.unset_env:
         names = ", ".join(f"${{{n}}}" for n in config.unset_env)
         raise ConfigError(f"not starting: environment variables not set: {names}")
-    from gateway.telemetry import logs, tracing
-
-    logs.configure(ns.log_format, ns.log_level)
-    tracing.configure()  # OTEL_TRACES_EXPORTER and friends; off when unset
+    if ns.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if ns.workers > 1 and ns.record:
+        raise ConfigError("--record writes one cassette per conversation: use it with one worker")
+    if ns.worker_fd is not None:  # a worker of serve --workers: the parent bound and checked
+        return _serve_app(ns, config, socket.socket(fileno=ns.worker_fd))
     # Bound before the app starts: its lifespan stores a first admin token, shown only once.
     with contextlib.closing(listen(ns.host, ns.port)) as sock:
-        if ns.metrics_port is not None:
-            _serve_metrics(ns.host, ns.metrics_port)
         check_database(ns.db or config.database)
-        app = create_app(config, database=ns.db, bind_host=ns.host)
         if not config.allowed_hosts and not is_loopback_bind(ns.host):
             _warn(
                 f"bound to {ns.host} with no allowed_hosts: any Host header is answered, so a web "
                 "page can reach this gateway by DNS rebinding; set allowed_hosts"
             )
+        if ns.workers == 1:
+            if ns.metrics_port is not None:
+                _serve_metrics(ns.host, ns.metrics_port)
+            return _serve_app(ns, config, sock)
+        from gateway.cli.workers import ensure_metrics_dir, run_workers
+
+        ensure_metrics_dir()  # before the metrics port's collector reads it
+        if ns.metrics_port is not None:
+            _serve_metrics(ns.host, ns.metrics_port)
+        url = url_of(sock)
+        args = ["serve", "--config", ns.config, "--host", ns.host, "--port", str(ns.port)]
+        args += ["--log-level", ns.log_level, "--log-format", ns.log_format]
+        args += ["--db", ns.db] if ns.db else []
+        return run_workers(args, sock, ns.workers, ready_line=_ready_line(url))
+
+
+def _ready_line(url: str) -> str:
+    return f"actiongate: listening on {url} (OpenAI base URL {url}/v1, dashboard {url}/)"
+
+
+def _serve_app(ns: argparse.Namespace, config: Config, sock: socket.socket) -> int:
+    """Build the app and serve it on ``sock`` (one process)."""
+    from gateway.app import create_app
+    from gateway.cli.serving import run_server, url_of
+    from gateway.telemetry import logs, tracing
+
+    logs.configure(ns.log_format, ns.log_level)
+    tracing.configure()  # OTEL_TRACES_EXPORTER and friends; off when unset
+    with contextlib.closing(sock):
+        app = create_app(config, database=ns.db, bind_host=ns.host)
         served: Any = app
         if ns.record:
             from gateway.replay.recording import Recorder
 
             served = Recorder(ns.record).wrap(app)
-        url = url_of(sock)
-        line = f"actiongate: listening on {url} (OpenAI base URL {url}/v1, dashboard {url}/)"
+        line = _ready_line(url_of(sock))
         return run_server(
             served, sock, log_level=ns.log_level, ready_line=line, log_format=ns.log_format
         )
@@ -255,6 +283,10 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
         help="also serve /metrics without a token on this port (keep it off the internet)",
     )
     p.add_argument("--record", metavar="DIR", help="write one cassette per conversation into DIR")
+    p.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="worker processes on the one port"
+    )
+    p.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # set by --workers
     p.set_defaults(handler=cmd_serve)
 
 

@@ -6,8 +6,9 @@ counter: unique across processes, and cheap). The id is in :data:`REQUEST_ID` fo
 duration, so every log line written on its behalf carries it.
 
 ``serve --log-format json`` writes one JSON object per line — ``time``, ``level``, ``logger``,
-``message``, ``request_id`` and, where the line is about one, ``conversation_id``, ``agent``,
-``front``, ``status``, ``action``, ``outcome``, ``ms`` — and ``--log-format text`` the same
+``pid`` (which worker), ``message``, ``request_id`` and, where the line is about one,
+``conversation_id``, ``agent``, ``front``, ``status``, ``action``, ``outcome``, ``ms`` — and
+``--log-format text`` the same
 fields as ``key=value`` after the message. At ``--log-level info`` there is one
 ``actiongate.access`` line per client request and one ``actiongate.actions`` line per action
 call; warnings and errors are written at every level.
@@ -81,6 +82,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
             **_fields(record),
         }

@@ -28,6 +28,10 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+if _directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # prometheus-client writes its files there from its first metric on: make sure it exists.
+    os.makedirs(_directory, exist_ok=True)
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
