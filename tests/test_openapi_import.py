@@ -471,6 +471,7 @@ PET_ENV = {
     "QUERY_KEY": "qk-SECRET-3",
     "CLINIC_OAUTH_CLIENT_ID": "clinic-app",
     "CLINIC_OAUTH_CLIENT_SECRET": "cs-SECRET-4",
+    "OPEN_ID": "oidc-SECRET-5",
 }
 
 
@@ -531,6 +532,12 @@ async def test_openapi_30_yaml_security_schemes(api: ActionAPI, outbound: Outbou
     assert got.headers["X-Api-Key"] == PET_ENV["PETS_API_KEY"]
     assert parse_qs(got.query_string) == {"api_key": [PET_ENV["QUERY_KEY"]]}
 
+    # OpenID Connect (and any OAuth 2 flow but client credentials): a user's token the
+    # operator sets, sent as a bearer.
+    done = await run(actions["export_report"], {})
+    assert done.outcome == "success", done.content
+    assert api.last().headers["Authorization"] == f"Bearer {PET_ENV['OPEN_ID']}"
+
 
 def test_servers_variables_and_token_url_without_override() -> None:
     result = import_openapi(str(PETCLINIC))
@@ -547,9 +554,6 @@ def test_skipped_operations_name_the_reason() -> None:
         "deletePet": "security scheme 'SessionCookie': API keys in cookie are not supported",
         "petExists": "method HEAD is not supported (GET, POST, PUT, PATCH, DELETE only)",
         "uploadPhoto": "request body media type(s) multipart/form-data not supported",
-        "exportReport": "security scheme 'OpenId': openIdConnect authentication is not "
-        "supported; security scheme 'LegacyOAuth': only the clientCredentials flow is "
-        "supported (has authorizationCode)",
         "searchPets": "cookie parameter 'session': cookie parameters are not supported",
     }
     imported = {a["tool_name"] for a in result.config["actions"]}
@@ -560,6 +564,7 @@ def test_skipped_operations_name_the_reason() -> None:
         "replace_pet",
         "write_notes",
         "book_visit",
+        "export_report",
     }
 
 

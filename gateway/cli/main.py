@@ -250,7 +250,13 @@ def cmd_import_openapi(ns: argparse.Namespace) -> int:
     from gateway.importers.openapi import import_openapi
 
     result = import_openapi(ns.spec, base_url=ns.base_url, operations=ns.operation or ())
+    summary = result.summary()
+    if not result.config["actions"]:
+        # Nothing an operator could enable: not a success, and no empty file to save.
+        sys.stderr.write(f"error: {summary}\n")
+        return 1
     sys.stdout.write(result.to_yaml())
+    sys.stderr.write(summary + "\n")
     return 0
 
 

@@ -13,10 +13,10 @@ the model is told so. A text body sent as JSON that does not parse after renderi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 from gateway.definitions.actions import HttpRequest
 from gateway.definitions.templating import (
@@ -261,12 +261,36 @@ def render_request(
             body_text = render(request.body, values, "raw")
     elif request.body is not None:
         _, data = _render_json(request.body, values, required)
-        body_text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        if not ctype:
-            headers["Content-Type"] = "application/json"
+        if ctype == _FORM_TYPE:
+            body_text = form_encode(data)  # fields the model left out stay out
+        else:
+            body_text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+            if not ctype:
+                headers["Content-Type"] = "application/json"
     if body_text is not None:
         body = body_text.encode("utf-8")
     return RenderedRequest(request.method, url, headers, body, body_text, extra)
+
+
+def _form_pairs(key: str, value: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(value, Mapping):
+        for name, child in value.items():
+            yield from _form_pairs(f"{key}[{name}]" if key else str(name), child)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _form_pairs(f"{key}[{index}]", child)
+    elif isinstance(value, bool):
+        yield key, "true" if value else "false"
+    elif value is not None:
+        yield key, to_text(value)
+
+
+def form_encode(data: Any) -> str:
+    """A rendered object as ``application/x-www-form-urlencoded``, nested values with the
+    bracket encoding form APIs read: ``metadata[order_id]=7``, ``items[0][price]=p_1``."""
+    return "&".join(
+        f"{quote(key, safe='[]')}={quote_plus(text)}" for key, text in _form_pairs("", data)
+    )
 
 
 def _check_json(text: str, ctype: str) -> None:

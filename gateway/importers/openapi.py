@@ -106,6 +106,22 @@ class ImportResult:
     """``(operation, what was left out of its action and why)``."""
     source: str = ""
 
+    def summary(self) -> str:
+        """One line: operations seen, imported, and skipped by reason (``import-openapi``)."""
+        reasons: dict[str, int] = {}
+        for _, why in self.skipped:
+            key = re.sub(r"'[^']*'", "'…'", why.split(";", 1)[0])[:80]
+            reasons[key] = reasons.get(key, 0) + 1
+        imported = len(self.config.get("actions", []))
+        seen = imported + len(self.skipped)
+        line = (
+            f"import-openapi: {seen} operations, {imported} imported, {len(self.skipped)} skipped"
+        )
+        if reasons:
+            top = sorted(reasons.items(), key=lambda kv: -kv[1])[:5]
+            line += " (" + "; ".join(f"{n}: {why}" for why, n in top) + ")"
+        return line
+
     def to_yaml(self) -> str:
         """The text ``actiongate import-openapi`` prints: comments, ``secrets:``, ``actions:``."""
         secrets = list(self.config.get("secrets", {}))

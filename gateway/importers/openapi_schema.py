@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urljoin
+from urllib.parse import unquote, urljoin
 
 __all__ = [
     "SCALARS",
@@ -231,14 +231,14 @@ def _describe(shape: Mapping[str, Any], description: str) -> str:
     if isinstance(fmt, str) and fmt in _HINT_FORMATS:
         parts.append(f"Format: {fmt}.")
     if "variants" in shape and _variant_type(shape) == "string":
-        parts.append(
-            "One of the types: " + ", ".join(str(v.get("type")) for v in shape["variants"])
-        )
+        kinds = dict.fromkeys(str(v.get("type")) for v in shape["variants"])
+        if len(kinds) > 1:
+            parts.append("One of the types: " + ", ".join(kinds) + ".")
     default = shape.get("default")
     if isinstance(default, bool):
         parts.append(f"Default: {'true' if default else 'false'}.")
     elif isinstance(default, str | int | float) and str(default):
-        parts.append(f"Default: {clean_text(default, 80)}.")
+        parts.append(f"Default: {clean_text(str(default), 80)}.")  # 0 is a default too
     return " ".join(p for p in parts if p)
 
 
@@ -355,14 +355,16 @@ def scheme_auth(
                 "password": ref % f"{secret}_PASSWORD",
             }
         raise SchemaError(f"{label}: HTTP {http or '?'} authentication is not supported")
+    if kind == "openIdConnect" or (
+        kind == "oauth2" and not as_dict(as_dict(scheme.get("flows")).get("clientCredentials"))
+    ):
+        # A user's token (authorization code, password, implicit, OpenID Connect): the
+        # operator obtains one and sets it as the secret; the gateway sends it as a bearer.
+        return {"type": "bearer", "token": ref % secret}
     if kind == "oauth2":
-        flows = as_dict(scheme.get("flows"))
-        flow = as_dict(flows.get("clientCredentials"))
+        flow = as_dict(as_dict(scheme.get("flows")).get("clientCredentials"))
         if not flow.get("tokenUrl"):
-            names = ", ".join(flows) or "none"
-            raise SchemaError(
-                f"{label}: only the clientCredentials flow is supported (has {names})"
-            )
+            raise SchemaError(f"{label}: the clientCredentials flow has no tokenUrl")
         auth = {
             "type": "oauth2_client_credentials",
             "token_url": urljoin(base + "/", str(flow["tokenUrl"])),
@@ -447,6 +449,10 @@ def add_body(resolver: Resolver, spec: dict[str, Any], draft: ActionParts) -> No
         for k, v in (obj or {}).get("properties", {}).items()
         if as_dict(v).get("readOnly") is not True
     }
+    if obj is not None and not fields and not required and not obj.get("additionalProperties"):
+        # An optional body with nothing in it (Stripe declares one on every GET): no body.
+        draft.notes.append("optional request body without fields ignored")
+        return
     simple = bool(fields) and all(is_simple(resolver, f) for f in fields.values())
     if obj is not None and simple and ctype.endswith("json"):
         draft.body = {}
@@ -458,17 +464,7 @@ def add_body(resolver: Resolver, spec: dict[str, Any], draft: ActionParts) -> No
             draft.params[pname] = to_parameter(resolver, sub, required=needed)
             draft.body[name] = arg(pname)
     elif ctype == "application/x-www-form-urlencoded":
-        if obj is None or not fields or not all(f.get("type") in SCALARS for f in fields.values()):
-            raise SchemaError("form-encoded bodies are supported only with scalar fields")
-        if set(fields) - set(obj["required"]):
-            raise SchemaError("form-encoded bodies with optional fields are not supported")
-        pairs = []
-        for name, sub in fields.items():
-            pname = draft.claim(name, "body")
-            draft.params[pname] = to_parameter(resolver, sub, required=True)
-            pairs.append(f"{quote(name, safe='')}={arg(pname)}")
-        draft.headers["Content-Type"] = ctype
-        draft.body = "&".join(pairs)
+        _form_body(resolver, obj, fields, required, draft)
     else:
         json_body = ctype.endswith("json")
         param = to_parameter(resolver, shape) if json_body else {"type": "string"}
@@ -483,3 +479,36 @@ def add_body(resolver: Resolver, spec: dict[str, Any], draft: ActionParts) -> No
         quoted = param["type"] == "string" and json_body  # a JSON string: quotes around it
         draft.body = f'"{arg(pname)}"' if quoted else arg(pname)
         draft.headers["Content-Type"] = ctype
+
+
+def _form_body(
+    resolver: Resolver,
+    obj: dict[str, Any] | None,
+    fields: dict[str, dict[str, Any]],
+    required: bool,
+    draft: ActionParts,
+) -> None:
+    """A form-encoded body: one parameter per field, sent as ``name=value`` pairs.
+
+    Optional fields the model leaves out are left out of the body; arrays go in with the
+    bracket encoding form APIs read (``tags[0]=a``). Object fields are left out (optional) or
+    skip the operation (required): their nested parameters are not supported yet.
+    """
+    if obj is None or not fields:
+        raise SchemaError("form-encoded bodies are supported only as an object of fields")
+    draft.body = {}
+    for name, sub in fields.items():
+        needed = required and name in obj["required"]
+        kind = sub.get("type")
+        item = resolver.flatten(sub.get("items") or {}) if kind == "array" else {}
+        if kind not in SCALARS and not (kind == "array" and item.get("type") in SCALARS):
+            draft.leave_out(
+                needed, f"form field {name!r}: {kind or 'untyped'} fields are not supported"
+            )
+            continue
+        pname = draft.claim(name, "body")
+        draft.params[pname] = to_parameter(resolver, sub, required=needed)
+        draft.body[name] = arg(pname)
+    if not draft.body:
+        raise SchemaError("the form-encoded body has no field the gateway can send")
+    draft.headers["Content-Type"] = "application/x-www-form-urlencoded"
