@@ -10,6 +10,7 @@ describes.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from gateway.engine.rendering import form_encode
-from gateway.importers.openapi import import_openapi
+from gateway.importers.openapi import OpenAPIImportError, Selection, import_openapi
 from gateway.net.egress import EgressPolicy
 from gateway.net.outbound import Outbound
 from tests.support.action_api import ActionAPI, running_api
@@ -212,3 +213,119 @@ def test_an_import_with_nothing_usable_exits_1_with_a_summary(tmp_path: Path) ->
     )
     assert ok.returncode == 0 and ok.stdout.startswith("# Actions imported from")
     assert ok.stderr == "import-openapi: 2 operations, 2 imported, 0 skipped\n"
+
+
+def messaging_api() -> dict[str, Any]:
+    """Twilio-shaped: the account in the path, ``DateSent<``/``DateSent>`` filters, tags."""
+    account = {"name": "AccountSid", "in": "path", "required": True, "schema": {"type": "string"}}
+    sent = {"type": "string", "format": "date-time"}
+    long_id = "ListIncomingPhoneNumberAssignedAddOnExtensionForSubresourceOfTheAccountResource"
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Messaging", "version": "1"},
+        "servers": [{"url": "https://api.messaging.example"}],
+        "webhooks": {"messageStatus": {"post": {"responses": {"200": {"description": "ok"}}}}},
+        "paths": {
+            "/2010-04-01/Accounts/{AccountSid}/Messages.json": {
+                "parameters": [account],
+                "get": {
+                    "operationId": "ListMessage",
+                    "tags": ["Api20100401Message"],
+                    "summary": "Retrieve a list of messages",
+                    "description": "Retrieve a list of messages belonging to the account.",
+                    "parameters": [
+                        {"name": "DateSent<", "in": "query", "schema": sent},
+                        {"name": "DateSent>", "in": "query", "schema": sent},
+                        {"name": "X-Region", "in": "header", "schema": {"type": "string"}},
+                    ],
+                    "responses": {"200": {"description": "ok"}},
+                },
+            },
+            "/2010-04-01/Accounts/{AccountSid}/Calls.json": {
+                "parameters": [account],
+                "get": {
+                    "operationId": "ListCall",
+                    "tags": ["Api20100401Call"],
+                    "responses": {"200": {"description": "ok"}},
+                },
+            },
+            "/v1/Extensions": {
+                "get": {"operationId": long_id, "responses": {"200": {"description": "ok"}}}
+            },
+        },
+    }
+
+
+async def test_pinned_values_comparison_filters_and_descriptions(
+    tmp_path: Path, api: ActionAPI, outbound: Outbound
+) -> None:
+    result = import_openapi(
+        str(write(tmp_path, messaging_api())),
+        base_url=api.base_url + "/echo",
+        pins={"AccountSid": "{{secrets.ACCOUNT_SID}}", "X-Region": "eu1"},
+    )
+    assert result.config["secrets"] == {"ACCOUNT_SID": "${ACCOUNT_SID}"}
+    config = reload(result, {"ACCOUNT_SID": "AC123abc"})
+    messages = tools(config)["list_message"]
+    assert "AccountSid" not in messages.parameters  # the operator's value, not the model's
+    assert set(messages.parameters) == {"date_sent_before", "date_sent_after"}
+    before = messages.parameters["date_sent_before"].description
+    assert before.startswith("Sent as DateSent<: only results with DateSent before.")
+    assert messages.description == "Retrieve a list of messages belonging to the account."
+    done = await runner(outbound, config)(messages, {"date_sent_after": "2024-01-01"})
+    assert done.outcome == "success", done.content
+    got = api.last()
+    assert got.path == "/echo/2010-04-01/Accounts/AC123abc/Messages.json"
+    assert parse_qs(got.query_string) == {"DateSent>": ["2024-01-01"]}
+    assert got.headers["X-Region"] == "eu1"
+    long_name = [a["tool_name"] for a in result.config["actions"]][-1]
+    assert len(long_name) <= 64 and re.fullmatch(r"[a-z_]+_[0-9a-f]{6}", long_name)
+    assert long_name.startswith("list_incoming_phone_number_assigned_add_on_extension_")
+    assert "1 webhooks (calls to you: not imported)" in result.summary()
+
+
+def test_selection_by_tool_name_glob_tag_path_and_file(tmp_path: Path) -> None:
+    spec = str(write(tmp_path, messaging_api()))
+
+    def picked(**options: Any) -> list[str]:
+        selection = Selection(**options)
+        return [a["tool_name"] for a in import_openapi(spec, selection=selection).config["actions"]]
+
+    assert picked(operations=["list_call"]) == ["list_call"]  # the printed tool name
+    assert picked(operations=["ListM*", "list_c*"]) == ["list_message", "list_call"]
+    assert len(picked(operations=["List*"])) == 3
+    assert picked(tags=["Api20100401Message"]) == ["list_message"]
+    assert picked(path_prefixes=["/v1/"]) == [picked(path_prefixes=["/v1/"])[0]]
+    with pytest.raises(OpenAPIImportError, match="unknown operation 'nope_\\*'"):
+        picked(operations=["nope_*"])
+    names = tmp_path / "names.txt"
+    names.write_text(
+        "# the two lists\nListMessage\nGET /2010-04-01/Accounts/{AccountSid}/Calls.json\n"
+    )
+    exe = Path(sys.executable).parent / "actiongate"
+    run = subprocess.run(
+        [str(exe), "import-openapi", spec, "--operations-file", str(names), "--list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines == [
+        "GET /2010-04-01/Accounts/{AccountSid}/Messages.json  ListMessage [Api20100401Message]"
+        "  imports as list_message",
+        "GET /2010-04-01/Accounts/{AccountSid}/Calls.json  ListCall [Api20100401Call]"
+        "  imports as list_call",
+    ]
+
+
+def test_more_tools_than_a_provider_accepts_is_a_warning(tmp_path: Path) -> None:
+    paths = {
+        f"/things/{n}": {"get": {"operationId": f"getThing{n}", "responses": {"200": {}}}}
+        for n in range(130)
+    }
+    spec = {"openapi": "3.0.0", "info": {"title": "t", "version": "1"}, "paths": paths}
+    result = import_openapi(str(write(tmp_path, spec)), base_url="https://api.example")
+    warning = result.size_warning()
+    assert warning is not None and warning.startswith("warning: 130 tools, more than OpenAI")
+    assert "--tag" in warning and "characters" in warning

@@ -14,6 +14,7 @@ import json
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from gateway.definitions.config import DEFAULT_DATABASE, Config, load_config
@@ -247,10 +248,30 @@ def cmd_mcp(ns: argparse.Namespace) -> int:
 
 
 def cmd_import_openapi(ns: argparse.Namespace) -> int:
-    from gateway.importers.openapi import import_openapi
+    from gateway.importers.openapi import Selection, import_openapi
 
-    result = import_openapi(ns.spec, base_url=ns.base_url, operations=ns.operation or ())
+    operations = list(ns.operation or ())
+    if ns.operations_file:
+        try:
+            lines = Path(ns.operations_file).read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise ConfigError(f"{ns.operations_file}: cannot read file: {e.strerror}") from None
+        operations += [x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#")]
+    pins = {}
+    for item in ns.set or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--set {item!r}: expected NAME=VALUE")
+        pins[name] = value
+    selection = Selection(operations, tuple(ns.tag or ()), tuple(ns.path_prefix or ()))
+    result = import_openapi(ns.spec, base_url=ns.base_url, selection=selection, pins=pins)
     summary = result.summary()
+    if ns.list:
+        sys.stdout.write(result.listing())
+        sys.stderr.write(summary + "\n")
+        return 0
+    if (warning := result.size_warning()) is not None:
+        sys.stderr.write(warning + "\n")
     if not result.config["actions"]:
         # Nothing an operator could enable: not a success, and no empty file to save.
         sys.stderr.write(f"error: {summary}\n")
@@ -271,6 +292,30 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
     ports = DemoPorts(gateway=ns.port, upstream=ns.upstream_port, api=ns.api_port)
     return run_demo(ports=ports, check=ns.check)
+
+
+def _add_import_openapi(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC", help="a file or an http(s) URL, JSON or YAML")
+    p.add_argument("--base-url", metavar="URL", help="API base URL (default: the spec's servers)")
+    p.add_argument(
+        "--operation",
+        action="append",
+        metavar="NAME",
+        help="only this operation: operationId, 'METHOD /path', tool name, or a glob on them",
+    )
+    p.add_argument("--operations-file", metavar="FILE", help="operation names, one per line")
+    p.add_argument("--tag", action="append", metavar="TAG", help="only operations with this tag")
+    p.add_argument("--path-prefix", action="append", metavar="PATH", help="only paths under it")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="send this path/query/header parameter with this value (a literal or a template)",
+    )
+    p.add_argument(
+        "--list", action="store_true", help="list every operation and whether it would import"
+    )
+    p.set_defaults(handler=cmd_import_openapi)
 
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
@@ -346,11 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", metavar="URL", help="log database (default: the config's)")
     p.set_defaults(handler=cmd_mcp)
 
-    p = sub.add_parser("import-openapi", help="print actions for an OpenAPI 3 spec's operations")
-    p.add_argument("spec", metavar="SPEC", help="a file or an http(s) URL, JSON or YAML")
-    p.add_argument("--base-url", metavar="URL", help="API base URL (default: the spec's servers)")
-    p.add_argument("--operation", action="append", metavar="ID", help="only this operationId")
-    p.set_defaults(handler=cmd_import_openapi)
+    _add_import_openapi(
+        sub.add_parser("import-openapi", help="print actions for an OpenAPI 3 spec's operations")
+    )
 
     p = sub.add_parser("replay", help="replay recorded conversations; report every difference")
     add_replay_arguments(p)

@@ -238,9 +238,13 @@ def render_request(
             if needed:
                 raise missing_value(needed[0])
             continue
-        text = render(template, values, "raw")
-        extra.append((key, text))
-        pairs.append(f"{quote(key, safe='')}={quote(text, safe='')}")
+        single = lookup(values, info.single) if info.single is not None else None
+        # A list as the whole value: one pair per item (``tag=a&tag=b``, OpenAPI's exploded
+        # form style); anything else is one pair.
+        texts = [to_text(v) for v in single] if isinstance(single, list) else None
+        for text in texts if texts is not None else [render(template, values, "raw")]:
+            extra.append((key, text))
+            pairs.append(f"{quote(key, safe='')}={quote(text, safe='')}")
     if pairs:
         url += "?" + "&".join(pairs)
 

@@ -41,9 +41,11 @@ Choices:
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,12 @@ _TODO = "  # TODO: when must the model NOT use this action? (shown to the model)
 Fetch = Callable[[str], bytes]
 
 
+MAX_PROVIDER_TOOLS = 128
+"""OpenAI's limit on tools in one request (the strictest of the common ones)."""
+CONTEXT_BUDGET_CHARS = 60_000
+"""Tool definitions past this are a noticeable share of a model's context on every call."""
+
+
 class OpenAPIImportError(ConfigError):
     """The spec cannot be imported at all (unreadable, not OpenAPI 3, no base URL, ...)."""
 
@@ -105,6 +113,40 @@ class ImportResult:
     notes: list[tuple[str, str]] = field(default_factory=list)
     """``(operation, what was left out of its action and why)``."""
     source: str = ""
+    seen: list[tuple[str, str, str, list[str]]] = field(default_factory=list)
+    """``(operation, METHOD, path, tags)`` of every operation considered, in spec order."""
+    tools: dict[str, str] = field(default_factory=dict)
+    """The tool name each imported operation got."""
+    webhooks: int = 0
+    """Webhooks the spec declares (incoming calls: nothing to import)."""
+
+    def listing(self) -> str:
+        """``import-openapi --list``: one line per operation and what importing it would do."""
+        why = dict(self.skipped)
+        lines = []
+        for label, method, path, tags in self.seen:
+            fate = f"imports as {self.tools[label]}" if label in self.tools else "skipped: "
+            fate += "" if label in self.tools else why.get(label, "?")
+            tag = f" [{', '.join(tags)}]" if tags else ""
+            lines.append(f"{method} {path}  {label}{tag}  {fate}")
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    def size_warning(self) -> str | None:
+        """A warning when the tools are more than a provider accepts, or a large context."""
+        actions = self.config.get("actions", [])
+        size = len(json.dumps(actions))
+        if len(actions) > MAX_PROVIDER_TOOLS:
+            return (
+                f"warning: {len(actions)} tools, more than OpenAI accepts in one request "
+                f"({MAX_PROVIDER_TOOLS}); select with --tag, --path-prefix or --operation "
+                f"(definitions: {size:,} characters)"
+            )
+        if size > CONTEXT_BUDGET_CHARS:
+            return (
+                f"warning: the {len(actions)} tool definitions are {size:,} characters, about "
+                f"{size // 4:,} tokens of every request's context; consider selecting fewer"
+            )
+        return None
 
     def summary(self) -> str:
         """One line: operations seen, imported, and skipped by reason (``import-openapi``)."""
@@ -120,6 +162,8 @@ class ImportResult:
         if reasons:
             top = sorted(reasons.items(), key=lambda kv: -kv[1])[:5]
             line += " (" + "; ".join(f"{n}: {why}" for why, n in top) + ")"
+        if self.webhooks:
+            line += f"; {self.webhooks} webhooks (calls to you: not imported)"
         return line
 
     def to_yaml(self) -> str:
@@ -190,20 +234,47 @@ async def _download(url: str, policy: EgressPolicy, max_bytes: int) -> bytes:
     return response.body
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which operations to import: all, or those the selectors name."""
+
+    operations: Sequence[str] = ()
+    """operationIds, ``METHOD /path``, tool names, or globs on them (``*customer*``)."""
+    tags: Sequence[str] = ()
+    path_prefixes: Sequence[str] = ()
+
+    def keeps(self, path: str, op: dict[str, Any]) -> bool:
+        """Whether the tag and path filters let this operation through."""
+        if self.tags and not set(self.tags) & set(_tags(op)):
+            return False
+        return not self.path_prefixes or any(path.startswith(p) for p in self.path_prefixes)
+
+
+def _tags(op: dict[str, Any]) -> list[str]:
+    tags = op.get("tags")
+    return [str(t) for t in tags] if isinstance(tags, list) else []
+
+
 def import_openapi(
     source: str,
     *,
     base_url: str | None = None,
     operations: Sequence[str] = (),
     fetch: Fetch | None = None,
+    selection: Selection | None = None,
+    pins: Mapping[str, str] | None = None,
 ) -> ImportResult:
     """Map the operations of an OpenAPI 3.x document to validated ``http`` actions.
 
     Args:
         source: A file path, or an http(s) URL fetched with ``fetch``.
         base_url: Overrides the spec's ``servers``.
-        operations: Only these operationIds (or ``"METHOD /path"``); empty means all.
+        operations: Only these operationIds (or ``"METHOD /path"``, tool names, globs); empty
+            means all.
         fetch: Downloads a URL; default :func:`fetch_url` (egress guard, no exemptions).
+        selection: Tags, path prefixes and selectors (``operations`` is its shorthand).
+        pins: ``--set``: path, query and header parameters by name with the value (a literal
+            or a template) every imported action sends, instead of a model argument.
 
     Raises:
         OpenAPIImportError: unreadable or non-3.x spec, unknown operation, no usable base URL.
@@ -220,8 +291,10 @@ def import_openapi(
         except OSError as e:
             raise OpenAPIImportError(f"{source}: cannot read file: {e.strerror}") from None
     document = _parse(raw, source)
-    importer = _Importer(document, spec_url=source if is_url else None, base_url=base_url)
-    return importer.run(operations, source)
+    importer = _Importer(
+        document, spec_url=source if is_url else None, base_url=base_url, pins=dict(pins or {})
+    )
+    return importer.run(selection or Selection(operations=operations), source)
 
 
 def _parse(raw: bytes, source: str) -> dict[str, Any]:
@@ -245,17 +318,46 @@ def _parse(raw: bytes, source: str) -> dict[str, Any]:
 
 
 def tool_name(operation_id: str) -> str:
-    """A tool name from an operationId: ``listPets`` -> ``list_pets``."""
+    """A tool name from an operationId: ``listPets`` -> ``list_pets``.
+
+    Longer than 64 characters, it is cut at the last word boundary that leaves room for
+    ``_`` and a 6-character hash of the whole name, so two long names that share a beginning
+    stay apart and no word is cut in the middle.
+    """
     text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", operation_id).lower()
     text = re.sub(r"[^a-z0-9-]+", "_", text).strip("_-")
-    return text[:64].rstrip("_-") or "operation"
+    if len(text) <= 64:
+        return text or "operation"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:6]
+    head = text[: 64 - 7]
+    cut = head.rfind("_")
+    head = head[:cut] if cut > 0 else head
+    return f"{head.rstrip('_-')}_{digest}"
+
+
+def _selected(wanted: Sequence[str], label: str, method: str, path: str) -> str | None:
+    """The selector in ``wanted`` naming this operation (its id, ``METHOD /path``, its tool
+    name, or a glob on either), or None."""
+    names = (label, f"{method.upper()} {path}", tool_name(label))
+    for selector in wanted:
+        if any(fnmatch.fnmatchcase(name, selector) for name in names):
+            return selector
+    return None
 
 
 class _Importer:
     """Maps the operations of one document."""
 
-    def __init__(self, document: dict[str, Any], *, spec_url: str | None, base_url: str | None):
+    def __init__(
+        self,
+        document: dict[str, Any],
+        *,
+        spec_url: str | None,
+        base_url: str | None,
+        pins: dict[str, str] | None = None,
+    ):
         self.document = document
+        self.pins = dict(pins or {})
         self.resolver = Resolver(document)
         self.spec_url = spec_url
         self.base_url = base_url
@@ -269,18 +371,21 @@ class _Importer:
         self.tool_names: set[str] = set()
         self.broken: list[tuple[str, str]] = []
 
-    def run(self, wanted: Sequence[str], source: str) -> ImportResult:
-        found = list(self._operations())
-        labels = {label for label, *_ in found} | {f"{m.upper()} {p}" for _, m, p, *_ in found}
-        unknown = [w for w in wanted if w not in labels]
+    def run(self, selection: Selection, source: str) -> ImportResult:
+        found = [f for f in self._operations() if selection.keeps(f[2], f[4])]
+        wanted = selection.operations
+        used = {_selected(wanted, label, m, p) for label, m, p, *_ in found}
+        unknown = [w for w in wanted if w not in used]
         if unknown:
             known = ", ".join(sorted(label for label, *_ in found)[:20]) or "none"
             raise OpenAPIImportError(f"unknown operation {unknown[0]!r} (operations: {known})")
         result = ImportResult({"secrets": {}, "actions": []}, list(self.broken), source=source)
+        result.webhooks = len(as_dict(self.document.get("webhooks")))
         secrets: dict[str, str] = result.config["secrets"]
         for label, method, path, item, op in found:
-            if wanted and label not in wanted and f"{method.upper()} {path}" not in wanted:
+            if wanted and _selected(wanted, label, method, path) is None:
                 continue
+            result.seen.append((label, method.upper(), path, _tags(op)))
             if method.upper() not in METHODS:
                 why = f"method {method.upper()} is not supported ({', '.join(METHODS)} only)"
                 result.skipped.append((label, why))
@@ -295,6 +400,7 @@ class _Importer:
                 result.skipped.append((label, str(e)))
                 continue
             self.tool_names.add(action["tool_name"])
+            result.tools[label] = action["tool_name"]
             result.config["actions"].append(action)
             secrets.update((s, v) for s, v in needed.items() if s not in secrets)
             result.notes += [(label, note) for note in draft.notes]
@@ -331,6 +437,8 @@ class _Importer:
         summary, details = clean_text(op.get("summary")), clean_text(op.get("description"))
         op_id = op.get("operationId") if isinstance(op.get("operationId"), str) else ""
         text = f"{summary.rstrip('.')}. {details}" if summary and details else summary or details
+        if summary and details.lower().startswith(summary.rstrip(".").lower()):
+            text = details  # the description repeats the summary: once is enough
         if op.get("deprecated") is True:
             text = f"Deprecated. {text}"
         action: dict[str, Any] = {
@@ -393,6 +501,9 @@ class _Importer:
         name, where = spec["name"], spec["in"]
         required = where == "path" or spec.get("required") is True
         label = f"{where} parameter {name!r}"
+        if name in self.pins and where in {"path", "query", "header"}:
+            self._pin(name, where, draft)
+            return
         content = as_dict(spec.get("content"))
         node = (
             spec["schema"]
@@ -413,21 +524,11 @@ class _Importer:
             self.resolver, shape, description=spec.get("description", ""), required=required
         )
         if param["type"] in {"array", "object"} and not content:
-            style = spec.get("style") or ("form" if where == "query" else "simple")
-            explode = spec.get("explode", style == "form")
-            items = param.get("items", {"type": "string"})
-            if param["type"] == "object" or items["type"] not in SCALARS or explode:
-                what = f"{'exploded ' if explode else ''}{style}-style {param['type']}"
-                draft.leave_out(required, f"{label}: {what} values are not supported")
+            kept = self._structured(spec, where, param, required, label, draft)
+            if kept is None:
                 return
-            allowed = (
-                f" Allowed values: {', '.join(map(str, items['enum']))}." if "enum" in items else ""
-            )
-            text = f"{param.get('description', '')} Comma-separated values.{allowed}".strip()
-            param = {"type": "string", "description": text} | (
-                {"required": True} if required else {}
-            )
-        pname = draft.claim(name, where)
+            param = kept
+        pname, param = _comparison(name, where, param, draft)
         draft.params[pname] = param
         if where == "path":
             draft.path_args[name] = pname
@@ -438,6 +539,47 @@ class _Importer:
         else:
             draft.headers[name] = arg(pname)
 
+    @staticmethod
+    def _structured(
+        spec: dict[str, Any],
+        where: str,
+        param: dict[str, Any],
+        required: bool,
+        label: str,
+        draft: ActionParts,
+    ) -> dict[str, Any] | None:
+        """An array or object parameter as the gateway can send it, or None (left out)."""
+        style = spec.get("style") or ("form" if where == "query" else "simple")
+        explode = spec.get("explode", style == "form")
+        items = param.get("items", {"type": "string"})
+        if param["type"] == "array" and items["type"] in SCALARS:
+            if where == "query" and style == "form" and explode:
+                return param  # one pair per item: tag=a&tag=b
+            if not explode:
+                allowed = (
+                    f" Allowed values: {', '.join(map(str, items['enum']))}."
+                    if "enum" in items
+                    else ""
+                )
+                text = f"{param.get('description', '')} Comma-separated values.{allowed}"
+                return {"type": "string", "description": text.strip()} | (
+                    {"required": True} if required else {}
+                )
+        what = f"{'exploded ' if explode else ''}{style}-style {param['type']}"
+        draft.leave_out(required, f"{label}: {what} values are not supported")
+        return None
+
+    def _pin(self, name: str, where: str, draft: ActionParts) -> None:
+        value = self.pins[name]
+        draft.secrets += re.findall(r"\{\{\s*secrets\.(\w+)\s*\}\}", value)
+        draft.notes.append(f"{where} parameter {name!r} set to {value!r} (--set)")
+        if where == "path":
+            draft.pinned_path[name] = value if "{{" in value else quote(value, safe="")
+        elif where == "query":
+            draft.query[name] = value
+        else:
+            draft.headers[name] = value
+
     def _path(self, path: str, draft: ActionParts) -> str:
         out: list[str] = []
         used: set[str] = set()
@@ -445,6 +587,8 @@ class _Importer:
             match = re.fullmatch(r"\{([^{}/]+)\}", piece)
             if match is None:
                 out.append(quote(piece, safe=_PATH_SAFE))
+            elif match.group(1) in draft.pinned_path:
+                out.append(draft.pinned_path[match.group(1)])
             elif match.group(1) in draft.path_args:
                 used.add(match.group(1))
                 out.append(arg(draft.path_args[match.group(1)]))
@@ -505,3 +649,25 @@ class _Importer:
             else:
                 draft.query_required.append((auth["name"], auth["value"]))
         return primary
+
+
+_COMPARISONS = {"<=": "at_most", ">=": "at_least", "<": "before", ">": "after"}
+
+
+def _comparison(
+    name: str, where: str, param: dict[str, Any], draft: ActionParts
+) -> tuple[str, dict[str, Any]]:
+    """The parameter name for ``name``; ``DateSent<`` becomes ``date_sent_before`` (and says so).
+
+    APIs such as Twilio's filter with ``Field<`` and ``Field>``; cut to ``Field`` they would
+    collide, and the model could not tell them apart.
+    """
+    for suffix, word in _COMPARISONS.items():
+        if name.endswith(suffix) and len(name) > len(suffix):
+            base = tool_name(name[: -len(suffix)])
+            pname = draft.claim(f"{base}_{word}", where)
+            text = param.get("description", "")
+            field_name, relation = name[: -len(suffix)], word.replace("_", " ")
+            sent = f"Sent as {name}: only results with {field_name} {relation}."
+            return pname, {**param, "description": f"{sent} {text}".strip()}
+    return draft.claim(name, where), param

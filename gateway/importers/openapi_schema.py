@@ -404,6 +404,8 @@ class ActionParts:
     query: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    pinned_path: dict[str, str] = field(default_factory=dict)
+    """Path parameters ``--set`` gave a value."""
     secrets: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
