@@ -299,11 +299,13 @@ async def test_fastapi_spec_imports_and_runs(
     order = {"sku": "SKU-1", "quantity": 2, "gift": None, "tags": ["red", "gift"], "channel": "web"}
     assert calls[-1] == ("createOrder", (order, "key-123"))
 
-    ship = actions["ship_shipments_post"]  # a nested body: one generic "body" parameter
-    assert list(ship.parameters) == ["body"] and ship.parameters["body"].type == "object"
-    assert ship.parameters["body"].required
-    assert '"address"' in ship.parameters["body"].description  # the model sees the shape
-    assert (ship.body, ship.headers) == ("{{args.body}}", {"Content-Type": "application/json"})
+    ship = actions["ship_shipments_post"]  # a nested body: its structure, kept
+    assert list(ship.parameters) == ["order_id", "address"]
+    address = ship.parameters["address"]
+    assert address.type == "object" and address.required and address.properties is not None
+    assert set(address.properties) == {"street", "city"}
+    assert address.properties["street"].required and not address.properties["city"].required
+    assert ship.body == {"order_id": "{{args.order_id}}", "address": "{{args.address}}"}
 
     cancel = actions["cancel_order"]
     assert cancel.name == "Cancel Order"  # FastAPI's summary, from the function name
@@ -438,10 +440,13 @@ async def test_generic_json_body_is_sent_as_json(
     spec.write_text(json.dumps(app.openapi()), encoding="utf-8")
     config = reload(import_openapi(str(spec), base_url=base), {"API_KEY_HEADER": "key-123"})
     shipment = {"order_id": "A-1", "address": {"street": "1 Main St", "city": None}}
-    done = await runner(outbound, config)(tools(config)["ship_shipments_post"], {"body": shipment})
+    run = runner(outbound, config)
+    done = await run(tools(config)["ship_shipments_post"], shipment)
     assert done.outcome == "success", done.content
     assert json.loads(seen[-1].body) == shipment
     assert calls[-1] == ("ship", shipment)
+    missing = await run(tools(config)["ship_shipments_post"], {"order_id": "A-2", "address": {}})
+    assert missing.outcome == "rejected" and "'address.street' is required" in missing.content
 
     env = {"HELPDESK_BASIC_USERNAME": "agent", "HELPDESK_BASIC_PASSWORD": "pw-1234"}
     config = reload(import_openapi(str(HELPDESK), base_url=api.base_url + "/echo"), env)

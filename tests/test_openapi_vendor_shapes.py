@@ -13,7 +13,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -329,3 +329,80 @@ def test_more_tools_than_a_provider_accepts_is_a_warning(tmp_path: Path) -> None
     warning = result.size_warning()
     assert warning is not None and warning.startswith("warning: 130 tools, more than OpenAI")
     assert "--tag" in warning and "characters" in warning
+
+
+def orders_api() -> dict[str, Any]:
+    line = {
+        "type": "object",
+        "required": ["price"],
+        "properties": {
+            "price": {"type": "string", "description": "The price id."},
+            "quantity": {"type": "integer", "default": 1},
+        },
+    }
+    body = {
+        "type": "object",
+        "required": ["customer", "lines"],
+        "properties": {
+            "customer": {
+                "type": "object",
+                "required": ["email"],
+                "properties": {"email": {"type": "string", "format": "email"}},
+            },
+            "lines": {"type": "array", "items": line},
+        },
+    }
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Orders", "version": "1"},
+        "paths": {
+            "/orders": {
+                "post": {
+                    "operationId": "createOrder",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": body}},
+                    },
+                    "responses": {"200": {"description": "ok"}},
+                }
+            }
+        },
+    }
+
+
+async def test_a_nested_json_body_keeps_its_structure_in_every_format(
+    tmp_path: Path, api: ActionAPI, outbound: Outbound
+) -> None:
+    from adapters import FORMATS, export_tools
+    from gateway.definitions.tools import to_tool_definitions
+
+    result = import_openapi(str(write(tmp_path, orders_api())), base_url=api.base_url + "/echo")
+    config = reload(result, {})
+    create = tools(config)["create_order"]
+    customer, lines = create.parameters["customer"], create.parameters["lines"]
+    assert customer.properties is not None and customer.properties["email"].required
+    assert lines.items is not None and lines.items.properties is not None
+    assert lines.items.properties["price"].required
+    for fmt in FORMATS:
+        exported = json.dumps(export_tools(to_tool_definitions(config.actions), fmt))
+        assert '"email"' in exported and '"price"' in exported, fmt
+    gemini = export_tools(to_tool_definitions(config.actions), "gemini")
+
+    def objects(node: Any) -> Iterator[dict[str, Any]]:
+        if isinstance(node, dict):
+            if node.get("type") == "OBJECT":
+                yield node
+            for value in node.values():
+                yield from objects(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from objects(value)
+
+    assert all(o.get("properties") for o in objects(gemini))  # no empty OBJECT
+    args = {"customer": {"email": "a@example.com"}, "lines": [{"price": "p_1", "quantity": 2}]}
+    done = await runner(outbound, config)(create, args)
+    assert done.outcome == "success", done.content
+    assert json.loads(api.last().body) == args
+    bad = await runner(outbound, config)(create, {"customer": {}, "lines": [{"quantity": 1}]})
+    assert bad.outcome == "rejected"
+    assert "'customer.email' is required" in bad.content and "'lines[0].price'" in bad.content

@@ -78,6 +78,10 @@ class Parameter(_Strict):
     items: Parameter | None = None
     """Schema of the elements when ``type`` is ``array`` (default: strings)."""
 
+    properties: dict[str, Parameter] | None = None
+    """The fields when ``type`` is ``object`` (each with its own ``required``); without them an
+    object parameter takes any JSON object."""
+
     def json_schema(self) -> dict[str, Any]:
         """Return this parameter as a JSON Schema fragment (``required`` lives on the parent)."""
         schema: dict[str, Any] = {"type": self.type}
@@ -87,6 +91,11 @@ class Parameter(_Strict):
             schema["enum"] = list(self.enum)
         if self.type == "array":
             schema["items"] = (self.items or Parameter()).json_schema()
+        if self.type == "object" and self.properties:
+            schema["properties"] = {k: p.json_schema() for k, p in self.properties.items()}
+            required = [k for k, p in self.properties.items() if p.required]
+            if required:
+                schema["required"] = required
         return schema
 
 

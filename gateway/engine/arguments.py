@@ -232,13 +232,21 @@ class _Checker:
                 for i, item in enumerate(value):
                     self.check_value(item, items, f"{path}[{i}]", depth + 1)
         elif isinstance(value, Mapping):
+            fields = None if param is None else param.properties
             if self.enter(value, depth, path):
                 for key, item in value.items():
                     if not isinstance(key, str):
                         self.add(f"{_quote(path)} has a key that is not a string")
                         continue
                     self.check_string(key, f"a key of {_quote(path)}")
-                    self.check_value(item, None, f"{path}.{key}", depth + 1)
+                    # A declared field is checked as declared; others as free-form JSON.
+                    known = None if fields is None else fields.get(key)
+                    if item is None and known is not None and not known.required:
+                        continue  # an optional field sent as null: the API's to read
+                    self.check_value(item, known, f"{path}.{key}", depth + 1)
+                for key, field in (fields or {}).items():
+                    if field.required and value.get(key) is None:
+                        self.add(f"{_quote(f'{path}.{key}')} is required")
         elif isinstance(value, str):
             self.check_string(value, _quote(path))
         elif not (value is None or isinstance(value, bool) or _is_number(value)):

@@ -268,6 +268,18 @@ def to_parameter(
         item = to_parameter(resolver, items, depth=depth + 1)
         if item != {"type": "string"}:
             param["items"] = item
+    if param["type"] == "object" and depth < 4:
+        obj = object_branch(shape) if "variants" in shape else shape
+        needed = set((obj or {}).get("required") or [])
+        fields = {
+            name: to_parameter(
+                resolver, resolver.flatten(sub), required=name in needed, depth=depth + 1
+            )
+            for name, sub in as_dict((obj or {}).get("properties")).items()
+            if as_dict(sub).get("readOnly") is not True
+        }
+        if fields:
+            param["properties"] = fields  # the structure, with descriptions and constraints
     if required:
         param["required"] = True
     return param
@@ -455,8 +467,7 @@ def add_body(resolver: Resolver, spec: dict[str, Any], draft: ActionParts) -> No
         # An optional body with nothing in it (Stripe declares one on every GET): no body.
         draft.notes.append("optional request body without fields ignored")
         return
-    simple = bool(fields) and all(is_simple(resolver, f) for f in fields.values())
-    if obj is not None and simple and ctype.endswith("json"):
+    if obj is not None and fields and ctype.endswith("json"):
         draft.body = {}
         if ctype != "application/json":  # e.g. application/merge-patch+json
             draft.headers["Content-Type"] = ctype
