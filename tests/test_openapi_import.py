@@ -358,7 +358,8 @@ def test_url_refused_without_an_allow_entry(url: str, why: str) -> None:
 async def test_openapi_31_refs_and_nullables(api: ActionAPI, outbound: Outbound) -> None:
     result = import_openapi(str(HELPDESK), base_url=api.base_url + "/echo")
     assert skipped(result) == {
-        "uploadAttachment": "request body media type(s) multipart/form-data not supported",
+        "uploadAttachment": "the multipart body has no field the gateway can send "
+        "(file parts and object fields are not supported)",
         "getCustomer": "external $ref 'customers.yaml#/components/parameters/CustomerId' "
         "is not supported (bundle the spec first)",
     }
@@ -563,7 +564,8 @@ def test_skipped_operations_name_the_reason() -> None:
     assert skipped(result) == {
         "deletePet": "security scheme 'SessionCookie': API keys in cookie are not supported",
         "petExists": "method HEAD is not supported (GET, POST, PUT, PATCH, DELETE only)",
-        "uploadPhoto": "request body media type(s) multipart/form-data not supported",
+        "uploadPhoto": "the multipart body has no field the gateway can send "
+        "(file parts and object fields are not supported)",
         "searchPets": "cookie parameter 'session': cookie parameters are not supported",
     }
     imported = {a["tool_name"] for a in result.config["actions"]}

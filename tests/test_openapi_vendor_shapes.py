@@ -406,3 +406,62 @@ async def test_a_nested_json_body_keeps_its_structure_in_every_format(
     bad = await runner(outbound, config)(create, {"customer": {}, "lines": [{"quantity": 1}]})
     assert bad.outcome == "rejected"
     assert "'customer.email' is required" in bad.content and "'lines[0].price'" in bad.content
+
+
+async def test_multipart_text_fields_are_sent_and_file_parts_left_out(
+    tmp_path: Path, api: ActionAPI, outbound: Outbound
+) -> None:
+    from email.parser import BytesParser
+
+    schema = {
+        "type": "object",
+        "required": ["subject"],
+        "properties": {
+            "subject": {"type": "string"},
+            "note": {"type": "string"},
+            "attachment": {"type": "string", "format": "binary"},
+        },
+    }
+    spec = {
+        "openapi": "3.0.0",
+        "info": {"title": "Tickets", "version": "1"},
+        "paths": {
+            "/tickets": {
+                "post": {
+                    "operationId": "createTicket",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"multipart/form-data": {"schema": schema}},
+                    },
+                    "responses": {"200": {"description": "ok"}},
+                }
+            }
+        },
+    }
+    result = import_openapi(str(write(tmp_path, spec)), base_url=api.base_url + "/echo")
+    assert any("file parts are not supported" in n for _, n in result.notes)
+    config = reload(result, {})
+    create = tools(config)["create_ticket"]
+    assert set(create.parameters) == {"subject", "note"}
+    subject = 'Broken "mug"\r\n--x'
+    done = await runner(outbound, config)(create, {"subject": subject})
+    assert done.outcome == "success", done.content
+    got = api.last()
+    ctype = got.headers["Content-Type"]
+    assert ctype.startswith("multipart/form-data; boundary=actiongate-")
+    message = BytesParser().parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + got.body)
+    parts = {
+        p.get_param("name", header="content-disposition"): p.get_payload()
+        for p in message.get_payload()
+    }  # type: ignore[union-attr]
+    assert parts == {"subject": subject}  # the optional note was left out
+
+
+def test_multipart_names_cannot_break_out_of_their_part() -> None:
+    from gateway.engine.rendering import multipart_encode
+
+    text = multipart_encode({"meta": {'x"\r\nContent-Type: text/html': "v"}}, "B")
+    assert text == (
+        '--B\r\nContent-Disposition: form-data; name="meta[x%22%0D%0AContent-Type: text/html]"'
+        "\r\n\r\nv\r\n--B--\r\n"
+    )

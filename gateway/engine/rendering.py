@@ -13,6 +13,7 @@ the model is told so. A text body sent as JSON that does not parse after renderi
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
 
 _JSON_TYPES = ("application/json", "+json")
 _FORM_TYPE = "application/x-www-form-urlencoded"
+_MULTIPART_TYPE = "multipart/form-data"
 
 
 @dataclass(slots=True)
@@ -267,6 +269,12 @@ def render_request(
         _, data = _render_json(request.body, values, required)
         if ctype == _FORM_TYPE:
             body_text = form_encode(data)  # fields the model left out stay out
+        elif ctype == _MULTIPART_TYPE:
+            boundary = f"actiongate-{uuid.uuid4().hex}"
+            body_text = multipart_encode(data, boundary)
+            for name in [k for k in headers if k.lower() == "content-type"]:
+                del headers[name]
+            headers["Content-Type"] = f"{_MULTIPART_TYPE}; boundary={boundary}"
         else:
             body_text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
             if not ctype:
@@ -295,6 +303,23 @@ def form_encode(data: Any) -> str:
     return "&".join(
         f"{quote(key, safe='[]')}={quote_plus(text)}" for key, text in _form_pairs("", data)
     )
+
+
+def multipart_encode(data: Any, boundary: str) -> str:
+    """A rendered object as ``multipart/form-data`` text parts (nested names in brackets).
+
+    Field names are the definition's; a value's quotes and line breaks cannot end its part,
+    since the boundary is a fresh random token per request.
+    """
+    parts = []
+    for key, text in _form_pairs("", data):
+        # As browsers do (WHATWG): a name cannot break out of its quotes or its header line,
+        # even a key the model put in an object value.
+        name = key.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{text}\r\n'
+        )
+    return "".join(parts) + f"--{boundary}--\r\n"
 
 
 def _check_json(text: str, ctype: str) -> None:

@@ -392,7 +392,12 @@ def scheme_auth(
 def pick_media(content: dict[str, Any]) -> tuple[str, str] | None:
     """``(content key, media type)`` to send: JSON first, then form-encoded, then text."""
     types = {k.split(";", 1)[0].strip().lower(): k for k in content}
-    for want in ("application/json", "*/*", "application/x-www-form-urlencoded"):
+    for want in (
+        "application/json",
+        "*/*",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ):
         if want in types:
             return types[want], "application/json" if want == "*/*" else want
     for media, key in types.items():
@@ -476,8 +481,8 @@ def add_body(resolver: Resolver, spec: dict[str, Any], draft: ActionParts) -> No
             needed = required and name in obj["required"]
             draft.params[pname] = to_parameter(resolver, sub, required=needed)
             draft.body[name] = arg(pname)
-    elif ctype == "application/x-www-form-urlencoded":
-        _form_body(resolver, obj, fields, required, draft)
+    elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        _form_body(resolver, obj, fields, required, draft, ctype)
     else:
         json_body = ctype.endswith("json")
         param = to_parameter(resolver, shape) if json_body else {"type": "string"}
@@ -500,8 +505,12 @@ def _form_body(
     fields: dict[str, dict[str, Any]],
     required: bool,
     draft: ActionParts,
+    ctype: str = "application/x-www-form-urlencoded",
 ) -> None:
-    """A form-encoded body: one parameter per field, sent as ``name=value`` pairs.
+    """A form-encoded or multipart body: one parameter per field.
+
+    Multipart bodies carry text parts only: a file part (``format: binary``/``base64``) is left
+    out with a note, or skips the operation when required.
 
     Optional fields the model leaves out are left out of the body; arrays go in with the
     bracket encoding form APIs read (``tags[0]=a``). Object fields are left out (optional) or
@@ -513,6 +522,11 @@ def _form_body(
     for name, sub in fields.items():
         needed = required and name in obj["required"]
         kind = sub.get("type")
+        if sub.get("format") in ("binary", "base64") or (
+            kind == "array" and as_dict(sub.get("items")).get("format") in ("binary", "base64")
+        ):
+            draft.leave_out(needed, f"form field {name!r}: file parts are not supported")
+            continue
         item = resolver.flatten(sub.get("items") or {}) if kind == "array" else {}
         if kind not in SCALARS and not (kind == "array" and item.get("type") in SCALARS):
             draft.leave_out(
@@ -523,5 +537,9 @@ def _form_body(
         draft.params[pname] = to_parameter(resolver, sub, required=needed)
         draft.body[name] = arg(pname)
     if not draft.body:
-        raise SchemaError("the form-encoded body has no field the gateway can send")
-    draft.headers["Content-Type"] = "application/x-www-form-urlencoded"
+        what = "multipart" if ctype.startswith("multipart/") else "form-encoded"
+        raise SchemaError(
+            f"the {what} body has no field the gateway can send "
+            "(file parts and object fields are not supported)"
+        )
+    draft.headers["Content-Type"] = ctype
