@@ -149,6 +149,7 @@ async def test_a_form_api_imports_lists_and_creates_with_optional_fields(
     assert listing.body is None and "Default: 0." in listing.parameters["limit"].description
     create = actions["post_customers"]
     assert create.parameters["email"].required and not create.parameters["name"].required
+    assert create.parameters["name"].description == "At most 256 characters."  # kept, in words
     assert "metadata" not in create.parameters  # object fields: not yet (noted)
     assert any("metadata" in note for op, note in result.notes if op == "PostCustomers")
 

@@ -234,12 +234,44 @@ def _describe(shape: Mapping[str, Any], description: str) -> str:
         kinds = dict.fromkeys(str(v.get("type")) for v in shape["variants"])
         if len(kinds) > 1:
             parts.append("One of the types: " + ", ".join(kinds) + ".")
+    parts += _constraints(shape)
     default = shape.get("default")
     if isinstance(default, bool):
         parts.append(f"Default: {'true' if default else 'false'}.")
     elif isinstance(default, str | int | float) and str(default):
         parts.append(f"Default: {clean_text(str(default), 80)}.")  # 0 is a default too
     return " ".join(p for p in parts if p)
+
+
+def _constraints(shape: Mapping[str, Any]) -> list[str]:
+    """Length, range, pattern and an example, in words: every export format can carry them."""
+    out = []
+    low, high = shape.get("minLength"), shape.get("maxLength")
+    if isinstance(low, int) and isinstance(high, int):
+        out.append(f"{low} to {high} characters.")
+    elif isinstance(high, int):
+        out.append(f"At most {high} characters.")
+    elif isinstance(low, int) and low > 1:
+        out.append(f"At least {low} characters.")
+    least, most = shape.get("minimum"), shape.get("maximum")
+    if _is_number(least) and _is_number(most):
+        out.append(f"From {least} to {most}.")
+    elif _is_number(least):
+        out.append(f"At least {least}.")
+    elif _is_number(most):
+        out.append(f"At most {most}.")
+    pattern = shape.get("pattern")
+    if isinstance(pattern, str) and len(pattern) <= 120:
+        out.append(f"Pattern: {pattern}")
+    examples = shape.get("examples")
+    example = examples[0] if isinstance(examples, list) and examples else shape.get("example")
+    if isinstance(example, str | int | float) and not isinstance(example, bool):
+        out.append(f"Example: {clean_text(str(example), 80)}.")
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def to_parameter(
