@@ -42,6 +42,14 @@ def form_api() -> dict[str, Any]:
             "preferred_locales": {"type": "array", "items": {"type": "string"}},
             "tax_exempt": {"type": "string", "enum": ["none", "exempt", "reverse"]},
             "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+            "invoice_items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["price"],
+                    "properties": {"price": {"type": "string"}, "quantity": {"type": "integer"}},
+                },
+            },
         },
     }
     return {
@@ -157,7 +165,12 @@ async def test_a_form_api_imports_lists_and_creates_with_optional_fields(
     done = await run(listing, {})
     assert done.outcome == "success", done.content
     assert (api.last().method, api.last().body) == ("GET", b"")
-    args = {"email": "jenny@example.com", "preferred_locales": ["en", "fr"], "balance": 0}
+    args = {
+        "email": "jenny@example.com",
+        "preferred_locales": ["en", "fr"],
+        "balance": 0,
+        "invoice_items": [{"price": "p_1", "quantity": 2}],
+    }
     done = await run(create, args)
     assert done.outcome == "success", done.content
     got = api.last()
@@ -168,6 +181,8 @@ async def test_a_form_api_imports_lists_and_creates_with_optional_fields(
         "preferred_locales[0]": ["en"],
         "preferred_locales[1]": ["fr"],
         "balance": ["0"],
+        "invoice_items[0][price]": ["p_1"],
+        "invoice_items[0][quantity]": ["2"],
     }  # name, tax_exempt: left out by the model, left out of the body
 
 

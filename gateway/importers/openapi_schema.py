@@ -544,9 +544,10 @@ def _form_body(
     Multipart bodies carry text parts only: a file part (``format: binary``/``base64``) is left
     out with a note, or skips the operation when required.
 
-    Optional fields the model leaves out are left out of the body; arrays go in with the
-    bracket encoding form APIs read (``tags[0]=a``). Object fields are left out (optional) or
-    skip the operation (required): their nested parameters are not supported yet.
+    Optional fields the model leaves out are left out of the body; arrays and objects with
+    declared fields go in with the bracket encoding form APIs read (``tags[0]=a``,
+    ``items[0][price]=p``). A free-form object (``metadata``) is left out (optional) or skips
+    the operation (required): its keys are not known.
     """
     if obj is None or not fields:
         raise SchemaError("form-encoded bodies are supported only as an object of fields")
@@ -559,14 +560,13 @@ def _form_body(
         ):
             draft.leave_out(needed, f"form field {name!r}: file parts are not supported")
             continue
-        item = resolver.flatten(sub.get("items") or {}) if kind == "array" else {}
-        if kind not in SCALARS and not (kind == "array" and item.get("type") in SCALARS):
-            draft.leave_out(
-                needed, f"form field {name!r}: {kind or 'untyped'} fields are not supported"
-            )
+        param = to_parameter(resolver, sub, required=needed)
+        if not _form_sendable(param):
+            what = f"{param['type']} fields without declared properties"
+            draft.leave_out(needed, f"form field {name!r}: {what} are not supported")
             continue
         pname = draft.claim(name, "body")
-        draft.params[pname] = to_parameter(resolver, sub, required=needed)
+        draft.params[pname] = param
         draft.body[name] = arg(pname)
     if not draft.body:
         what = "multipart" if ctype.startswith("multipart/") else "form-encoded"
@@ -575,3 +575,15 @@ def _form_body(
             "(file parts and object fields are not supported)"
         )
     draft.headers["Content-Type"] = ctype
+
+
+def _form_sendable(param: Mapping[str, Any]) -> bool:
+    """A form field the bracket encoding can carry: scalars, and arrays and objects of them
+    whose structure is declared (``items[0][price]``); a free-form object is not."""
+    kind = param.get("type")
+    if kind == "array":
+        return _form_sendable(param.get("items") or {"type": "string"})
+    if kind == "object":
+        fields = as_dict(param.get("properties"))
+        return bool(fields) and all(_form_sendable(f) for f in fields.values())
+    return kind in SCALARS
