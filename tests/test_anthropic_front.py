@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx2
 import pytest
 
-from tests.support.gateway import Gateway, running_gateway
+from tests.support.gateway import Gateway, running_gateway, sdk_http_client
 
 USER = [{"role": "user", "content": "Where is order A-12345?"}]
 
@@ -29,13 +28,8 @@ async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
 
 
 def client(gw: Gateway, key: str = "unused") -> anthropic.AsyncAnthropic:
-    # The SDK brings its own HTTP client package (httpx2), with the same ASGI transport.
-    transport = httpx2.ASGITransport(app=gw.client._transport.app)  # type: ignore[attr-defined]
     return anthropic.AsyncAnthropic(
-        base_url="http://gw",
-        api_key=key,
-        max_retries=0,
-        http_client=httpx2.AsyncClient(transport=transport, base_url="http://gw"),
+        base_url="http://gw", api_key=key, max_retries=0, http_client=sdk_http_client(gw)
     )
 
 

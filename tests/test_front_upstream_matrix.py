@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx2
 import openai
 import pytest
 
-from tests.support.gateway import Gateway, running_gateway
+from tests.support.gateway import Gateway, running_gateway, sdk_http_client
 
 DIALECTS = {
     "chat": "/v1/chat/completions",
@@ -51,11 +50,6 @@ class Reply:
     history: list[Any] = field(default_factory=list)
 
 
-def _transport(gw: Gateway) -> httpx2.AsyncClient:
-    app = gw.client._transport.app  # type: ignore[attr-defined]
-    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://gw")
-
-
 class Front:
     """One client front driven by its official SDK."""
 
@@ -63,11 +57,11 @@ class Front:
         self.name = name
         if name == "messages":
             self.ant = anthropic.AsyncAnthropic(
-                base_url="http://gw", api_key="k", max_retries=0, http_client=_transport(gw)
+                base_url="http://gw", api_key="k", max_retries=0, http_client=sdk_http_client(gw)
             )
         else:
             self.oa = openai.AsyncOpenAI(
-                base_url="http://gw/v1", api_key="k", max_retries=0, http_client=_transport(gw)
+                base_url="http://gw/v1", api_key="k", max_retries=0, http_client=sdk_http_client(gw)
             )
 
     def tools(self) -> list[Any]:

@@ -12,13 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from tests.support.gateway import Gateway, running_gateway
+from tests.support.gateway import Gateway, running_gateway, sdk_http_client
 
 ASK = "Where is order A-12345?"
 WEATHER = {
@@ -39,12 +38,8 @@ async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
 
 
 def client(gw: Gateway, key: str = "unused") -> openai.AsyncOpenAI:
-    transport = httpx2.ASGITransport(app=gw.client._transport.app)  # type: ignore[attr-defined]
     return openai.AsyncOpenAI(
-        base_url="http://gw/v1",
-        api_key=key,
-        max_retries=0,
-        http_client=httpx2.AsyncClient(transport=transport, base_url="http://gw"),
+        base_url="http://gw/v1", api_key=key, max_retries=0, http_client=sdk_http_client(gw)
     )
 
 

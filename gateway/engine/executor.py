@@ -189,32 +189,6 @@ class Executor:
         started: float | None = None,
     ) -> Execution:
         """Render, send, trim and log one request (a form's submit and a button's click too)."""
-        with tracing.action_span(tool, tool_call_id) as span:
-            execution = await self._execute_request(
-                request,
-                tool=tool,
-                conversation=conversation,
-                values=values,
-                required_args=required_args,
-                tool_call_id=tool_call_id,
-                dry_run=dry_run,
-                started=started,
-            )
-            tracing.action_done(span, execution.record.outcome, execution.record.response)
-        return execution
-
-    async def _execute_request(
-        self,
-        request: HttpRequest,
-        *,
-        tool: str,
-        conversation: Conversation,
-        values: Mapping[str, Any],
-        required_args: Iterable[str] = (),
-        tool_call_id: str | None = None,
-        dry_run: bool = False,
-        started: float | None = None,
-    ) -> Execution:
         run = _Run(
             tool,
             conversation,
@@ -222,6 +196,20 @@ class Executor:
             time.perf_counter() if started is None else started,
             self.redactor.child(),
         )
+        with tracing.action_span(tool, tool_call_id) as span:
+            execution = await self._execute_request(request, run, values, required_args, dry_run)
+            tracing.action_done(span, execution.record.outcome, execution.record.response)
+        return execution
+
+    async def _execute_request(
+        self,
+        request: HttpRequest,
+        run: _Run,
+        values: Mapping[str, Any],
+        required_args: Iterable[str],
+        dry_run: bool,
+    ) -> Execution:
+        tool = run.tool
         try:
             run.rendered = render_request(request, values, required_args=required_args)
             if dry_run and isinstance(request.auth, OAuth2ClientCredentials):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 
 from examples.scripted_upstream import ScriptedUpstream, running_upstream
 from gateway.app import Services, create_app
@@ -69,6 +70,13 @@ def actions(base: str) -> list[dict[str, Any]]:
             "on_click": {"http": {"method": "POST", "url": f"{base}/echo/refunds/latest"}},
         },
     ]
+
+
+def sdk_http_client(gateway: Gateway) -> httpx2.AsyncClient:
+    """An HTTP client for the official SDKs (openai, anthropic: they bring their own client
+    package, httpx2) that reaches this in-process gateway over the same ASGI transport."""
+    app = gateway.client._transport.app  # type: ignore[attr-defined]
+    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://gw")
 
 
 @dataclass
