@@ -9,6 +9,7 @@ describes.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -481,3 +482,70 @@ def test_multipart_names_cannot_break_out_of_their_part() -> None:
         '--B\r\nContent-Disposition: form-data; name="meta[x%22%0D%0AContent-Type: text/html]"'
         "\r\n\r\nv\r\n--B--\r\n"
     )
+
+
+# --- excerpts of real public specs (tests/openapi/vendor/README.md) ---------------------------
+
+VENDOR = Path(__file__).parent / "openapi" / "vendor"
+
+
+async def test_twilio_excerpt_sends_a_message_with_the_operators_account(
+    api: ActionAPI, outbound: Outbound
+) -> None:
+    from adapters import FORMATS, export_tools
+    from gateway.definitions.tools import to_tool_definitions
+
+    result = import_openapi(
+        str(VENDOR / "twilio_api_v2010.excerpt.json"),
+        base_url=api.base_url + "/echo",
+        pins={"AccountSid": "{{secrets.TWILIO_ACCOUNT_SID}}"},
+    )
+    assert result.skipped == []
+    env = {
+        "TWILIO_ACCOUNT_SID": "AC0123456789abcdef",
+        "ACCOUNT_SID_AUTH_TOKEN_USERNAME": "AC0123456789abcdef",
+        "ACCOUNT_SID_AUTH_TOKEN_PASSWORD": "twilio-auth-token-1",
+    }
+    config = reload(result, env)
+    actions = tools(config)
+    assert set(actions) == {"list_message", "create_message", "create_call"}
+    for fmt in FORMATS:
+        assert export_tools(to_tool_definitions(config.actions), fmt)
+    listing = actions["list_message"]
+    assert {"date_sent_before", "date_sent_after"} <= set(listing.parameters)
+    create = actions["create_message"]
+    to = next(name for name in create.parameters if name.lower() == "to")
+    body = next(name for name in create.parameters if name.lower() == "body")
+    assert create.parameters[to].required and not create.parameters[body].required
+    done = await runner(outbound, config)(create, {to: "+15558675310", body: "Your order shipped."})
+    assert done.outcome == "success", done.content
+    got = api.last()
+    assert (got.method, got.path) == (
+        "POST",
+        "/echo/2010-04-01/Accounts/AC0123456789abcdef/Messages.json",
+    )
+    assert got.headers["Content-Type"] == FORM
+    assert parse_qs(got.body.decode()) == {"To": ["+15558675310"], "Body": ["Your order shipped."]}
+    expected = base64.b64encode(b"AC0123456789abcdef:twilio-auth-token-1").decode()
+    assert got.headers["Authorization"] == f"Basic {expected}"
+
+
+async def test_xero_excerpt_lists_accounts_with_a_user_token_and_the_tenant_pinned(
+    api: ActionAPI, outbound: Outbound
+) -> None:
+    result = import_openapi(
+        str(VENDOR / "xero_accounting.excerpt.json"),
+        base_url=api.base_url + "/echo",
+        pins={"xero-tenant-id": "{{secrets.XERO_TENANT_ID}}"},
+    )
+    env = {"OAUTH2": "xero-access-token-1", "XERO_TENANT_ID": "tenant-42"}
+    config = reload(result, env)
+    actions = tools(config)
+    assert {"get_accounts", "create_account"} <= set(actions)
+    done = await runner(outbound, config)(actions["get_accounts"], {"where": 'Status=="ACTIVE"'})
+    assert done.outcome == "success", done.content
+    got = api.last()
+    assert (got.method, got.path) == ("GET", "/echo/Accounts")
+    assert parse_qs(got.query_string) == {"where": ['Status=="ACTIVE"']}
+    assert got.headers["Authorization"] == "Bearer xero-access-token-1"
+    assert got.headers["xero-tenant-id"] == "tenant-42"

@@ -510,7 +510,9 @@ def add_body(resolver: Resolver, spec: dict[str, Any], draft: ActionParts) -> No
             draft.headers["Content-Type"] = ctype
         for name, sub in fields.items():
             pname = draft.claim(name, "body")
-            needed = required and name in obj["required"]
+            # The action always sends its body, so the body's required fields are required
+            # even where the spec leaves the body itself optional (Twilio's messages).
+            needed = name in obj["required"]
             draft.params[pname] = to_parameter(resolver, sub, required=needed)
             draft.body[name] = arg(pname)
     elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
@@ -553,7 +555,7 @@ def _form_body(
         raise SchemaError("form-encoded bodies are supported only as an object of fields")
     draft.body = {}
     for name, sub in fields.items():
-        needed = required and name in obj["required"]
+        needed = name in obj["required"]  # the body is always sent (see above)
         kind = sub.get("type")
         if sub.get("format") in ("binary", "base64") or (
             kind == "array" and as_dict(sub.get("items")).get("format") in ("binary", "base64")
