@@ -267,21 +267,28 @@ def render_request(
             body_text = render(request.body, values, "raw")
     elif request.body is not None:
         _, data = _render_json(request.body, values, required)
-        if ctype == _FORM_TYPE:
-            body_text = form_encode(data)  # fields the model left out stay out
-        elif ctype == _MULTIPART_TYPE:
-            boundary = f"actiongate-{uuid.uuid4().hex}"
-            body_text = multipart_encode(data, boundary)
-            for name in [k for k in headers if k.lower() == "content-type"]:
-                del headers[name]
-            headers["Content-Type"] = f"{_MULTIPART_TYPE}; boundary={boundary}"
-        else:
-            body_text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-            if not ctype:
-                headers["Content-Type"] = "application/json"
+        body_text = _structured_body(data, ctype, headers)
     if body_text is not None:
         body = body_text.encode("utf-8")
     return RenderedRequest(request.method, url, headers, body, body_text, extra)
+
+
+def _structured_body(data: Any, ctype: str, headers: dict[str, str]) -> str:
+    """A rendered object or list as the body its ``Content-Type`` asks for (JSON by default).
+
+    Values the model left out are already out of ``data``, so they stay out of every form.
+    """
+    if ctype == _FORM_TYPE:
+        return form_encode(data)
+    if ctype == _MULTIPART_TYPE:
+        boundary = f"actiongate-{uuid.uuid4().hex}"
+        for name in [k for k in headers if k.lower() == "content-type"]:
+            del headers[name]
+        headers["Content-Type"] = f"{_MULTIPART_TYPE}; boundary={boundary}"
+        return multipart_encode(data, boundary)
+    if not ctype:
+        headers["Content-Type"] = "application/json"
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 def _form_pairs(key: str, value: Any) -> Iterator[tuple[str, str]]:
