@@ -79,6 +79,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class DatabasePoolConfig(BaseModel):
+    """The ``database_pool:`` section: each process's PostgreSQL connection pool."""
+
+    model_config = ConfigDict(extra="forbid")
+    size: int = Field(default=5, ge=1, le=1_000)
+    """Connections kept open."""
+    overflow: int = Field(default=10, ge=0, le=1_000)
+    """Connections opened beyond ``size`` under load, closed when returned."""
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """How long a request waits for a free connection before a 503 with ``Retry-After``."""
+
+
 class LimitsConfig(BaseModel):
     """The ``limits:`` section of the config."""
 
@@ -189,6 +201,8 @@ class Config(_Model):
     egress: EgressConfig = Field(default_factory=EgressConfig)
     secrets: dict[str, str] = Field(default_factory=dict)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    database_pool: DatabasePoolConfig = Field(default_factory=DatabasePoolConfig)
+    """PostgreSQL only (SQLite has no pool to size)."""
     cors: CorsConfig = Field(default_factory=CorsConfig)
     allowed_hosts: list[HostStr] | None = Field(default=None, min_length=1)
     """Host header values served (``None``: the loopback names when bound to loopback;

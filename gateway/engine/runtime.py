@@ -46,7 +46,13 @@ class Runtime:
 
 async def open_runtime(config: Config, *, database: str | None = None) -> Runtime:
     """Connect to the database (migrating it) and build the executor for ``config``."""
-    engine = create_engine(database or config.database)
+    pool = config.database_pool
+    engine = create_engine(
+        database or config.database,
+        pool_size=pool.size,
+        max_overflow=pool.overflow,
+        pool_timeout=pool.timeout_s,
+    )
     await migrate(engine)
     redactor = Redactor(v for v in config.secrets.values() if v)
     logstore = LogStore(engine, redactor)

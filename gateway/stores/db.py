@@ -123,7 +123,14 @@ def _is_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
-def create_engine(url: str, **options: Any) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout: float = 10.0,
+    **options: Any,
+) -> AsyncEngine:
     """Create the asyncio engine for a configured database URL.
 
     SQLite connections get ``journal_mode=WAL`` (file databases only) so readers never block the
@@ -135,7 +142,8 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
     coroutine must not hold two connections at once there).
 
     PostgreSQL engines pre-ping pooled connections (a replica survives a database restart) and
-    recycle them after 30 minutes.
+    recycle them after 30 minutes; ``pool_size``, ``max_overflow`` and ``pool_timeout`` (the
+    config's ``database_pool``) size their pool. SQLite ignores them.
 
     Args:
         url: Any URL :func:`database_url` accepts.
@@ -154,8 +162,8 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
         require_extra("asyncpg", "postgres", "a PostgreSQL database")
-        settings.update(pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
-        settings["pool_timeout"] = 10
+        settings.update(pool_pre_ping=True, pool_recycle=1800)
+        settings.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)
         connect_args["timeout"] = 10  # seconds to connect; asyncpg's default is 60
     elif _is_memory(parsed):
         # Every connection to :memory: is a new, empty database, and SQLAlchemy's default
