@@ -80,7 +80,7 @@ class _Model(BaseModel):
 
 
 class DatabasePoolConfig(BaseModel):
-    """The ``database_pool:`` section: each process's PostgreSQL connection pool."""
+    """The ``database_pool:`` section: each process's database connection pool."""
 
     model_config = ConfigDict(extra="forbid")
     size: int = Field(default=5, ge=1, le=1_000)
@@ -202,7 +202,7 @@ class Config(_Model):
     secrets: dict[str, str] = Field(default_factory=dict)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     database_pool: DatabasePoolConfig = Field(default_factory=DatabasePoolConfig)
-    """PostgreSQL only (SQLite has no pool to size)."""
+    """Each process's connection pool (PostgreSQL; a SQLite file's too)."""
     cors: CorsConfig = Field(default_factory=CorsConfig)
     allowed_hosts: list[HostStr] | None = Field(default=None, min_length=1)
     """Host header values served (``None``: the loopback names when bound to loopback;

@@ -126,9 +126,9 @@ def _is_memory(url: URL) -> bool:
 def create_engine(
     url: str,
     *,
-    pool_size: int = 5,
-    max_overflow: int = 10,
-    pool_timeout: float = 10.0,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+    pool_timeout: float | None = None,
     **options: Any,
 ) -> AsyncEngine:
     """Create the asyncio engine for a configured database URL.
@@ -143,7 +143,8 @@ def create_engine(
 
     PostgreSQL engines pre-ping pooled connections (a replica survives a database restart) and
     recycle them after 30 minutes; ``pool_size``, ``max_overflow`` and ``pool_timeout`` (the
-    config's ``database_pool``) size their pool. SQLite ignores them.
+    config's ``database_pool``; 5, 10 and 10 s by default) size their pool, and a file
+    SQLite database's when given. A ``:memory:`` database keeps its single connection.
 
     Args:
         url: Any URL :func:`database_url` accepts.
@@ -163,13 +164,20 @@ def create_engine(
     if parsed.get_backend_name() == "postgresql":
         require_extra("asyncpg", "postgres", "a PostgreSQL database")
         settings.update(pool_pre_ping=True, pool_recycle=1800)
-        settings.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)
+        settings.update(pool_size=5, max_overflow=10, pool_timeout=10.0)
         connect_args["timeout"] = 10  # seconds to connect; asyncpg's default is 60
     elif _is_memory(parsed):
         # Every connection to :memory: is a new, empty database, and SQLAlchemy's default
         # (one connection shared by all coroutines at once) lets their transactions collide.
         # One pooled connection, handed to one coroutine at a time, avoids both.
         settings.update(poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0)
+    if not _is_memory(parsed):  # :memory: lives in its one connection
+        sizing = {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_timeout": pool_timeout,
+        }
+        settings.update((k, v) for k, v in sizing.items() if v is not None)
     connect_args.update(options.pop("connect_args", {}))
     settings.update(options)
     engine = create_async_engine(parsed, connect_args=connect_args, **settings)
