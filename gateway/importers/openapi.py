@@ -6,9 +6,10 @@ gateway's egress guard) and maps each operation to one ``http`` action:
 - path parameters become ``{{args.NAME}}`` in the URL path, required query parameters go in the
   URL's query string, optional ones in ``query:`` (left out when the model gives no value),
   required header parameters in ``headers:``;
-- an object request body whose fields are scalars or arrays of scalars becomes one parameter per
-  field and a JSON ``body`` whose leaves are ``{{args.FIELD}}``; any other body becomes a single
-  ``body`` parameter (``body: "{{args.body}}"``, its schema sketched in the description);
+- an object request body becomes one parameter per field (nested objects as parameters with
+  ``properties``) and a ``body`` whose leaves are ``{{args.FIELD}}`` — JSON, form-encoded or
+  multipart as the spec says; any other body becomes a single ``body`` parameter
+  (``body: "{{args.body}}"``, its schema sketched in the description);
 - the operation's security requirement becomes ``auth`` with ``{{secrets.NAME}}`` references,
   NAME upper-snake from the scheme name (``PetstoreAuth`` -> ``PETSTORE_AUTH``, plus
   ``_USERNAME``/``_PASSWORD`` for basic and ``_CLIENT_ID``/``_CLIENT_SECRET`` for OAuth 2).
@@ -27,7 +28,8 @@ Choices:
   ``/openapi.json``) targets that host; a relative server URL in a spec read from a file is an
   error asking for ``--base-url``.
 - Optional header parameters are left out (the gateway treats every header variable as
-  required); query arrays are sent only when the spec says comma-separated (``explode: false``).
+  required); query arrays go comma-separated (``explode: false``) or one pair per item
+  (``style: form``, exploded, OpenAPI's default).
 - A generic body is ``body: "{{args.body}}"`` with the spec's ``Content-Type``: the whole body
   is the model's value, serialised as JSON for a JSON media type (an object or array value needs
   the renderer to serialise a lone ``{{args.body}}`` as JSON; see
@@ -40,21 +42,25 @@ Choices:
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
-import yaml
-
 from gateway.definitions.config import parse_config
-from gateway.errors import ConfigError, EgressBlocked
+from gateway.errors import ConfigError
+from gateway.importers.openapi_fetch import (
+    MAX_SPEC_BYTES,
+    OpenAPIImportError,
+    fetch_url,
+    parse_document,
+)
+from gateway.importers.openapi_report import ImportResult
 from gateway.importers.openapi_schema import (
     SCALARS,
     ActionParts,
@@ -68,8 +74,6 @@ from gateway.importers.openapi_schema import (
     to_parameter,
     upper_snake,
 )
-from gateway.net.egress import EgressPolicy
-from gateway.net.outbound import ConnectFailed, Outbound, OutboundCall
 
 __all__ = [
     "MAX_SPEC_BYTES",
@@ -80,158 +84,14 @@ __all__ = [
     "tool_name",
 ]
 
-MAX_SPEC_BYTES = 20 << 20
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _ALL_METHODS = frozenset(
     {"get", "put", "post", "delete", "options", "head", "patch", "trace", "query"}
 )
 _IGNORED_HEADERS = frozenset({"accept", "content-type", "authorization"})
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
-_TODO = "  # TODO: when must the model NOT use this action? (shown to the model)"
 
 Fetch = Callable[[str], bytes]
-
-
-MAX_PROVIDER_TOOLS = 128
-"""OpenAI's limit on tools in one request (the strictest of the common ones)."""
-CONTEXT_BUDGET_CHARS = 60_000
-"""Tool definitions past this are a noticeable share of a model's context on every call."""
-
-
-class OpenAPIImportError(ConfigError):
-    """The spec cannot be imported at all (unreadable, not OpenAPI 3, no base URL, ...)."""
-
-
-@dataclass
-class ImportResult:
-    """What :func:`import_openapi` produced."""
-
-    config: dict[str, Any]
-    """``{"secrets": {NAME: "${NAME}"}, "actions": [...]}``, ready to dump as YAML."""
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    """``(operationId or "METHOD path", reason)`` for each operation not imported."""
-    notes: list[tuple[str, str]] = field(default_factory=list)
-    """``(operation, what was left out of its action and why)``."""
-    source: str = ""
-    seen: list[tuple[str, str, str, list[str]]] = field(default_factory=list)
-    """``(operation, METHOD, path, tags)`` of every operation considered, in spec order."""
-    tools: dict[str, str] = field(default_factory=dict)
-    """The tool name each imported operation got."""
-    webhooks: int = 0
-    """Webhooks the spec declares (incoming calls: nothing to import)."""
-
-    def listing(self) -> str:
-        """``import-openapi --list``: one line per operation and what importing it would do."""
-        why = dict(self.skipped)
-        lines = []
-        for label, method, path, tags in self.seen:
-            fate = f"imports as {self.tools[label]}" if label in self.tools else "skipped: "
-            fate += "" if label in self.tools else why.get(label, "?")
-            tag = f" [{', '.join(tags)}]" if tags else ""
-            lines.append(f"{method} {path}  {label}{tag}  {fate}")
-        return "\n".join(lines) + ("\n" if lines else "")
-
-    def size_warning(self) -> str | None:
-        """A warning when the tools are more than a provider accepts, or a large context."""
-        actions = self.config.get("actions", [])
-        size = len(json.dumps(actions))
-        if len(actions) > MAX_PROVIDER_TOOLS:
-            return (
-                f"warning: {len(actions)} tools, more than OpenAI accepts in one request "
-                f"({MAX_PROVIDER_TOOLS}); select with --tag, --path-prefix or --operation "
-                f"(definitions: {size:,} characters)"
-            )
-        if size > CONTEXT_BUDGET_CHARS:
-            return (
-                f"warning: the {len(actions)} tool definitions are {size:,} characters, about "
-                f"{size // 4:,} tokens of every request's context; consider selecting fewer"
-            )
-        return None
-
-    def summary(self) -> str:
-        """One line: operations seen, imported, and skipped by reason (``import-openapi``)."""
-        reasons: dict[str, int] = {}
-        for _, why in self.skipped:
-            key = re.sub(r"'[^']*'", "'…'", why.split(";", 1)[0])[:80]
-            reasons[key] = reasons.get(key, 0) + 1
-        imported = len(self.config.get("actions", []))
-        seen = imported + len(self.skipped)
-        line = (
-            f"import-openapi: {seen} operations, {imported} imported, {len(self.skipped)} skipped"
-        )
-        if reasons:
-            top = sorted(reasons.items(), key=lambda kv: -kv[1])[:5]
-            line += " (" + "; ".join(f"{n}: {why}" for why, n in top) + ")"
-        if self.webhooks:
-            line += f"; {self.webhooks} webhooks (calls to you: not imported)"
-        return line
-
-    def to_yaml(self) -> str:
-        """The text ``actiongate import-openapi`` prints: comments, ``secrets:``, ``actions:``."""
-        secrets = list(self.config.get("secrets", {}))
-        where = clean_text(self.source.split("?", 1)[0])  # a URL's query may hold a token
-        lines = [f"# Actions imported from {where} by actiongate import-openapi."]
-        lines.append("# Review them, then fill in when_not_to_use (left empty on purpose).")
-        if secrets:
-            lines.append("# Set these environment variables: " + ", ".join(secrets))
-        for title, items in (
-            ("Skipped operations (not imported)", self.skipped),
-            ("Left out of imported actions", self.notes),
-        ):
-            if items:
-                lines += ["#", f"# {title}:"]
-                lines += [f"#   {clean_text(op)}: {clean_text(why)}" for op, why in items]
-        text = yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True, width=100)
-        text = re.sub(
-            r"^( *)when_not_to_use: ''$", rf"\1when_not_to_use: ''{_TODO}", text, flags=re.M
-        )
-        return "\n".join(lines) + "\n" + text
-
-
-def fetch_url(url: str, *, allow: Sequence[str] = (), max_bytes: int = MAX_SPEC_BYTES) -> bytes:
-    """Download a spec through the egress guard (call it from synchronous code).
-
-    Args:
-        url: An http(s) URL.
-        allow: ``egress.allow`` exemptions (host names, IPs, CIDRs); none by default, so private
-            and loopback addresses are refused.
-        max_bytes: Largest accepted document.
-
-    Raises:
-        OpenAPIImportError: refused by the guard, unreachable, not 200, redirected or too large.
-    """
-    policy = EgressPolicy(allow)
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        raise OpenAPIImportError(f"{url}: credentials in the URL are not supported")
-    try:
-        policy.check_host_name(parts.hostname or "")
-    except EgressBlocked as e:
-        hint = "save the spec to a file and pass its path"
-        raise OpenAPIImportError(f"cannot fetch {url}: {e} ({hint})") from None
-    return asyncio.run(_download(url, policy, max_bytes))
-
-
-async def _download(url: str, policy: EgressPolicy, max_bytes: int) -> bytes:
-    outbound = Outbound(policy, max_body_bytes=max_bytes)
-    accept = "application/json, application/yaml;q=0.9, */*;q=0.5"
-    try:
-        deadline = asyncio.get_running_loop().time() + 30.0
-        response = await outbound.send(OutboundCall("GET", url, {"Accept": accept}, None, deadline))
-    except (EgressBlocked, ConnectFailed, OSError) as e:
-        raise OpenAPIImportError(f"cannot fetch {url}: {e}") from None
-    except TimeoutError:
-        raise OpenAPIImportError(f"cannot fetch {url}: no answer within 30 seconds") from None
-    finally:
-        await outbound.close()
-    if 300 <= response.status < 400:
-        where = response.headers.get("location", "?")
-        raise OpenAPIImportError(f"{url}: redirected to {where} (not followed; use that URL)")
-    if response.status != 200:
-        raise OpenAPIImportError(f"{url}: HTTP status {response.status}")
-    if response.truncated:
-        raise OpenAPIImportError(f"{url}: larger than {max_bytes:,} bytes")
-    return response.body
 
 
 @dataclass(frozen=True)
@@ -290,31 +150,11 @@ def import_openapi(
             raw = Path(source).read_bytes()
         except OSError as e:
             raise OpenAPIImportError(f"{source}: cannot read file: {e.strerror}") from None
-    document = _parse(raw, source)
+    document = parse_document(raw, source)
     importer = _Importer(
         document, spec_url=source if is_url else None, base_url=base_url, pins=dict(pins or {})
     )
     return importer.run(selection or Selection(operations=operations), source)
-
-
-def _parse(raw: bytes, source: str) -> dict[str, Any]:
-    try:
-        text = raw.decode("utf-8-sig")
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = yaml.safe_load(text)  # YAML, or JSON that only a YAML parser forgives
-    except (UnicodeDecodeError, yaml.YAMLError) as e:
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise OpenAPIImportError(f"{source}: not valid JSON or YAML: {problem}") from None
-    if not isinstance(data, dict):
-        raise OpenAPIImportError(f"{source}: not an OpenAPI document (expected a mapping)")
-    version = data.get("openapi")
-    if "swagger" in data:
-        raise OpenAPIImportError(f"{source}: Swagger 2.0 is not supported; convert it to 3.x")
-    if not isinstance(version, str | float) or not str(version).startswith("3."):
-        raise OpenAPIImportError(f"{source}: not an OpenAPI 3.x document (no 'openapi: 3.x')")
-    return data
 
 
 def tool_name(operation_id: str) -> str:
