@@ -36,7 +36,6 @@ __all__ = [
     "arg",
     "as_dict",
     "clean_text",
-    "is_simple",
     "object_branch",
     "pick_media",
     "schema_summary",
@@ -195,17 +194,6 @@ def object_branch(shape: dict[str, Any]) -> dict[str, Any] | None:
         return shape
     objects = [v for v in shape.get("variants", []) if v.get("type") == "object"]
     return objects[0] if len(objects) == 1 else None
-
-
-def is_simple(resolver: Resolver, shape: Mapping[str, Any]) -> bool:
-    """True for a scalar or an array of scalars (a body field that maps to one parameter)."""
-    kind = shape.get("type")
-    if "variants" in shape:
-        return _variant_type(shape) in SCALARS
-    if kind == "array":
-        items = resolver.flatten(shape.get("items") or {})
-        return items.get("type") in SCALARS and "variants" not in items
-    return kind in SCALARS
 
 
 def _variant_type(shape: Mapping[str, Any]) -> str:

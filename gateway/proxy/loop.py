@@ -207,6 +207,7 @@ class Proxy:
                     message = completion_message(response)
                     usage = response.get("usage")
                     turn.response_id = turn.response_id or str(response.get("id") or "")
+                call.answered(usage)
             except UpstreamError as e:
                 call.status = e.status
                 raise
@@ -215,7 +216,6 @@ class Proxy:
                 raise
             finally:
                 call.done()
-            call.usage(usage)
             await self._injected(turn)
             turn.add_usage(usage)
             message.setdefault("role", "assistant")
@@ -432,27 +432,30 @@ def _loose_args(arguments: Any) -> dict[str, Any]:
 class _UpstreamCall:
     """One round's call to the LLM API, as metrics and a ``chat {model}`` span see it."""
 
-    __slots__ = ("_span", "_started", "model", "status", "turn")
+    __slots__ = ("_span", "_started", "model", "status", "tokens", "turn")
 
     def __init__(self, turn: Turn, model: str, api: str) -> None:
         self.turn, self.model, self.status = turn, model, 200
+        self.tokens: tuple[int, int] | None = None
+        """Prompt and completion tokens, once the call answered."""
         self._span = tracing.start_upstream(model, _PROVIDERS.get(api, "openai"))
         self._started = time.perf_counter()
 
+    def answered(self, usage: Any) -> None:
+        """The call returned: keep the tokens it reported."""
+        usage = usage if isinstance(usage, dict) else {}
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        self.tokens = (int(prompt or 0), int(completion or 0))
+
     def done(self) -> None:
+        """Record the call, however it ended (``status``: 200, the upstream's error, 499)."""
         seconds = time.perf_counter() - self._started
         self.turn.waited_s += seconds
-        metrics.upstream(self.turn.agent.config.id, self.model, self.status, seconds)
-        if self.status != 200:
-            tracing.end_upstream(self._span, self.status, None)
-
-    def usage(self, usage: Any) -> None:
-        prompt = completion = 0
-        if isinstance(usage, dict):
-            prompt = int(usage.get("prompt_tokens") or 0)
-            completion = int(usage.get("completion_tokens") or 0)
-        metrics.tokens(self.turn.agent.config.id, self.model, prompt, completion)
-        tracing.end_upstream(self._span, self.status, (prompt, completion))
+        agent = self.turn.agent.config.id
+        metrics.upstream(agent, self.model, self.status, seconds)
+        if self.tokens is not None:
+            metrics.tokens(agent, self.model, *self.tokens)
+        tracing.end_upstream(self._span, self.status, self.tokens)
 
 
 _PROVIDERS = {"anthropic": "anthropic", "responses": "openai", "chat": "openai"}
