@@ -20,7 +20,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+import yaml
 
+from gateway.definitions.config import parse_config
 from gateway.engine.rendering import form_encode
 from gateway.importers.openapi import OpenAPIImportError, Selection, import_openapi
 from gateway.net.egress import EgressPolicy
@@ -548,4 +550,47 @@ async def test_xero_excerpt_lists_accounts_with_a_user_token_and_the_tenant_pinn
     assert (got.method, got.path) == ("GET", "/echo/Accounts")
     assert parse_qs(got.query_string) == {"where": ['Status=="ACTIVE"']}
     assert got.headers["Authorization"] == "Bearer xero-access-token-1"
+    assert got.headers["xero-tenant-id"] == "tenant-42"
+
+
+async def test_xero_excerpt_with_refresh_token_refreshes_at_the_schemes_token_url(
+    api: ActionAPI, outbound: Outbound
+) -> None:
+    result = import_openapi(
+        str(VENDOR / "xero_accounting.excerpt.json"),
+        base_url=api.base_url + "/echo",
+        pins={"xero-tenant-id": "{{secrets.XERO_TENANT_ID}}"},
+        refresh_tokens=True,
+    )
+    text = result.to_yaml()
+    assert "runs the refresh_token grant at" in text
+    assert "https://identity.xero.com/connect/token" in text
+    assert "stored" in text and "encrypted in the secret store" in text
+    data = yaml.safe_load(text)
+    auth = data["actions"][0]["auth"]
+    assert {k: v for k, v in auth.items() if k != "scope"} == {
+        "type": "oauth2_refresh_token",
+        "token_url": "https://identity.xero.com/connect/token",
+        "client_id": "{{secrets.OAUTH2_CLIENT_ID}}",
+        "client_secret": "{{secrets.OAUTH2_CLIENT_SECRET}}",
+        "refresh_token": "{{secrets.OAUTH2_REFRESH_TOKEN}}",
+    }
+    for action in data["actions"]:
+        action["auth"]["token_url"] = api.base_url + "/token"  # the local token endpoint
+    env = {
+        "OAUTH2_CLIENT_ID": "xero-client-1",
+        "OAUTH2_CLIENT_SECRET": "xero-client-secret-1",
+        "OAUTH2_REFRESH_TOKEN": "xero-refresh-token-1",
+        "XERO_TENANT_ID": "tenant-42",
+    }
+    config = parse_config(data, environ=env)
+    done = await runner(outbound, config)(tools(config)["get_accounts"], {})
+    assert done.outcome == "success", done.content
+    token_request, got = api.received[-2:]
+    assert (token_request.method, token_request.path) == ("POST", "/token")
+    form = parse_qs(token_request.body.decode())
+    assert form["grant_type"] == ["refresh_token"]
+    assert form["refresh_token"] == ["xero-refresh-token-1"]
+    assert (got.method, got.path) == ("GET", "/echo/Accounts")
+    assert got.headers["Authorization"] == f"Bearer {api.current_token}"
     assert got.headers["xero-tenant-id"] == "tenant-42"

@@ -18,6 +18,7 @@ so at the next load.
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from typing import Any
 from urllib.parse import unquote_plus
@@ -37,6 +38,7 @@ from gateway.definitions.validation import (
     validate_actions,
 )
 from gateway.engine.context import check_variables
+from gateway.engine.executor import Executor
 from gateway.engine.health import run_check
 from gateway.engine.runtime import Runtime
 from gateway.engine.workspace import Workspace
@@ -53,6 +55,8 @@ from gateway.stores.secrets import (
     sealed_name,
 )
 from gateway.telemetry import metrics
+
+log = logging.getLogger("actiongate.admin")
 
 __all__ = ["MASK", "UPSTREAM_KEY_REF", "Admin", "NotFound"]
 
@@ -192,6 +196,28 @@ def _invalid(e: ConfigError) -> RequestError:
     return RequestError(422, str(e), code="invalid_definition", param=param)
 
 
+class RotatedSecrets:
+    """Refresh tokens an OAuth server rotated, kept as the secrets they replace.
+
+    The new value is sealed in the secret store under the same name (so it survives a restart
+    and every replica reads it before its next refresh), registered for redaction, and used by
+    this process at once.
+    """
+
+    def __init__(self, store: SecretStore, executor: Executor) -> None:
+        self._store = store
+        self._executor = executor
+
+    async def current(self, name: str) -> str | None:
+        return await self._store.get(name)
+
+    async def rotate(self, name: str, value: str) -> None:
+        self._executor.redactor.add_secret(value)
+        await self._store.put(name, value)
+        self._executor.secrets[name] = value
+        log.info("stored the rotated refresh token in secret %s", name)
+
+
 class Admin:
     """Operator actions on one workspace."""
 
@@ -212,6 +238,8 @@ class Admin:
         self._base_actions = {a.tool_name: _dump(a) for a in config.actions}
         self._base_agents = {a.id: a.model_dump(mode="json") for a in config.agents}
         self._fingerprint = ""
+        if secrets is not None:
+            runtime.executor.oauth.refresh_store = RotatedSecrets(secrets, runtime.executor)
 
     # --- loading --------------------------------------------------------------------------
 

@@ -264,7 +264,13 @@ def cmd_import_openapi(ns: argparse.Namespace) -> int:
             raise ConfigError(f"--set {item!r}: expected NAME=VALUE")
         pins[name] = value
     selection = Selection(operations, tuple(ns.tag or ()), tuple(ns.path_prefix or ()))
-    result = import_openapi(ns.spec, base_url=ns.base_url, selection=selection, pins=pins)
+    result = import_openapi(
+        ns.spec,
+        base_url=ns.base_url,
+        selection=selection,
+        pins=pins,
+        refresh_tokens=ns.refresh_token,
+    )
     summary = result.summary()
     if ns.list:
         sys.stdout.write(result.listing())
@@ -311,6 +317,11 @@ def _add_import_openapi(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="NAME=VALUE",
         help="send this path/query/header parameter with this value (a literal or a template)",
+    )
+    p.add_argument(
+        "--refresh-token",
+        action="store_true",
+        help="OAuth2 authorization-code schemes: refresh access tokens from a stored refresh token",
     )
     p.add_argument(
         "--list", action="store_true", help="list every operation and whether it would import"

@@ -37,9 +37,11 @@ __all__ = [
     "NavigateClick",
     "NoAuth",
     "OAuth2ClientCredentials",
+    "OAuth2RefreshToken",
     "Parameter",
     "ResponseSpec",
     "default_tool_name",
+    "refresh_secret_name",
     "request_of",
 ]
 
@@ -144,6 +146,43 @@ class OAuth2ClientCredentials(_Strict):
     scope: str | None = None
 
 
+class OAuth2RefreshToken(_Strict):
+    """OAuth 2.0 ``refresh_token`` grant for an authorization-code app (RFC 6749 §6).
+
+    The operator authorizes once and stores the refresh token as a secret; the gateway trades it
+    for access tokens (cached like client credentials) and, when the server rotates it, stores
+    the new one encrypted under the same secret name.
+    """
+
+    type: Literal["oauth2_refresh_token"] = "oauth2_refresh_token"
+    token_url: str
+    client_id: str
+    client_secret: str | None = None
+    """None for a public client: ``client_id`` then goes in the form body."""
+    refresh_token: str
+    """Exactly ``{{secrets.NAME}}``: a rotated token is stored back under that name."""
+    scope: str | None = None
+
+    @field_validator("refresh_token")
+    @classmethod
+    def _one_secret(cls, value: str) -> str:
+        if refresh_secret_name(value) is None:
+            raise ValueError(
+                "must be exactly {{secrets.NAME}}: the gateway stores a rotated refresh token "
+                "back under that secret's name"
+            )
+        return value
+
+
+_SECRET_REF = re.compile(r"\{\{\s*secrets\.([A-Za-z][A-Za-z0-9_]{0,63})\s*\}\}")
+
+
+def refresh_secret_name(template: str) -> str | None:
+    """``NAME`` when ``template`` is exactly ``{{secrets.NAME}}``, else None."""
+    match = _SECRET_REF.fullmatch(template.strip())
+    return match.group(1) if match else None
+
+
 class HeadersAuth(_Strict):
     """Credentials as plain headers, e.g. ``{"X-Token": "{{secrets.TOKEN}}"}``."""
 
@@ -152,7 +191,13 @@ class HeadersAuth(_Strict):
 
 
 Auth = Annotated[
-    NoAuth | BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials | HeadersAuth,
+    NoAuth
+    | BearerAuth
+    | ApiKeyAuth
+    | BasicAuth
+    | OAuth2ClientCredentials
+    | OAuth2RefreshToken
+    | HeadersAuth,
     Field(discriminator="type"),
 ]
 

@@ -34,6 +34,7 @@ from gateway.definitions.actions import (
     HttpRequest,
     NavigateClick,
     OAuth2ClientCredentials,
+    OAuth2RefreshToken,
     Parameter,
 )
 from gateway.definitions.templating import TemplateProblem, analyze, mask_tags, split_url
@@ -378,7 +379,7 @@ class _Checker:
         if isinstance(auth, HeadersAuth):
             for name in auth.headers:
                 self.header_name(f"{field}.headers.{name}", name)
-        if isinstance(auth, OAuth2ClientCredentials):
+        if isinstance(auth, OAuth2ClientCredentials | OAuth2RefreshToken):
             self.url(f"{field}.token_url", auth.token_url)
 
     def form_fields(self, action: FormAction) -> None:

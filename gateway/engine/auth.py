@@ -5,9 +5,12 @@ required. :func:`apply_auth` renders them, sets the header or query parameter, a
 value it produced, derived forms included (Basic's base64, an OAuth access token), to a
 ``secret_sink`` so the caller's redactor masks them everywhere.
 
-:class:`OAuthTokens` caches OAuth 2.0 client-credentials tokens per process, keyed by
-``(token_url, client_id, scope)``, with one refresh at a time per key. Token requests go through
-an injected :data:`TokenSender` so they share the executor's outbound client and egress guard.
+:class:`OAuthTokens` caches OAuth 2.0 access tokens per process, from the client-credentials
+grant or from a stored refresh token (an authorization-code app), keyed by ``(token_url,
+client_id, scope[, refresh token secret])``, with one refresh at a time per key; a refresh token
+the server rotates is stored back, encrypted, through a :class:`RefreshTokenStore`. Token
+requests go through an injected :data:`TokenSender` so they share the executor's outbound client
+and egress guard.
 Every failure to get a token is an :class:`AuthError` whose ``outcome`` says how the call ends: a
 token endpoint the egress guard refuses is ``blocked``, one that does not answer in time
 ``timeout``, one that cannot be reached or gives a bad answer ``connect_error``. Callers waiting on
@@ -23,12 +26,13 @@ import asyncio
 import base64
 import functools
 import json
+import logging
 import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
 from jinja2.exceptions import TemplateError
@@ -42,6 +46,8 @@ from gateway.definitions.actions import (
     HttpRequest,
     NoAuth,
     OAuth2ClientCredentials,
+    OAuth2RefreshToken,
+    refresh_secret_name,
 )
 from gateway.definitions.templating import TemplateProblem, analyze, is_empty, lookup, render
 from gateway.engine.rendering import RenderedRequest, check_header_value, render_request
@@ -56,16 +62,25 @@ from gateway.net.outbound import ConnectFailed
 
 __all__ = [
     "DEFAULT_LIFETIME_S",
+    "OAUTH_GRANTS",
     "REFRESH_MARGIN_S",
     "AuthError",
     "ClientAuth",
+    "OAuthGrant",
     "OAuthTokens",
+    "RefreshTokenStore",
     "TokenFailure",
     "TokenSender",
     "apply_auth",
     "bearer_token",
     "secret_forms",
 ]
+
+logger = logging.getLogger("actiongate.auth")
+
+OAuthGrant = OAuth2ClientCredentials | OAuth2RefreshToken
+OAUTH_GRANTS = (OAuth2ClientCredentials, OAuth2RefreshToken)
+"""Auth kinds whose bearer token the gateway fetches (and drops again after a 401)."""
 
 TokenSender = Callable[[str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
 """``(url, headers, body) -> (status, body)``: POSTs a token request through the executor."""
@@ -193,7 +208,7 @@ async def apply_auth(
             value = _header(name, template, values)
             secret_sink(value)
             _set_header(request, name, value)
-    elif isinstance(auth, OAuth2ClientCredentials):
+    elif isinstance(auth, OAUTH_GRANTS):
         token = await oauth.token(auth, values, secret_sink=secret_sink)
         _set_header(request, "Authorization", f"Bearer {token}")
 
@@ -273,7 +288,17 @@ def secret_forms(request: HttpRequest, values: Mapping[str, Any]) -> list[str]:
     return forms
 
 
-# --- OAuth 2.0 client credentials ------------------------------------------------------------
+# --- OAuth 2.0 tokens: client credentials and refresh tokens ---------------------------------
+
+
+class RefreshTokenStore(Protocol):
+    """Where refresh tokens live between refreshes: the encrypted secret store."""
+
+    async def current(self, name: str) -> str | None:
+        """The refresh token stored under secret ``name`` now (another replica may rotate it)."""
+
+    async def rotate(self, name: str, value: str) -> None:
+        """Store the token the server issued in place of the old one."""
 
 
 @dataclass(slots=True)
@@ -286,10 +311,35 @@ class _Slot:
     refreshes: int = 0
     """Refreshes completed, so a waiter can tell that the one it waited for has failed."""
     failure: AuthError | None = None
+    refresh_token: str | None = None
+    """The newest refresh token this process saw for the key (rotation without a store)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Client:
+    """A rendered grant: where to ask, who asks, for what."""
+
+    url: str
+    client_id: str
+    secret: str | None
+    scope: str
+    refresh_secret: str | None = None
+    """For the refresh-token grant: the secret's name and (below) its rendered value."""
+    refresh_token: str = ""
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.url, self.client_id, self.scope, self.refresh_secret or "")
 
 
 class OAuthTokens:
-    """Per-process cache of client-credentials tokens, refreshed one at a time per key.
+    """Per-process cache of OAuth access tokens, refreshed one at a time per key.
+
+    Client-credentials tokens are keyed by ``(token_url, client_id, scope)``; refresh-token
+    grants also by the refresh token's secret name. A rotated refresh token (RFC 6749 §6: the
+    server may issue a new one and revoke the old) is handed to :attr:`refresh_store`, which
+    stores it encrypted; before each refresh the stored one is read again, so replicas that
+    share the database follow each other's rotations.
 
     Args:
         sender: POSTs the token request (through the executor's client and egress guard).
@@ -304,15 +354,17 @@ class OAuthTokens:
         *,
         clock: Callable[[], float] = time.monotonic,
         client_auth: ClientAuth = "client_secret_basic",
+        refresh_store: RefreshTokenStore | None = None,
     ) -> None:
         self._send = sender
         self._clock = clock
         self._client_auth = client_auth
         self._slots: dict[tuple[str, ...], _Slot] = {}
+        self.refresh_store = refresh_store
 
     async def token(
         self,
-        auth: OAuth2ClientCredentials,
+        auth: OAuthGrant,
         values: Mapping[str, Any],
         *,
         secret_sink: Callable[[str], None] | None = None,
@@ -323,11 +375,14 @@ class OAuthTokens:
             MissingVariableError: a variable in ``auth`` is missing or empty.
             AuthError: the token endpoint did not issue a usable token.
         """
-        url, client_id, secret, scope = _render_client(auth, values)
+        client = _render_client(auth, values)
         sink = secret_sink or (lambda _: None)
-        sink(secret)
-        sink(_client_basic(client_id, secret))
-        slot = self._slots.setdefault((url, client_id, scope), _Slot())
+        for value in (client.secret, client.refresh_token):
+            if value:
+                sink(value)
+        if client.secret:
+            sink(_client_basic(client.client_id, client.secret))
+        slot = self._slots.setdefault(client.key, _Slot())
         seen = slot.refreshes
         async with slot.lock:
             if slot.token is None or self._clock() >= slot.refresh_at:
@@ -338,7 +393,7 @@ class OAuthTokens:
                     )
                 slot.token, slot.failure = None, None
                 try:
-                    slot.token, lifetime = await self._request(url, client_id, secret, scope)
+                    slot.token, lifetime = await self._fetch(client, slot, sink)
                 except AuthError as e:
                     slot.failure = e
                     raise
@@ -350,30 +405,92 @@ class OAuthTokens:
         return token
 
     async def invalidate(
-        self, auth: OAuth2ClientCredentials, values: Mapping[str, Any], stale_token: str
+        self, auth: OAuthGrant, values: Mapping[str, Any], stale_token: str
     ) -> None:
         """Forget ``stale_token`` after a 401, unless another caller has already replaced it."""
-        url, client_id, _, scope = _render_client(auth, values)
-        slot = self._slots.get((url, client_id, scope))
+        slot = self._slots.get(_render_client(auth, values).key)
         if slot is not None and slot.token == stale_token:
             slot.token = None
 
-    async def _request(
-        self, url: str, client_id: str, secret: str, scope: str
+    async def _fetch(
+        self, client: _Client, slot: _Slot, sink: Callable[[str], None]
     ) -> tuple[str, float]:
-        form = {"grant_type": "client_credentials"}
-        if scope:
-            form["scope"] = scope
+        if client.refresh_secret is None:
+            form = {"grant_type": "client_credentials"}
+            data = await self._grant(client, form)
+            return _access_token(client, data)
+        used = await self._refresh_token(client, slot)
+        sink(used)
+        try:
+            data = await self._grant(client, {"grant_type": "refresh_token", "refresh_token": used})
+        except AuthError as e:
+            # Another replica may have rotated the token since it was read: try its new one once.
+            newer = await self._stored(client)
+            if e.status != 400 or newer is None or newer == used:
+                raise
+            sink(newer)
+            used = newer
+            data = await self._grant(client, {"grant_type": "refresh_token", "refresh_token": used})
+        token = _access_token(client, data)
+        slot.refresh_token = used
+        await self._keep_rotated(client, slot, data.get("refresh_token"), used, sink)
+        return token
+
+    async def _refresh_token(self, client: _Client, slot: _Slot) -> str:
+        """The newest refresh token known: the store's, else this process's, else the secret."""
+        return await self._stored(client) or slot.refresh_token or client.refresh_token
+
+    async def _stored(self, client: _Client) -> str | None:
+        if self.refresh_store is None or client.refresh_secret is None:
+            return None
+        try:
+            return await self.refresh_store.current(client.refresh_secret)
+        except Exception:
+            logger.exception("could not read secret %s", client.refresh_secret)
+            return None
+
+    async def _keep_rotated(
+        self, client: _Client, slot: _Slot, issued: Any, used: str, sink: Callable[[str], None]
+    ) -> None:
+        """Keep a new refresh token: in this process at once, in the secret store encrypted."""
+        if not isinstance(issued, str) or issued == used or not _VSCHAR.fullmatch(issued):
+            return
+        sink(issued)
+        slot.refresh_token = issued
+        name = client.refresh_secret
+        assert name is not None
+        if self.refresh_store is None:
+            logger.warning(
+                "the token endpoint rotated the refresh token in secret %s, but there is no "
+                "secret store: the new token lives in this process only",
+                name,
+            )
+            return
+        try:
+            await self.refresh_store.rotate(name, issued)
+        except Exception:
+            logger.exception(
+                "could not store the rotated refresh token in secret %s; this process keeps "
+                "using it, but after a restart the action needs a new authorization",
+                name,
+            )
+
+    async def _grant(self, client: _Client, form: dict[str, str]) -> dict[str, Any]:
+        """POST one token request; the answer's JSON object when it is a 200."""
+        if client.scope:
+            form["scope"] = client.scope
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             "Accept": "application/json",
         }
-        if self._client_auth == "client_secret_basic":
-            headers["Authorization"] = f"Basic {_client_basic(client_id, secret)}"
+        if client.secret is None:
+            form["client_id"] = client.client_id  # a public client (RFC 6749 §3.2.1)
+        elif self._client_auth == "client_secret_basic":
+            headers["Authorization"] = f"Basic {_client_basic(client.client_id, client.secret)}"
         else:
-            form |= {"client_id": client_id, "client_secret": secret}
-        host = urlsplit(url).hostname or "the token endpoint"
-        status, body = await self._post(host, url, headers, urlencode(form).encode("ascii"))
+            form |= {"client_id": client.client_id, "client_secret": client.secret}
+        host = _host(client)
+        status, body = await self._post(host, client.url, headers, urlencode(form).encode("ascii"))
         try:
             data = json.loads(body)
         except ValueError:
@@ -383,19 +500,9 @@ class OAuthTokens:
             code = data.get("error")
             known = isinstance(code, str) and _OAUTH_ERROR.fullmatch(code)
             raise AuthError(host, f"HTTP {status}" + (f" ({code})" if known else ""), status)
-        token = data.get("access_token")
         if not data:
             raise AuthError(host, "the answer is not a JSON object", status)
-        if not isinstance(token, str) or not _VSCHAR.fullmatch(token):
-            raise AuthError(host, "the answer has no valid access_token", status)
-        token_type = data.get("token_type", "bearer")
-        if not isinstance(token_type, str) or token_type.lower() != "bearer":
-            raise AuthError(host, "the token is not a bearer token", status)
-        try:
-            lifetime = float(data.get("expires_in", DEFAULT_LIFETIME_S))
-        except (TypeError, ValueError):
-            lifetime = DEFAULT_LIFETIME_S
-        return token, lifetime if 0 < lifetime < math.inf else DEFAULT_LIFETIME_S
+        return data
 
     async def _post(
         self, host: str, url: str, headers: dict[str, str], body: bytes
@@ -411,17 +518,44 @@ class OAuthTokens:
             raise AuthError(host, str(e)) from None
 
 
-def _render_client(
-    auth: OAuth2ClientCredentials, values: Mapping[str, Any]
-) -> tuple[str, str, str, str]:
-    """``(token_url, client_id, client_secret, scope)`` rendered; ``scope`` may be empty."""
+def _host(client: _Client) -> str:
+    return urlsplit(client.url).hostname or "the token endpoint"
+
+
+def _access_token(client: _Client, data: dict[str, Any]) -> tuple[str, float]:
+    """``(access_token, lifetime_s)`` from a token answer (RFC 6749 §5.1)."""
+    host = _host(client)
+    token = data.get("access_token")
+    if not isinstance(token, str) or not _VSCHAR.fullmatch(token):
+        raise AuthError(host, "the answer has no valid access_token", 200)
+    token_type = data.get("token_type", "bearer")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise AuthError(host, "the token is not a bearer token", 200)
+    try:
+        lifetime = float(data.get("expires_in", DEFAULT_LIFETIME_S))
+    except (TypeError, ValueError):
+        lifetime = DEFAULT_LIFETIME_S
+    return token, lifetime if 0 < lifetime < math.inf else DEFAULT_LIFETIME_S
+
+
+def _render_client(auth: OAuthGrant, values: Mapping[str, Any]) -> _Client:
+    """The grant's fields rendered; ``scope`` may be empty."""
     scope = auth.scope or ""
-    _require([auth.token_url, auth.client_id, auth.client_secret, scope], values)
+    secret_field = auth.client_secret or ""
+    refresh_field = auth.refresh_token if isinstance(auth, OAuth2RefreshToken) else ""
+    _require([auth.token_url, auth.client_id, secret_field, scope, refresh_field], values)
     url = render_request(HttpRequest(method="POST", url=auth.token_url), values).url
-    client_id, secret, scope = (
-        render(f, values, "raw") for f in (auth.client_id, auth.client_secret, scope)
+    client_id, secret, scope, refresh = (
+        render(f, values, "raw") for f in (auth.client_id, secret_field, scope, refresh_field)
     )
-    return url, client_id, secret, scope
+    return _Client(
+        url,
+        client_id,
+        secret if auth.client_secret is not None else None,
+        scope,
+        refresh_secret_name(refresh_field) if refresh_field else None,
+        refresh,
+    )
 
 
 def _client_basic(client_id: str, secret: str) -> str:

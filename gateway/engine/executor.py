@@ -33,9 +33,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.definitions.actions import HttpAction, HttpRequest, OAuth2ClientCredentials
+from gateway.definitions.actions import HttpAction, HttpRequest
 from gateway.engine.arguments import parse_arguments
-from gateway.engine.auth import AuthError, OAuthTokens, apply_auth, bearer_token, secret_forms
+from gateway.engine.auth import (
+    OAUTH_GRANTS,
+    AuthError,
+    OAuthTokens,
+    apply_auth,
+    bearer_token,
+    secret_forms,
+)
 from gateway.engine.context import Conversation
 from gateway.engine.limits import Limits
 from gateway.engine.rendering import RenderedRequest, render_request
@@ -212,7 +219,7 @@ class Executor:
         tool = run.tool
         try:
             run.rendered = render_request(request, values, required_args=required_args)
-            if dry_run and isinstance(request.auth, OAuth2ClientCredentials):
+            if dry_run and isinstance(request.auth, OAUTH_GRANTS):
                 # A preview must not reach the token endpoint (nor anything else).
                 run.rendered.headers["Authorization"] = "Bearer (OAuth token, fetched when sent)"
             elif request.auth is not None:
@@ -319,7 +326,7 @@ class Executor:
         tool = run.tool
         try:
             response = await self.outbound.send(rendered.call(deadline, request.attempts))
-            if response.status == 401 and isinstance(request.auth, OAuth2ClientCredentials):
+            if response.status == 401 and isinstance(request.auth, OAUTH_GRANTS):
                 response = await self._retry_after_401(request, run, values, deadline)
         except EgressBlocked as e:
             return self._finish(run, None, "blocked", error_message(tool, _BLOCKED), str(e))
@@ -357,7 +364,7 @@ class Executor:
         self, request: HttpRequest, run: _Run, values: Mapping[str, Any], deadline: float
     ) -> OutboundResponse:
         """A 401 with OAuth: drop the token (once for all concurrent callers) and try again."""
-        assert isinstance(request.auth, OAuth2ClientCredentials) and run.rendered is not None
+        assert isinstance(request.auth, OAUTH_GRANTS) and run.rendered is not None
         rendered = run.rendered
         stale = bearer_token(rendered) or ""
         await self.oauth.invalidate(request.auth, values, stale)

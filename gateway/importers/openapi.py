@@ -70,6 +70,7 @@ from gateway.importers.openapi_schema import (
     arg,
     as_dict,
     clean_text,
+    code_flow_token_url,
     scheme_auth,
     to_parameter,
     upper_snake,
@@ -123,6 +124,7 @@ def import_openapi(
     fetch: Fetch | None = None,
     selection: Selection | None = None,
     pins: Mapping[str, str] | None = None,
+    refresh_tokens: bool = False,
 ) -> ImportResult:
     """Map the operations of an OpenAPI 3.x document to validated ``http`` actions.
 
@@ -135,6 +137,8 @@ def import_openapi(
         selection: Tags, path prefixes and selectors (``operations`` is its shorthand).
         pins: ``--set``: path, query and header parameters by name with the value (a literal
             or a template) every imported action sends, instead of a model argument.
+        refresh_tokens: ``--refresh-token``: OAuth2 authorization-code schemes refresh their
+            access token from a stored refresh token instead of sending a bearer secret.
 
     Raises:
         OpenAPIImportError: unreadable or non-3.x spec, unknown operation, no usable base URL.
@@ -152,7 +156,11 @@ def import_openapi(
             raise OpenAPIImportError(f"{source}: cannot read file: {e.strerror}") from None
     document = parse_document(raw, source)
     importer = _Importer(
-        document, spec_url=source if is_url else None, base_url=base_url, pins=dict(pins or {})
+        document,
+        spec_url=source if is_url else None,
+        base_url=base_url,
+        pins=dict(pins or {}),
+        refresh_tokens=refresh_tokens,
     )
     return importer.run(selection or Selection(operations=operations), source)
 
@@ -195,8 +203,12 @@ class _Importer:
         spec_url: str | None,
         base_url: str | None,
         pins: dict[str, str] | None = None,
+        refresh_tokens: bool = False,
     ):
         self.document = document
+        self.refresh_tokens = refresh_tokens
+        self.code_flows: dict[str, str] = {}
+        """Authorization-code schemes used by imported actions: secret name -> token URL."""
         self.pins = dict(pins or {})
         self.resolver = Resolver(document)
         self.spec_url = spec_url
@@ -245,6 +257,12 @@ class _Importer:
             secrets.update((s, v) for s, v in needed.items() if s not in secrets)
             result.notes += [(label, note) for note in draft.notes]
         parse_config(result.config, environ={})  # the whole file: unique tool names
+        result.code_flows = {
+            name: url
+            for name, url in self.code_flows.items()
+            if name in secrets or f"{name}_REFRESH_TOKEN" in secrets
+        }
+        result.refresh_tokens = self.refresh_tokens
         return result
 
     def _operations(self) -> Any:
@@ -475,7 +493,11 @@ class _Importer:
                 raise SchemaError(f"unknown security scheme {scheme_name!r}")
             scheme = self.resolver.deref(self.schemes[scheme_name])
             secret = self.secret_names[scheme_name]
-            auth = scheme_auth(scheme_name, scheme, secret, scopes, base)
+            auth = scheme_auth(
+                scheme_name, scheme, secret, scopes, base, refresh_tokens=self.refresh_tokens
+            )
+            if token_url := code_flow_token_url(scheme, base):
+                self.code_flows[secret] = token_url
             auths.append(auth)
             draft.secrets += re.findall(r"\{\{secrets\.(\w+)\}\}", json.dumps(auth))
         primary, *extra = auths

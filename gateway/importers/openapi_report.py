@@ -38,6 +38,10 @@ class ImportResult:
     """The tool name each imported operation got."""
     webhooks: int = 0
     """Webhooks the spec declares (incoming calls: nothing to import)."""
+    code_flows: dict[str, str] = field(default_factory=dict)
+    """OAuth2 authorization-code schemes the actions use: secret name -> token URL."""
+    refresh_tokens: bool = False
+    """Imported with ``--refresh-token``: those schemes use the refresh-token grant."""
 
     def listing(self) -> str:
         """``import-openapi --list``: one line per operation and what importing it would do."""
@@ -85,6 +89,29 @@ class ImportResult:
             line += f"; {self.webhooks} webhooks (calls to you: not imported)"
         return line
 
+    def _code_flow_lines(self) -> list[str]:
+        """How the actions of an authorization-code scheme get their tokens, and the choice."""
+        lines: list[str] = []
+        for name, url in self.code_flows.items():
+            where = clean_text(url.split("?", 1)[0])
+            if self.refresh_tokens:
+                lines += [
+                    "#",
+                    f"# OAuth2 authorization code ({name}): authorize the app once, then set",
+                    f"#   {name}_REFRESH_TOKEN. The gateway runs the refresh_token grant at",
+                    f"#   {where}; a refresh token the server rotates is stored",
+                    "#   encrypted in the secret store under the same name (and wins from then on).",
+                ]
+            else:
+                lines += [
+                    "#",
+                    f"# OAuth2 authorization code ({name}): {name} is an access token you obtain",
+                    "#   and renew. Or import with --refresh-token: the gateway then refreshes it",
+                    f"#   at {where} from {name}_REFRESH_TOKEN",
+                    "#   and stores rotated refresh tokens encrypted in the secret store.",
+                ]
+        return lines
+
     def to_yaml(self) -> str:
         """The text ``actiongate import-openapi`` prints: comments, ``secrets:``, ``actions:``."""
         secrets = list(self.config.get("secrets", {}))
@@ -93,6 +120,7 @@ class ImportResult:
         lines.append("# Review them, then fill in when_not_to_use (left empty on purpose).")
         if secrets:
             lines.append("# Set these environment variables: " + ", ".join(secrets))
+        lines += self._code_flow_lines()
         for title, items in (
             ("Skipped operations (not imported)", self.skipped),
             ("Left out of imported actions", self.notes),

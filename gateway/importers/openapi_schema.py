@@ -355,14 +355,49 @@ def upper_snake(name: str) -> str:
     return f"S_{text}" if text[0].isdigit() else text
 
 
+def code_flow_token_url(scheme: dict[str, Any], base: str) -> str | None:
+    """The ``tokenUrl`` of an OAuth2 scheme's authorization-code flow, absolute, or None."""
+    if scheme.get("type") != "oauth2":
+        return None
+    flow = as_dict(as_dict(scheme.get("flows")).get("authorizationCode"))
+    return urljoin(base + "/", str(flow["tokenUrl"])) if flow.get("tokenUrl") else None
+
+
+def refresh_auth(token_url: str, secret: str, scopes: Any) -> dict[str, Any]:
+    """``oauth2_refresh_token`` auth from secrets named after the scheme."""
+    ref = "{{secrets.%s}}"
+    auth = {
+        "type": "oauth2_refresh_token",
+        "token_url": token_url,
+        "client_id": ref % f"{secret}_CLIENT_ID",
+        "client_secret": ref % f"{secret}_CLIENT_SECRET",
+        "refresh_token": ref % f"{secret}_REFRESH_TOKEN",
+    }
+    if isinstance(scopes, list) and scopes:
+        auth["scope"] = " ".join(map(str, scopes))
+    return auth
+
+
 def scheme_auth(
-    name: str, scheme: dict[str, Any], secret: str, scopes: Any, base: str
+    name: str,
+    scheme: dict[str, Any],
+    secret: str,
+    scopes: Any,
+    base: str,
+    *,
+    refresh_tokens: bool = False,
 ) -> dict[str, Any]:
     """Map one security scheme to an action ``auth``.
+
+    ``refresh_tokens``: an authorization-code flow gets the ``refresh_token`` grant at its
+    ``tokenUrl`` instead of a bearer token the operator renews.
 
     Raises:
         SchemaError: a scheme type the gateway cannot send.
     """
+    code_token_url = code_flow_token_url(scheme, base)
+    if refresh_tokens and code_token_url:
+        return refresh_auth(code_token_url, secret, scopes)
     kind = scheme.get("type")
     label = f"security scheme {name!r}"
     ref = "{{secrets.%s}}"

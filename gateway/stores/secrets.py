@@ -126,6 +126,18 @@ class SecretStore:
                     out[name] = value
         return out
 
+    async def get(self, name: str) -> str | None:
+        """One secret, decrypted; None when absent, internal or unreadable with this key."""
+        if name.startswith(_INTERNAL):
+            return None
+        async with self._engine.connect() as conn:
+            stored = (
+                await conn.execute(
+                    select(secrets_table.c.value).where(secrets_table.c.name == name)
+                )
+            ).scalar_one_or_none()
+        return None if stored is None else self._open(name, stored)
+
     async def names(self) -> list[dict[str, Any]]:
         """Names, update times and whether each is readable with the current key."""
         async with self._engine.connect() as conn:
