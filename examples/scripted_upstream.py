@@ -30,7 +30,10 @@ The last two are translated to a Chat Completions view of the request
    asks for a call to NAME when the request offers tools and does not end with a tool result
    (a ``function_call_output`` item, a ``tool_result`` block).
 3. **Rules** (demo, ``--rules``): :func:`rule_reply` picks a tool the way a plausible support
-   model would, from the tools the request offers.
+   model would, from the tools the request offers, and leaves out a tool whose "When NOT to
+   use" text has a phrase it recognises (:data:`GUARDRAILS`: no order number, no email, a
+   general question, the refund policy, no clear refund request, a support problem) when the
+   message is such a case — so ``actiongate eval`` has a model whose choices follow guardrails.
 4. Otherwise the fixed text :data:`FIXED_TEXT`.
 
 ``GET /_requests`` lists every model request body received, as sent, on any of the three paths
@@ -288,6 +291,51 @@ RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (ORDER_NUMBER, "order"),
     (EMAIL, "customer"),
 )
+# Guardrails the rules read: (a phrase in a tool's "When NOT to use:" text, whether the last user
+# message then rules the tool out). A guardrail the rules do not recognise changes nothing, as a
+# careless model would ignore it; editing one into or out of a description changes the choice.
+_I = re.IGNORECASE
+_CLEAR_REFUND = re.compile(
+    r"\b(i want|i'd like|i would like|please|give me|can i (get|have)|i need)\b[^.?!]*\brefund"
+    r"|\brefund (me|my|it|this)\b",
+    _I,
+)
+_PROBLEM = re.compile(
+    r"\b(broken|problem|issue|not working|doesn't work|damaged|missing|late|error|my order)\b", _I
+)
+GUARDRAILS: tuple[tuple[re.Pattern[str], Callable[[str], bool]], ...] = (
+    (
+        re.compile(r"without an order number|(not|n't) (provided|given) (an|the|their) order", _I),
+        lambda text: not ORDER_NUMBER.search(text),
+    ),
+    (
+        re.compile(r"(not|n't) (provided|given) (an|the|their) email|without an email", _I),
+        lambda text: not EMAIL.search(text),
+    ),
+    (
+        re.compile(r"general question", _I),
+        lambda text: (
+            text.rstrip().endswith("?") and not ORDER_NUMBER.search(text) and not EMAIL.search(text)
+        ),
+    ),
+    (re.compile(r"refund policy", _I), lambda text: "policy" in text.lower()),
+    (
+        re.compile(r"unless .*(clearly|explicitly) asked for a refund", _I),
+        lambda text: not _CLEAR_REFUND.search(text),
+    ),
+    (re.compile(r"support problem", _I), lambda text: bool(_PROBLEM.search(text))),
+)
+_WHEN_NOT = "When NOT to use:"
+
+
+def guardrail_blocks(description: str, text: str) -> bool:
+    """Whether a recognised phrase of the tool's guardrail rules it out for this message."""
+    _, found, guardrail = description.partition(_WHEN_NOT)
+    if not found:
+        return False
+    return any(phrase.search(guardrail) and blocks(text) for phrase, blocks in GUARDRAILS)
+
+
 _DATA_BLOCK = re.compile(r"<data>\n?(.*?)\n?</data>", re.DOTALL)
 _FAILURE = re.compile(r"\b(failed|not run|not sent|declined|refused|blocked|error)\b", re.I)
 
@@ -367,15 +415,20 @@ def rule_reply(body: Mapping[str, Any]) -> dict[str, Any]:
     users = [m for m in users if m.get("role") == "user"]
     text = _text(users[-1].get("content")) if users else ""
     tools: dict[str, Mapping[str, Any]] = {}
+    blocked: set[str] = set()
     for tool in body.get("tools") or []:
         function = tool.get("function") if isinstance(tool, Mapping) else None
         if isinstance(function, Mapping) and isinstance(function.get("name"), str):
             tools[function["name"]] = function.get("parameters") or {}
+            if guardrail_blocks(str(function.get("description") or ""), text):
+                blocked.add(function["name"])
     for trigger, hint in RULES:
         if not trigger.search(text):
             continue
         fits = [
-            (n, a) for n, s in tools.items() if hint in n and (a := _arguments(s, text)) is not None
+            (n, a)
+            for n, s in tools.items()
+            if hint in n and n not in blocked and (a := _arguments(s, text)) is not None
         ]
         if fits:
             name, args = max(fits, key=lambda fit: len(fit[1]))  # the most specific tool

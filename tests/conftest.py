@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.stores.db import create_engine, migrate
 
+pytest_plugins = ["pytester"]  # tests of the pytest plugins run pytest in a subprocess
+
 PG_ENV = "ACTIONGATE_TEST_PG"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

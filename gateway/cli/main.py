@@ -329,6 +329,34 @@ def _add_import_openapi(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_import_openapi)
 
 
+def cmd_eval(ns: argparse.Namespace) -> int:
+    from gateway.evaluation.command import run_eval_command
+
+    return run_eval_command(ns)
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("suite", metavar="SUITE", help="the suite (YAML): cases and expectations")
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--agent", metavar="ID", help="the agent (default: the suite's or the only)")
+    p.add_argument("--runs", type=int, metavar="N", help="send each case N times (default: suite)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of tables")
+    p.add_argument("--compare", metavar="FILE2", help="also run on this config; side by side")
+    p.add_argument(
+        "--guardrail",
+        action="append",
+        metavar="TOOL=TEXT",
+        help="compare with this when_not_to_use for TOOL (on --compare's config, or this one)",
+    )
+    p.add_argument(
+        "--description", action="append", metavar="TOOL=TEXT", help="the same for a description"
+    )
+    answers = p.add_mutually_exclusive_group()
+    answers.add_argument("--cassette", metavar="FILE", help="answer from recorded answers")
+    answers.add_argument("--record", metavar="FILE", help="append the upstream's answers here")
+    p.set_defaults(handler=cmd_eval)
+
+
 def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="FILE")
     p.add_argument("--host", default="127.0.0.1")
@@ -409,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="replay recorded conversations; report every difference")
     add_replay_arguments(p)
     p.set_defaults(handler=cmd_replay)
+
+    _add_eval(sub.add_parser("eval", help="measure whether the model calls or skips each action"))
 
     p = sub.add_parser("demo", help="offline demo: gateway + scripted model + sample API")
     p.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")

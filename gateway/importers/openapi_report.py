@@ -100,7 +100,8 @@ class ImportResult:
                     f"# OAuth2 authorization code ({name}): authorize the app once, then set",
                     f"#   {name}_REFRESH_TOKEN. The gateway runs the refresh_token grant at",
                     f"#   {where}; a refresh token the server rotates is stored",
-                    "#   encrypted in the secret store under the same name (and wins from then on).",
+                    "#   encrypted in the secret store under the same name (and wins from then",
+                    "#   on).",
                 ]
             else:
                 lines += [
