@@ -20,7 +20,8 @@ Keys (``P`` is ``limits.redis_prefix``, ``actiongate:`` by default):
 When Redis does not answer within :data:`TIMEOUT_S` (or fails in any way), the call is counted
 by a per-process :class:`Limits` instead: never an error for the customer. That logs one
 warning per outage (and an info line when Redis answers again), counts
-``actiongate_limits_fallback_total`` and sets ``actiongate_limits_redis_up`` to 0; Redis is
+``actiongate_limits_fallback_total`` and moves ``actiongate_limits_backend`` to
+``local-fallback``; Redis is
 tried again after a back-off, not on every call. A permit goes back where it came from: a
 release for a Redis permit while Redis is down is dropped (its lease expires).
 """
@@ -173,6 +174,7 @@ class RedisLimits:
         self._clock = clock
         self._down_until: float | None = None
         self._seen: dict[str, dict[str, object]] = {}
+        metrics.limits_backend("redis")
 
     @property
     def backend(self) -> Backend:
@@ -262,7 +264,7 @@ class RedisLimits:
             return None
         if self._down_until is not None:
             self._down_until = None
-            metrics.limits_redis_up(True)
+            metrics.limits_backend("redis")
             logger.info("limits.redis: %s answers again; limits are shared again", self._where)
         return reply
 
@@ -271,7 +273,7 @@ class RedisLimits:
         self._down_until = self._clock() + self._retry_after_s
         if not first:
             return
-        metrics.limits_redis_up(False)
+        metrics.limits_backend("local-fallback")
         reason = f"{type(error).__name__}: {error}".rstrip(": ")
         if self._password:
             reason = reason.replace(self._password, "***")

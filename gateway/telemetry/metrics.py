@@ -12,7 +12,8 @@ Series (README, "Observability"):
 - ``actiongate_tokens_total{agent,model,kind}`` (``prompt``, ``completion``).
 - ``actiongate_log_buffer_records``, ``actiongate_log_records_dropped_total``,
   ``actiongate_circuit_open{action}``, ``actiongate_action_health{action}``.
-- ``actiongate_limits_redis_up`` (1 while ``limits.redis`` answers, 0 during an outage) and
+- With ``limits.redis`` only: ``actiongate_limits_backend{backend}`` (1 on ``redis`` while Redis
+  answers, on ``local-fallback`` during an outage; the other is 0) and
   ``actiongate_limits_fallback_total{op}`` (``acquire``, ``release``: limit checks and results
   kept in the process because Redis was unreachable).
 
@@ -22,8 +23,8 @@ client or a model made up (:func:`set_known`); ``status`` is the HTTP status cod
 Several processes on one port: set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared by
 them before they start (prometheus-client's multiprocess mode); every process writes its series
 there and a scrape of any of them sums counters and histograms over all, takes ``livesum`` of
-the log buffer, ``livemax`` of open circuits, ``livemin`` of Redis being up and ``mostrecent`` of
-health.
+the log buffer, ``livemax`` of open circuits, ``livemax`` of the limits backend (a
+worker in fallback shows) and ``mostrecent`` of health.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ __all__ = [
     "action_call",
     "circuit",
     "health",
+    "limits_backend",
     "limits_fallback",
-    "limits_redis_up",
     "log_buffer",
     "log_dropped",
     "multiprocess",
@@ -124,10 +125,11 @@ _HEALTH = Gauge(
     ["action"],
     multiprocess_mode="mostrecent",
 )
-_REDIS_UP = Gauge(
-    "actiongate_limits_redis_up",
-    "1 while the Redis holding the shared limits answers, 0 while limits fall back to the process",
-    multiprocess_mode="livemin",
+_LIMITS_BACKEND = Gauge(
+    "actiongate_limits_backend",
+    "1 on where limits.redis limits are counted now: redis, or local-fallback while it is down",
+    ["backend"],
+    multiprocess_mode="livemax",
 )
 _FALLBACK = Counter(
     "actiongate_limits_fallback",
@@ -218,9 +220,10 @@ def health(action: str, ok: bool) -> None:
     _child(_HEALTH, _action(action)).set(1 if ok else 0)
 
 
-def limits_redis_up(up: bool) -> None:
-    """Whether Redis, holding the shared limits, answered the latest call."""
-    _REDIS_UP.set(1 if up else 0)
+def limits_backend(backend: Literal["redis", "local-fallback"]) -> None:
+    """Where the shared limits are counted now (Redis answered the latest call, or not)."""
+    _child(_LIMITS_BACKEND, "redis").set(1 if backend == "redis" else 0)
+    _child(_LIMITS_BACKEND, "local-fallback").set(0 if backend == "redis" else 1)
 
 
 def limits_fallback(op: Literal["acquire", "release"]) -> None:
