@@ -21,9 +21,10 @@ When Redis does not answer within :data:`TIMEOUT_S` (or fails in any way), the c
 by a per-process :class:`Limits` instead: never an error for the customer. That logs one
 warning per outage (and an info line when Redis answers again), counts
 ``actiongate_limits_fallback_total`` and moves ``actiongate_limits_backend`` to
-``local-fallback``; Redis is
-tried again after a back-off, not on every call. A permit goes back where it came from: a
-release for a Redis permit while Redis is down is dropped (its lease expires).
+``local-fallback``. Redis is tried again after :data:`RETRY_AFTER_S`, not on every call. A
+permit goes back where it came from: the release of a Redis permit while Redis is down is
+dropped (its lease ends its slot, or its trial) and a local permit is always released locally.
+Keys of one call live on different hash slots, so Redis Cluster is not supported.
 """
 
 from __future__ import annotations
