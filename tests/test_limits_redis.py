@@ -375,6 +375,8 @@ def test_good_redis_urls_and_the_password_stays_out_of_the_repr() -> None:
     for url in ("redis://127.0.0.1:6379/0", "rediss://user:s3cret-pw@cache.internal:6380/2"):
         config = parse_config({"limits": {"redis": url}}, environ={})
         assert config.limits.redis == url and "s3cret" not in repr(config.limits)
+    unset = parse_config({"limits": {"redis": "${REDIS_URL:-}"}}, environ={})
+    assert unset.limits.redis is None  # an empty variable: limits stay per process
     with pytest.raises(ConfigError, match=r"limits\.redis_prefix"):
         parse_config({"limits": {"redis_prefix": "has space"}}, environ={})
 

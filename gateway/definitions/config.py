@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.definitions.actions import Action
@@ -128,6 +136,12 @@ class LimitsConfig(BaseModel):
     process and replica through Redis (``None``: each process keeps its own)."""
     redis_prefix: str = Field(default="actiongate:", pattern=r"^[A-Za-z0-9_.:{}-]{1,64}$")
     """Start of every Redis key, so several gateways (or tests) can share one Redis."""
+
+    @field_validator("redis", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # "${REDIS_URL:-}" resolving to nothing means "no Redis", not a bad URL.
+        return None if value == "" else value
 
 
 class UpstreamConfig(_Model):

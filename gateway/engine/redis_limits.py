@@ -131,8 +131,8 @@ return {running, failures, is_open}
 def describe_url(url: str) -> str:
     """``redis://HOST:PORT/DB`` without the user and password, for log lines."""
     parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}{parts.path or '/0'}"
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path or '/0'}"
 
 
 def _state(running: int, failures: int, is_open: int) -> dict[str, object]:
