@@ -310,6 +310,7 @@ async def health(request: Request) -> Response:
             "status": "ok",
             "version": __version__,
             "log": dict(svc.runtime.logstore.stats()),
+            "limits": svc.runtime.executor.limits.backend,
             "actions": svc.runtime.executor.limits.snapshot(),
         }
     )

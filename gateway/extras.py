@@ -1,8 +1,9 @@
 """Optional parts of actiongate and the one-line error when one is not installed.
 
 The base install runs the gateway on SQLite. PostgreSQL (``asyncpg``), the MCP server
-(``mcp``), VADER sentiment (``vaderSentiment``) and the OTLP trace exporter are extras:
-``pip install 'actiongate[postgres]'``, ``[mcp]``, ``[sentiment]``, ``[otlp]``, or ``[all]``.
+(``mcp``), VADER sentiment (``vaderSentiment``), the OTLP trace exporter and limits shared
+through Redis (``redis``) are extras: ``pip install 'actiongate[postgres]'``, ``[mcp]``,
+``[sentiment]``, ``[otlp]``, ``[redis]``, or ``[all]``.
 The README's set-up commands install all of them.
 """
 
@@ -16,7 +17,7 @@ from gateway.errors import ConfigError
 
 __all__ = ["Extra", "MissingExtra", "require_extra"]
 
-Extra = Literal["postgres", "mcp", "sentiment", "demo", "otlp"]
+Extra = Literal["postgres", "mcp", "sentiment", "demo", "otlp", "redis"]
 
 
 class MissingExtra(ConfigError):

@@ -29,63 +29,63 @@ class Clock:
         return self.now
 
 
-def test_breaker_opens_after_consecutive_failures_and_trial_recovers() -> None:
+async def test_breaker_opens_after_consecutive_failures_and_trial_recovers() -> None:
     clock = Clock()
     limits = Limits(LimitsConfig(failures=3, cooldown_s=10), clock=clock)
     for _ in range(3):
-        permit = limits.acquire("api", None)
+        permit = await limits.acquire("api", None)
         assert isinstance(permit, Permit)
-        limits.release(permit, failed=True)
-    refused = limits.acquire("api", None)
+        await limits.release(permit, failed=True)
+    refused = await limits.acquire("api", None)
     assert isinstance(refused, str) and "failing right now" in refused
     clock.now += 10
-    trial = limits.acquire("api", None)
+    trial = await limits.acquire("api", None)
     assert isinstance(trial, Permit) and trial.trial
-    assert isinstance(limits.acquire("api", None), str)  # one trial at a time
-    limits.release(trial, failed=True)  # the trial failed: open again
-    assert isinstance(limits.acquire("api", None), str)
+    assert isinstance(await limits.acquire("api", None), str)  # one trial at a time
+    await limits.release(trial, failed=True)  # the trial failed: open again
+    assert isinstance(await limits.acquire("api", None), str)
     clock.now += 10
-    trial = limits.acquire("api", None)
+    trial = await limits.acquire("api", None)
     assert isinstance(trial, Permit)
-    limits.release(trial, failed=False)
+    await limits.release(trial, failed=False)
     assert limits.snapshot()["api"]["circuit"] == "closed"
-    assert isinstance(limits.acquire("api", None), Permit)
+    assert isinstance(await limits.acquire("api", None), Permit)
 
 
-def test_success_resets_the_failure_count() -> None:
+async def test_success_resets_the_failure_count() -> None:
     limits = Limits(LimitsConfig(failures=2))
     for failed in (True, False, True):
-        permit = limits.acquire("api", None)
+        permit = await limits.acquire("api", None)
         assert isinstance(permit, Permit)
-        limits.release(permit, failed=failed)
-    assert isinstance(limits.acquire("api", None), Permit)
+        await limits.release(permit, failed=failed)
+    assert isinstance(await limits.acquire("api", None), Permit)
 
 
-def test_concurrency_cap() -> None:
+async def test_concurrency_cap() -> None:
     limits = Limits(LimitsConfig(concurrency=2))
-    held = [limits.acquire("api", None), limits.acquire("api", None)]
-    refused = limits.acquire("api", None)
+    held = [await limits.acquire("api", None), await limits.acquire("api", None)]
+    refused = await limits.acquire("api", None)
     assert isinstance(refused, str) and "at once" in refused
-    assert isinstance(limits.acquire("other", None), Permit)  # per action
+    assert isinstance(await limits.acquire("other", None), Permit)  # per action
     first = held[0]
     assert isinstance(first, Permit)
-    limits.release(first, failed=False)
-    assert isinstance(limits.acquire("api", None), Permit)
+    await limits.release(first, failed=False)
+    assert isinstance(await limits.acquire("api", None), Permit)
 
 
-def test_conversation_rate_limit_is_a_sliding_window() -> None:
+async def test_conversation_rate_limit_is_a_sliding_window() -> None:
     clock = Clock()
     limits = Limits(LimitsConfig(rate=3, per_s=60), clock=clock)
     for _ in range(3):
-        permit = limits.acquire("api", "c1")
+        permit = await limits.acquire("api", "c1")
         assert isinstance(permit, Permit)
-        limits.release(permit, failed=False)
+        await limits.release(permit, failed=False)
         clock.now += 1
-    refused = limits.acquire("api", "c1")
+    refused = await limits.acquire("api", "c1")
     assert isinstance(refused, str) and "3 action calls in 60 s" in refused
-    assert isinstance(limits.acquire("api", "c2"), Permit)  # per conversation
+    assert isinstance(await limits.acquire("api", "c2"), Permit)  # per conversation
     clock.now += 58  # the first call leaves the window
-    assert isinstance(limits.acquire("api", "c1"), Permit)
+    assert isinstance(await limits.acquire("api", "c1"), Permit)
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ database connection of the parent is copied into a child.
 
 What the workers share lives in the database: the admin token (stored once, whoever starts
 first), dashboard sessions (signed with a key derived from it), definitions (polled), stored
-responses, health-check schedules. Limits (rate, concurrency, circuits) are per worker.
+responses, health-check schedules. Limits (rate, concurrency, circuits) are per worker, unless
+``limits.redis`` shares them through Redis (:mod:`gateway.engine.redis_limits`).
 
 The parent prints one listening line once every worker is ready, forwards SIGTERM/SIGINT to
 them (each drains its requests, as one ``serve`` does) and exits 0 when all did. A worker that

@@ -19,8 +19,17 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.definitions.actions import Action
@@ -71,8 +80,26 @@ def _check_host(value: str) -> str:
     return host
 
 
+def _check_redis_url(value: str) -> str:
+    """``redis://`` or ``rediss://`` with a host; the value is never echoed (it may hold a
+    password)."""
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ValueError("not a URL: write redis://HOST:PORT/DB") from None
+    if url.scheme not in {"redis", "rediss"}:
+        raise ValueError("the scheme must be redis:// or rediss:// (TLS)")
+    if not url.hostname:
+        raise ValueError("no host: write redis://HOST:PORT/DB")
+    if url.path.strip("/") and not url.path.strip("/").isdigit():
+        raise ValueError("the path must be a database number, as in redis://HOST:PORT/0")
+    return value
+
+
 OriginStr = Annotated[str, AfterValidator(_check_origin)]
 HostStr = Annotated[str, AfterValidator(_check_host)]
+RedisUrl = Annotated[str, AfterValidator(_check_redis_url)]
 
 
 class _Model(BaseModel):
@@ -104,6 +131,17 @@ class LimitsConfig(BaseModel):
     """Consecutive failures that open an action's circuit."""
     cooldown_s: float = Field(default=30.0, gt=0, le=3_600)
     """How long an open circuit fails fast before one trial call."""
+    redis: RedisUrl | None = Field(default=None, repr=False)
+    """``redis://HOST:PORT/DB`` (or ``rediss://``): share all three limits between every
+    process and replica through Redis (``None``: each process keeps its own)."""
+    redis_prefix: str = Field(default="actiongate:", pattern=r"^[A-Za-z0-9_.:{}-]{1,64}$")
+    """Start of every Redis key, so several gateways (or tests) can share one Redis."""
+
+    @field_validator("redis", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # "${REDIS_URL:-}" resolving to nothing means "no Redis", not a bad URL.
+        return None if value == "" else value
 
 
 class UpstreamConfig(_Model):

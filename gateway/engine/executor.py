@@ -44,7 +44,7 @@ from gateway.engine.auth import (
     secret_forms,
 )
 from gateway.engine.context import Conversation
-from gateway.engine.limits import Limits
+from gateway.engine.limits import ActionLimits, Limits
 from gateway.engine.rendering import RenderedRequest, render_request
 from gateway.engine.trimming import error_message, http_error_message, trim_result
 from gateway.errors import EgressBlocked, ExecutionRefused
@@ -124,10 +124,10 @@ class Executor:
         logstore: LogStore | None = None,
         redactor: Redactor | None = None,
         oauth: OAuthTokens | None = None,
-        limits: Limits | None = None,
+        limits: ActionLimits | None = None,
     ) -> None:
         self.outbound = outbound
-        self.limits = limits or Limits()
+        self.limits: ActionLimits = limits or Limits()
         self.secrets = dict(secrets or {})
         self.logstore = logstore
         self.redactor = redactor or Redactor()
@@ -304,7 +304,7 @@ class Executor:
         # A conversation belongs to its agent: the same id on another agent has its own budget.
         conversation = run.conversation
         rate_key = f"{conversation.agent_id or ''}\x00{conversation.id}" if conversation else None
-        permit = self.limits.acquire(tool, rate_key)
+        permit = await self.limits.acquire(tool, rate_key)
         if isinstance(permit, str):
             return self._finish(run, None, "rejected", error_message(tool, permit), permit)
         failed = False  # a cancelled call says nothing about the API's health
@@ -316,7 +316,7 @@ class Executor:
             )
             return execution
         finally:
-            self.limits.release(permit, failed=failed)
+            await self.limits.release(permit, failed=failed)
 
     async def _send_permitted(
         self, request: HttpRequest, run: _Run, values: Mapping[str, Any], deadline: float

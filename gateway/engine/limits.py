@@ -7,8 +7,15 @@
 - **Rate limit per conversation**: at most ``rate`` action calls per ``per_s`` seconds in one
   conversation (a sliding window).
 
-Each refusal is a reason the model reads; the executor logs it as ``rejected``. State lives in
-this process only: with several replicas each keeps its own breaker and counters.
+Each refusal is a reason the model reads; the executor logs it as ``rejected``. :class:`Limits`
+keeps its state in this process only: with several replicas each keeps its own breaker and
+counters. With ``limits.redis`` the executor gets a
+:class:`~gateway.engine.redis_limits.RedisLimits` instead, which shares them (and falls back
+to a :class:`Limits` while Redis is unreachable); both are :class:`ActionLimits`, with the same
+refusal texts.
+
+``acquire`` and ``release`` are coroutines for the shared kind's sake; the per-process ones never
+await, so each check-and-count stays atomic on the event loop.
 """
 
 from __future__ import annotations
@@ -17,13 +24,49 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 from gateway.definitions.config import LimitsConfig
 from gateway.telemetry import metrics
 
-__all__ = ["Limits", "LimitsConfig", "Permit", "SlidingWindow"]
+__all__ = [
+    "ActionLimits",
+    "Backend",
+    "Limits",
+    "LimitsConfig",
+    "Permit",
+    "SlidingWindow",
+    "busy_reason",
+    "open_reason",
+    "rate_reason",
+]
 
 _MAX_CONVERSATIONS = 100_000
+
+Backend = Literal["local", "redis", "local-fallback"]
+"""Where limits are counted: this process, Redis, or this process while Redis is unreachable."""
+
+
+def open_reason(wait_s: float) -> str:
+    """The refusal while an action's circuit is open (``wait_s``: until the trial call)."""
+    return (
+        "the API behind this action is failing right now, so the gateway is not "
+        f"calling it for about {max(1, round(wait_s))} s; tell the customer and do not "
+        "retry at once"
+    )
+
+
+def busy_reason() -> str:
+    """The refusal when an action's concurrency cap is reached."""
+    return "too many calls to this action are running at once; try again shortly"
+
+
+def rate_reason(config: LimitsConfig) -> str:
+    """The refusal when a conversation used up its rate."""
+    return (
+        f"this conversation made {config.rate} action calls in {config.per_s:g} s, the "
+        "most allowed; wait before calling actions again"
+    )
 
 
 @dataclass(slots=True)
@@ -45,6 +88,33 @@ class Permit:
 
     tool: str
     trial: bool = False
+    lease: str | None = None
+    """The permit's id in Redis; None for a permit counted in this process."""
+
+
+class ActionLimits(Protocol):
+    """What the executor asks before and tells after each call."""
+
+    async def acquire(self, tool: str, conversation_id: str | None) -> Permit | str:
+        """A :class:`Permit`, or the reason (for the model) why the call may not run now."""
+        ...
+
+    async def release(self, permit: Permit, *, failed: bool) -> None:
+        """Record a call's result: failures count towards opening the circuit."""
+        ...
+
+    def snapshot(self) -> dict[str, dict[str, object]]:
+        """Per-action state for health checks (cheap: no network call)."""
+        ...
+
+    @property
+    def backend(self) -> Backend:
+        """Where the limits are counted right now."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of connections."""
+        ...
 
 
 class Limits:
@@ -58,7 +128,15 @@ class Limits:
         self._actions: dict[str, _Action] = {}
         self._calls: OrderedDict[str, deque[float]] = OrderedDict()
 
-    def acquire(self, tool: str, conversation_id: str | None) -> Permit | str:
+    @property
+    def backend(self) -> Backend:
+        """Always this process."""
+        return "local"
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def acquire(self, tool: str, conversation_id: str | None) -> Permit | str:
         """A :class:`Permit`, or the reason (for the model) why the call may not run now."""
         cfg = self.config
         now = self._clock()
@@ -68,14 +146,10 @@ class Limits:
         if breaker.opened_at is not None:
             wait = breaker.opened_at + cfg.cooldown_s - now
             if wait > 0 or breaker.trial_running:
-                return (
-                    "the API behind this action is failing right now, so the gateway is not "
-                    f"calling it for about {max(1, round(wait))} s; tell the customer and do not "
-                    "retry at once"
-                )
+                return open_reason(wait)
             trial = True
         if state.running >= cfg.concurrency:
-            return "too many calls to this action are running at once; try again shortly"
+            return busy_reason()
         if conversation_id is not None:
             window = self._calls.get(conversation_id)
             if window is None:
@@ -87,17 +161,14 @@ class Limits:
             while window and window[0] <= now - cfg.per_s:
                 window.popleft()
             if len(window) >= cfg.rate:
-                return (
-                    f"this conversation made {cfg.rate} action calls in {cfg.per_s:g} s, the "
-                    "most allowed; wait before calling actions again"
-                )
+                return rate_reason(cfg)
             window.append(now)
         state.running += 1
         if trial:
             breaker.trial_running = True
         return Permit(tool, trial)
 
-    def release(self, permit: Permit, *, failed: bool) -> None:
+    async def release(self, permit: Permit, *, failed: bool) -> None:
         """Record a call's result: failures count towards opening the circuit."""
         state = self._actions[permit.tool]
         state.running -= 1

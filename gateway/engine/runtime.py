@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.definitions.config import Config
+from gateway.definitions.config import Config, LimitsConfig
 from gateway.engine.executor import Executor
-from gateway.engine.limits import Limits
+from gateway.engine.limits import ActionLimits, Limits
+from gateway.engine.redis_limits import RedisLimits
 from gateway.net.egress import EgressPolicy
 from gateway.net.outbound import Outbound
 from gateway.redaction import Redactor
@@ -21,7 +22,7 @@ from gateway.stores.db import create_engine, migrate
 from gateway.stores.health import HealthStore
 from gateway.stores.logs import LogStore
 
-__all__ = ["Runtime", "open_runtime"]
+__all__ = ["Runtime", "open_limits", "open_runtime"]
 
 
 @dataclass(slots=True)
@@ -40,12 +41,23 @@ class Runtime:
     async def close(self) -> None:
         """Flush the log and close connections; nothing submitted is lost."""
         await self.outbound.close()
+        await self.executor.limits.close()
         await self.logstore.close()
         await self.engine.dispose()
 
 
+def open_limits(config: LimitsConfig) -> ActionLimits:
+    """Limits shared through Redis with ``limits.redis``, else counted in this process.
+
+    Raises:
+        MissingExtra: ``limits.redis`` is set but the ``redis`` package is not installed.
+    """
+    return RedisLimits(config) if config.redis else Limits(config)
+
+
 async def open_runtime(config: Config, *, database: str | None = None) -> Runtime:
     """Connect to the database (migrating it) and build the executor for ``config``."""
+    limits = open_limits(config.limits)  # before connecting: a missing extra is a config error
     pool = config.database_pool
     engine = create_engine(
         database or config.database,
@@ -66,6 +78,6 @@ async def open_runtime(config: Config, *, database: str | None = None) -> Runtim
         secrets=config.secrets,
         logstore=logstore,
         redactor=redactor,
-        limits=Limits(config.limits),
+        limits=limits,
     )
     return Runtime(config, engine, logstore, outbound, executor, redactor, HealthStore(engine))

@@ -12,6 +12,10 @@ Series (README, "Observability"):
 - ``actiongate_tokens_total{agent,model,kind}`` (``prompt``, ``completion``).
 - ``actiongate_log_buffer_records``, ``actiongate_log_records_dropped_total``,
   ``actiongate_circuit_open{action}``, ``actiongate_action_health{action}``.
+- With ``limits.redis`` only: ``actiongate_limits_backend{backend}`` (1 on ``redis`` while Redis
+  answers, on ``local-fallback`` during an outage; the other is 0) and
+  ``actiongate_limits_fallback_total{op}`` (``acquire``, ``release``: limit checks and results
+  kept in the process because Redis was unreachable).
 
 Labels are bounded: an agent or action label is a configured id or ``(other)``, never a name a
 client or a model made up (:func:`set_known`); ``status`` is the HTTP status code.
@@ -19,14 +23,15 @@ client or a model made up (:func:`set_known`); ``status`` is the HTTP status cod
 Several processes on one port: set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared by
 them before they start (prometheus-client's multiprocess mode); every process writes its series
 there and a scrape of any of them sums counters and histograms over all, takes ``livesum`` of
-the log buffer, ``livemax`` of open circuits and ``mostrecent`` of health.
+the log buffer, ``livemax`` of open circuits, ``livemax`` of the limits backend (a
+worker in fallback shows) and ``mostrecent`` of health.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 if _directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # prometheus-client writes its files there from its first metric on: make sure it exists.
@@ -49,6 +54,8 @@ __all__ = [
     "action_call",
     "circuit",
     "health",
+    "limits_backend",
+    "limits_fallback",
     "log_buffer",
     "log_dropped",
     "multiprocess",
@@ -117,6 +124,17 @@ _HEALTH = Gauge(
     "The latest scheduled health check: 1 passed, 0 failed",
     ["action"],
     multiprocess_mode="mostrecent",
+)
+_LIMITS_BACKEND = Gauge(
+    "actiongate_limits_backend",
+    "1 on where limits.redis limits are counted now: redis, or local-fallback while it is down",
+    ["backend"],
+    multiprocess_mode="livemax",
+)
+_FALLBACK = Counter(
+    "actiongate_limits_fallback",
+    "Limit checks (acquire) and call results (release) kept in the process: Redis unreachable",
+    ["op"],
 )
 
 _children: dict[tuple[Any, tuple[str, ...]], Any] = {}
@@ -200,6 +218,17 @@ def circuit(action: str, is_open: bool) -> None:
 def health(action: str, ok: bool) -> None:
     """The result of an action's latest scheduled health check."""
     _child(_HEALTH, _action(action)).set(1 if ok else 0)
+
+
+def limits_backend(backend: Literal["redis", "local-fallback"]) -> None:
+    """Where the shared limits are counted now (Redis answered the latest call, or not)."""
+    _child(_LIMITS_BACKEND, "redis").set(1 if backend == "redis" else 0)
+    _child(_LIMITS_BACKEND, "local-fallback").set(0 if backend == "redis" else 1)
+
+
+def limits_fallback(op: Literal["acquire", "release"]) -> None:
+    """One limit check or call result kept in the process because Redis was unreachable."""
+    _child(_FALLBACK, op).inc()
 
 
 def multiprocess() -> bool:
