@@ -25,9 +25,9 @@ __all__ = [
     "SEED_VARIABLES",
     "TestInput",
     "captured_lead_fields",
+    "panel_inputs",
     "parse_test_form",
     "preview",
-    "test_inputs",
     "tool_view",
 ]
 
@@ -104,7 +104,7 @@ def _argument_input(name: str, p: Parameter) -> TestInput:
     return TestInput(label, field, control, step=step, hint=hint, required=p.required)
 
 
-def test_inputs(action: Action) -> list[TestInput]:
+def panel_inputs(action: Action) -> list[TestInput]:
     """The variables ``action`` uses (secrets aside: the gateway fills them), then its arguments."""
     request = request_of(action)
     required = required_variables(request) if request is not None else set()
@@ -215,5 +215,5 @@ def tool_view(action: Action) -> dict[str, Any]:
         "description": tool.description,
         "parameters": orjson.dumps(tool.parameters, option=orjson.OPT_INDENT_2).decode(),
         "arguments": list(getattr(action, "parameters", {})),
-        "inputs": [i.as_json() for i in test_inputs(action)],
+        "inputs": [i.as_json() for i in panel_inputs(action)],
     }

@@ -145,6 +145,8 @@
   const previewStatus = document.getElementById("preview-status");
   let timer = null;
   let generation = 0;
+  // Typed into the advanced view: keep it until an editor changes (then the editors win again).
+  let rawEdited = false;
 
   function inputFor(spec, id, value) {
     if (spec.control === "select") {
@@ -230,7 +232,7 @@
       syncArguments(body.arguments);
     }
     const raw = document.getElementById("definition_json");
-    if (body.definition && !document.getElementById("use_raw").checked && document.activeElement !== raw) {
+    if (body.definition && !rawEdited && !document.getElementById("use_raw").checked) {
       raw.value = body.definition;
       checkJson(raw);
     }
@@ -253,7 +255,11 @@
     area.addEventListener("input", () => checkJson(area));
     if (area.value.trim()) checkJson(area);
   });
-  form.addEventListener("input", (event) => { if (!event.target.closest(".test-inputs")) schedule(); });
+  form.addEventListener("input", (event) => {
+    if (event.target.closest(".test-inputs")) return;
+    rawEdited = event.target.id === "definition_json" || (rawEdited && event.target.id === "use_raw");
+    schedule();
+  });
   form.addEventListener("change", (event) => { if (!event.target.closest(".test-inputs")) schedule(); });
   insert.hidden = false;
   insert.addEventListener("click", insertVariable);
