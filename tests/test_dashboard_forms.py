@@ -149,6 +149,8 @@ def test_a_form_action_round_trips_through_the_field_rows() -> None:
     assert form["field-1-options"] == "broken, late"
     assert parse_definition(form) == definition
     assert captured_lead_fields([parse_action(definition)]) == ["lead.order"]
+    # The picker offers a form's own fields as {{form.NAME}} for its submit request.
+    assert preview(definition)["form_fields"] == ["email", "reason", "order"]
 
 
 def test_the_raw_definition_replaces_the_editors_when_ticked() -> None:

@@ -240,6 +240,27 @@ def test_run_the_test_panel_through_its_fields(page: Page, live_gateway: LiveGat
     expect(panel.get_by_label("args.speed")).to_have_value("slow")
 
 
+def test_an_edit_in_the_advanced_view_keeps_every_stored_setting(
+    page: Page, live_gateway: LiveGateway
+) -> None:
+    admin = live_gateway.services.admin
+    before = admin.get_action(TOOL)
+    page.goto(f"/actions/{TOOL}/edit")
+    page.get_by_text("Advanced: the raw definition").click()
+    raw = page.get_by_label("Raw definition (JSON)")
+    # The advanced view shows the whole definition, settings the editors do not show included.
+    expect(raw).to_have_value(re.compile('"timeout_s": 10'))
+    data = json.loads(raw.input_value())
+    assert data["retries"] == 0 and data["confirm"] == "auto"
+    raw.fill(json.dumps({**data, "timeout_s": 20}, indent=2))
+    page.get_by_label("Test and save this raw definition instead of the editors").check()
+    page.get_by_role("link", name="6. Enable").click()
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("status")).to_have_text("Action saved.")
+    after = admin.get_action(TOOL)
+    assert after == {**before, "timeout_s": 20.0}
+
+
 def test_every_control_is_labelled_and_reachable_by_keyboard(page: Page) -> None:
     for path in ("/actions/new", f"/actions/{TOOL}", f"/actions/{TOOL}/edit"):
         page.goto(path)

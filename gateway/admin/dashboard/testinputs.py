@@ -215,5 +215,6 @@ def tool_view(action: Action) -> dict[str, Any]:
         "description": tool.description,
         "parameters": orjson.dumps(tool.parameters, option=orjson.OPT_INDENT_2).decode(),
         "arguments": list(getattr(action, "parameters", {})),
+        "form_fields": [f.name for f in getattr(action, "fields", [])],
         "inputs": [i.as_json() for i in panel_inputs(action)],
     }

@@ -65,14 +65,27 @@ def _draft(form: FormData) -> tuple[dict[str, Any] | None, str]:
         return None, str(e)
 
 
-def _raw_text(form: FormData, draft: dict[str, Any] | None) -> str:
+def _whole(admin: Admin, editing: str | None, draft: dict[str, Any] | None) -> Any:
+    """The draft as it would be saved: an edit's draft over the stored settings it keeps.
+
+    The advanced view shows this, so saving it as the raw definition loses nothing stored.
+    """
+    if draft is None or not editing:
+        return draft
+    try:
+        return merge_edit(admin.get_action(editing), draft)
+    except RequestError:
+        return draft
+
+
+def _raw_text(form: FormData, whole: Any) -> str:
     """The advanced view: what was typed there when it is in use, else the editors' definition."""
-    if form.get("use_raw") == "on" or draft is None:
+    if form.get("use_raw") == "on" or whole is None:
         return form.get("definition_json", "")
-    return definition_text(draft)
+    return definition_text(whole)
 
 
-async def _picker(admin: Admin, arguments: list[str]) -> dict[str, list[str]]:
+async def _picker(admin: Admin, view: dict[str, Any]) -> dict[str, list[str]]:
     """The variable picker's groups; secrets by name only (their values never reach a page)."""
     try:
         secrets = [s["name"] for s in await admin.list_secrets()]
@@ -81,7 +94,8 @@ async def _picker(admin: Admin, arguments: list[str]) -> dict[str, list[str]]:
     return {
         "Conversation": list(SEED_VARIABLES),
         "Captured lead fields": captured_lead_fields(admin.workspace.actions.values()),
-        "Arguments": [f"args.{a}" for a in arguments],
+        "Arguments": [f"args.{a}" for a in view.get("arguments", [])],
+        "Form fields": [f"form.{f}" for f in view.get("form_fields", [])],
         "Secrets": [f"secrets.{s}" for s in secrets],
     }
 
@@ -129,8 +143,8 @@ async def _wizard(
         rows=editor_rows(form, add),
         preview=view,
         inputs=view.get("inputs", []),
-        raw=_raw_text(form, draft),
-        picker=await _picker(admin, view.get("arguments", [])),
+        raw=_raw_text(form, _whole(admin, editing, draft)),
+        picker=await _picker(admin, view),
         param_types=PARAM_TYPES,
         field_types=FIELD_TYPES,
     )
@@ -188,7 +202,8 @@ async def new_action(request: Request, dash: Dash, session: AdminSession) -> Res
 async def preview_draft(request: Request, dash: Dash, posted: AdminForm) -> Response:
     """The live preview: the tool the model would see for the posted draft, and its inputs."""
     draft, problem = _draft(posted.form)
-    body = preview(draft, problem) | {"definition": definition_text(draft) if draft else None}
+    whole = _whole(await dash.admin(request), posted.form.get("editing"), draft)
+    body = preview(draft, problem) | {"definition": definition_text(whole) if whole else None}
     return JSONResponse(body, headers=SECURITY_HEADERS)
 
 
