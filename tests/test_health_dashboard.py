@@ -94,19 +94,22 @@ async def test_the_wizard_edits_the_health_check_and_keeps_it(gw: Gateway) -> No
     await gw.client.post("/api/actions", json=flaky(gw), headers=headers)
     csrf = await login(gw.client)
     edit = (await gw.client.get("/actions/flaky/edit")).text
-    shown = re.search(r'<textarea id="health_check" name="health_check"[^>]*>([^<]*)<', edit)
-    assert shown and "&#34;every&#34;: 60.0" in shown.group(1)
+    shown = re.search(r'<input id="health_every" name="health_every" value="([^"]*)"', edit)
+    assert shown and shown.group(1) == "60"
+    assert re.search(r'id="health_on" name="health_on" checked', edit)
     form = {
         "csrf": csrf,
         "name": "Flaky",
         "method": "GET",
         "url": f"{gw.api.base_url}/flaky",
-        "health_check": '{"every": "2m", "expect_status": [200, 204], "live": false}',
+        "health_on": "on",
+        "health_every": "2m",
+        "health_expect_status": "200, 204",
     }
     saved = await gw.client.post("/actions/flaky/edit", data=form)
     assert saved.status_code == 303
     stored = (await gw.client.get("/api/actions/flaky", headers=headers)).json()
     assert stored["health_check"]["every"] == 120
     assert stored["health_check"]["expect_status"] == [200, 204]
-    bad = await gw.client.post("/actions/flaky/edit", data={**form, "health_check": '{"every": 1}'})
+    bad = await gw.client.post("/actions/flaky/edit", data={**form, "health_every": "1"})
     assert bad.status_code == 422 and "health_check.every" in bad.text

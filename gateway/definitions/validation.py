@@ -49,6 +49,7 @@ __all__ = [
     "compile_pattern",
     "secret_references",
     "split_authority",
+    "template_variables",
     "validate_action",
     "validate_actions",
 ]
@@ -229,6 +230,21 @@ def secret_references(action: Action) -> dict[str, str]:
             if namespace == "secrets":
                 found.setdefault(key, field)
     return found
+
+
+def template_variables(action: Action) -> list[str]:
+    """Every variable an action's templates reference, sorted (``lead.email``, ``args.q``, ...).
+
+    The dashboard's Test panel asks for one value per variable; templates that
+    :func:`validate_action` refuses contribute nothing.
+    """
+    found: set[str] = set()
+    for _field, source in _action_templates(action):
+        try:
+            found |= analyze(source).variables
+        except TemplateProblem:
+            continue
+    return sorted(found)
 
 
 def _undefined_secret(name: str) -> str:

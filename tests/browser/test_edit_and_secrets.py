@@ -78,9 +78,9 @@ def test_edit_an_action_keeps_its_masked_credential(
     url.fill(new_url)
     page.get_by_label("Response max characters").fill("lots")
     page.locator('section[data-step="2"]').get_by_role("button", name="Next").click()
-    page.get_by_role("textbox", name="When not to use").fill("Never for refunds or chargebacks.")
     page.locator('section[data-step="3"]').get_by_role("button", name="Next").click()
-    page.locator('section[data-step="4"]').get_by_role("button", name="Next").click()
+    page.get_by_role("textbox", name="When not to use").fill("Never for refunds or chargebacks.")
+    page.get_by_role("link", name="6. Enable").click()
     page.get_by_role("button", name="Save changes").click()
     expect(page.locator("#err-response_max_chars")).to_contain_text("expected a number")
     expect(page.get_by_label("URL", exact=True)).to_have_value(new_url)
@@ -88,12 +88,11 @@ def test_edit_an_action_keeps_its_masked_credential(
     shot(page, "edit-error")
 
     page.get_by_label("Response max characters").fill("2000")
-    page.locator('section[data-step="2"]').get_by_role("button", name="Next").click()
+    page.get_by_role("link", name="4. Describe").click()
     expect(page.get_by_role("textbox", name="When not to use")).to_have_value(
         "Never for refunds or chargebacks."
     )
-    page.locator('section[data-step="3"]').get_by_role("button", name="Next").click()
-    page.locator('section[data-step="4"]').get_by_role("button", name="Next").click()
+    page.get_by_role("link", name="6. Enable").click()
     page.get_by_role("button", name="Save changes").click()
 
     expect(page.get_by_role("status")).to_have_text("Action saved.")

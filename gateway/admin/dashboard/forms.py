@@ -1,4 +1,4 @@
-"""Turning what operators type into the dashboard's forms into definitions and test inputs.
+"""The Create/Edit Action wizard's fields to a definition, and a definition back to them.
 
 Every parse error is a :class:`~gateway.errors.RequestError` (422) whose ``param`` names the form
 field, so the page can show it next to that field without losing what was typed.
@@ -11,17 +11,24 @@ from typing import Any
 
 import orjson
 
+from gateway.admin.dashboard.editors import (
+    field_rows,
+    form_fields_of,
+    pair_rows,
+    pairs_of,
+    parameter_rows,
+    parameters_of,
+    rows_form,
+)
 from gateway.errors import RequestError
 
 __all__ = [
     "FormData",
     "definition_form",
+    "definition_text",
     "merge_edit",
-    "parse_args",
     "parse_definition",
     "parse_json",
-    "parse_lines",
-    "parse_variables",
 ]
 
 FormData = Mapping[str, str]
@@ -40,42 +47,6 @@ def parse_json(form: FormData, field: str, label: str) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError as e:
         raise _fail(field, f"{label}: not valid JSON ({e})") from None
-
-
-def parse_lines(form: FormData, field: str, separator: str, label: str) -> dict[str, str]:
-    """``Name: value`` (or ``name=value``) lines as a dict; blank lines are skipped."""
-    out: dict[str, str] = {}
-    for number, raw in enumerate(form.get(field, "").splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        name, found, value = line.partition(separator)
-        if not found or not name.strip():
-            raise _fail(field, f"{label}: line {number} is not “name{separator} value”")
-        out[name.strip()] = value.strip()
-    return out
-
-
-def parse_variables(form: FormData, field: str = "variables") -> dict[str, Any]:
-    """``lead.email=jane@example.com`` lines as nested conversation variables."""
-    out: dict[str, Any] = {}
-    for name, value in parse_lines(form, field, "=", "Variables").items():
-        head, dot, tail = name.partition(".")
-        if dot:
-            out.setdefault(head, {})[tail] = value
-        else:
-            out[name] = value
-    return out
-
-
-def parse_args(form: FormData, field: str = "args") -> dict[str, Any]:
-    """The model arguments of a test (a JSON object)."""
-    value = parse_json(form, field, "Arguments")
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _fail(field, "Arguments: expected a JSON object")
-    return value
 
 
 def _auth(form: FormData) -> dict[str, Any] | None:
@@ -106,23 +77,38 @@ def _auth(form: FormData) -> dict[str, Any] | None:
         if get("auth_scope", "").strip():
             auth["scope"] = get("auth_scope", "").strip()
         return auth
+    if kind == "headers":
+        return {"type": "headers", "headers": pairs_of(form, "authheader", "auth", "Auth headers")}
     return None
 
 
-def _http(form: FormData) -> dict[str, Any]:
-    request: dict[str, Any] = {
-        "method": form.get("method", "GET"),
-        "url": form.get("url", "").strip(),
-    }
-    headers = parse_lines(form, "headers", ":", "Headers")
-    if headers:
-        request["headers"] = headers
-    body = parse_json(form, "body", "Body")
-    if body is not None:
-        request["body"] = body
-    auth = _auth(form)
-    if auth is not None:
-        request["auth"] = auth
+def _statuses(text: str) -> int | list[int] | None:
+    try:
+        codes = [int(part) for part in text.replace(",", " ").split()]
+    except ValueError:
+        message = "Expected status: whole numbers such as 200, 204"
+        raise _fail("health_expect_status", message) from None
+    if not codes:
+        return None
+    return codes[0] if len(codes) == 1 else codes
+
+
+def _health_check(form: FormData) -> dict[str, Any] | None:
+    """The health check's fields; its sample values and limits stay in the raw definition."""
+    if form.get("health_on") != "on":
+        return None
+    check: dict[str, Any] = {}
+    if form.get("health_every", "").strip():
+        check["every"] = form.get("health_every", "").strip()
+    status = _statuses(form.get("health_expect_status", ""))
+    if status is not None:
+        check["expect_status"] = status
+    if form.get("health_live") == "on":
+        check["live"] = True
+    return check
+
+
+def _response(form: FormData) -> dict[str, Any]:
     response: dict[str, Any] = {}
     if form.get("response_select", "").strip():
         response["select"] = form.get("response_select", "").strip()
@@ -131,13 +117,44 @@ def _http(form: FormData) -> dict[str, Any]:
             response["max_chars"] = int(form.get("response_max_chars", ""))
         except ValueError:
             raise _fail("response_max_chars", "Max characters: expected a number") from None
+    return response
+
+
+def _http(form: FormData) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "method": form.get("method", "GET"),
+        "url": form.get("url", "").strip(),
+    }
+    for key, kind, label in (("headers", "header", "Headers"), ("query", "query", "Query")):
+        pairs = pairs_of(form, kind, key, label)
+        if pairs:
+            request[key] = pairs
+    body = parse_json(form, "body", "Body")
+    if body is not None:
+        request["body"] = body
+    auth = _auth(form)
+    if auth is not None:
+        request["auth"] = auth
+    response = _response(form)
     if response:
         request["response"] = response
     return request
 
 
+def _raw(form: FormData) -> dict[str, Any]:
+    data = parse_json(form, "definition_json", "Raw definition")
+    if not isinstance(data, dict):
+        raise _fail("definition_json", "Raw definition: expected a JSON object of fields")
+    return data
+
+
 def parse_definition(form: FormData) -> dict[str, Any]:
-    """The action definition (file format) described by the Create Action wizard."""
+    """The action definition (file format) described by the wizard's editors.
+
+    With "Use the raw definition" ticked, the advanced view's JSON is the definition instead.
+    """
+    if form.get("use_raw") == "on":
+        return _raw(form)
     kind = form.get("type", "http")
     data: dict[str, Any] = {"name": form.get("name", "").strip(), "type": kind}
     for key in ("description", "when_not_to_use"):
@@ -145,15 +162,15 @@ def parse_definition(form: FormData) -> dict[str, Any]:
             data[key] = form.get(key, "").strip()
     if kind == "http":
         data.update(_http(form))
-        parameters = parse_json(form, "parameters", "Parameters")
-        if parameters is not None:
+        parameters = parameters_of(form)
+        if parameters:
             data["parameters"] = parameters
-        health_check = parse_json(form, "health_check", "Health check")
+        health_check = _health_check(form)
         if health_check is not None:
             data["health_check"] = health_check
     elif kind == "form":
         data["title"] = form.get("form_title", "").strip()
-        data["fields"] = parse_json(form, "form_fields", "Fields") or []
+        data["fields"] = form_fields_of(form)
         submit = parse_json(form, "form_submit", "Submit request")
         if submit is not None:
             data["submit"] = submit
@@ -170,7 +187,8 @@ def parse_definition(form: FormData) -> dict[str, Any]:
     return data
 
 
-def _json_text(value: Any) -> str:
+def definition_text(value: Any) -> str:
+    """A definition (or part of one) as the indented JSON the advanced view shows."""
     return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 
 
@@ -183,7 +201,38 @@ _AUTH_FIELDS = frozenset(
 def _auth_form(auth: Mapping[str, Any]) -> dict[str, str]:
     out = {"auth_type": str(auth.get("type", "none"))}
     out |= {f"auth_{key}": str(value) for key, value in auth.items() if key in _AUTH_FIELDS}
+    if isinstance(auth.get("headers"), Mapping):
+        out |= rows_form("authheader", pair_rows(auth["headers"]))
     return out
+
+
+def _health_form(check: Mapping[str, Any]) -> dict[str, str]:
+    status = check.get("expect_status")
+    statuses = status if isinstance(status, list) else [] if status is None else [status]
+    every = check.get("every", "")
+    return {
+        "health_on": "on",
+        "health_every": f"{every:g}" if isinstance(every, int | float) else str(every),
+        "health_expect_status": ", ".join(str(s) for s in statuses),
+        "health_live": "on" if check.get("live") else "",
+    }
+
+
+def _http_form(definition: Mapping[str, Any]) -> dict[str, str]:
+    response = definition.get("response") or {}
+    form = {
+        "method": str(definition.get("method", "GET")),
+        "url": str(definition.get("url", "")),
+        "body": definition_text(definition["body"]) if "body" in definition else "",
+        "response_select": str(response.get("select") or ""),
+        "response_max_chars": str(response.get("max_chars") or ""),
+    }
+    form |= rows_form("header", pair_rows(definition.get("headers") or {}))
+    form |= rows_form("query", pair_rows(definition.get("query") or {}))
+    form |= rows_form("param", parameter_rows(definition.get("parameters") or {}))
+    if definition.get("health_check"):
+        form |= _health_form(definition["health_check"])
+    return form | _auth_form(definition.get("auth") or {})
 
 
 def definition_form(definition: Mapping[str, Any]) -> dict[str, str]:
@@ -196,77 +245,80 @@ def definition_form(definition: Mapping[str, Any]) -> dict[str, str]:
         "when_not_to_use": str(definition.get("when_not_to_use", "")),
     }
     if kind == "http":
-        headers = definition.get("headers") or {}
-        response = definition.get("response") or {}
-        form |= {
-            "method": str(definition.get("method", "GET")),
-            "url": str(definition.get("url", "")),
-            "headers": "\n".join(f"{k}: {v}" for k, v in headers.items()),
-            "body": _json_text(definition["body"]) if "body" in definition else "",
-            "parameters": _json_text(definition["parameters"])
-            if definition.get("parameters")
-            else "",
-            "health_check": _json_text(definition["health_check"])
-            if definition.get("health_check")
-            else "",
-            "response_select": str(response.get("select") or ""),
-            "response_max_chars": str(response.get("max_chars") or ""),
-        }
-        form |= _auth_form(definition.get("auth") or {})
+        form |= _http_form(definition)
     elif kind == "form":
         form["form_title"] = str(definition.get("title", ""))
-        form["form_fields"] = _json_text(definition.get("fields") or [])
+        form |= rows_form("field", field_rows(definition.get("fields") or []))
         if definition.get("submit"):
-            form["form_submit"] = _json_text(definition["submit"])
+            form["form_submit"] = definition_text(definition["submit"])
     elif kind == "button":
         form["button_label"] = str(definition.get("label", ""))
         click = definition.get("on_click") or {}
         if click.get("navigate"):
             form["button_navigate"] = str(click["navigate"])
         if click.get("http"):
-            form["button_http"] = _json_text(click["http"])
+            form["button_http"] = definition_text(click["http"])
     return form
 
 
 # Keys the wizard shows; an edit replaces them and keeps every other stored setting.
 _WIZARD_KEYS = frozenset(
-    {
-        "name",
-        "tool_name",
-        "type",
-        "description",
-        "when_not_to_use",
-        "method",
-        "url",
-        "headers",
-        "body",
-        "auth",
-        "parameters",
-        "title",
-        "fields",
-        "submit",
-        "label",
-        "on_click",
-        "response",
-        "health_check",
-    }
+    {"name", "tool_name", "type", "description", "when_not_to_use", "method", "url"}
+    | {"headers", "query", "body", "auth", "parameters", "title", "fields", "submit"}
+    | {"label", "on_click", "response", "health_check"}
 )
+_NESTED = ("items", "properties")
+"""Parts of an argument's schema the argument rows do not show (arrays' items, objects' fields)."""
 
 
-def merge_edit(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+def _kept_parameters(old: Any, new: Any) -> Any:
+    """New ``parameters`` with each unchanged-type argument's nested schema kept from ``old``."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return new
+    out = {}
+    for name, param in new.items():
+        before = old.get(name)
+        if (
+            isinstance(before, Mapping)
+            and isinstance(param, dict)
+            and before.get("type", "string") == param.get("type", "string")
+        ):
+            param = {k: before[k] for k in _NESTED if k in before} | param
+        out[name] = param
+    return out
+
+
+def _kept_part(old: Any, new: Any, shown: tuple[str, ...]) -> Any:
+    """``new`` (a response spec, a health check) over what ``old`` had beyond ``shown``."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    return {k: v for k, v in old.items() if k not in shown} | new
+
+
+def merge_edit(
+    old: Mapping[str, Any], new: Mapping[str, Any], *, raw: bool = False
+) -> dict[str, Any]:
     """An edited definition: the wizard's fields over the settings the wizard does not show.
 
-    The type cannot change while editing, so the stored one wins over whatever was posted.
+    The type cannot change while editing, so the stored one wins over whatever was posted. A raw
+    definition (the advanced view) shows every setting, so nothing beyond it is kept.
     """
+    if raw:
+        return {**new, "type": old.get("type", "http")}
     kept = {k: v for k, v in old.items() if k not in _WIZARD_KEYS}
     if new.get("method", old.get("method")) != old.get("method"):
         # Retries default by method (none for POST); a changed method gets its own default.
         kept.pop("retries", None)
     merged: dict[str, Any] = {**kept, **new, "type": old.get("type", "http")}
-    old_response = old.get("response")
-    if isinstance(old_response, dict) and merged["type"] == "http":
-        rest = {k: v for k, v in old_response.items() if k not in ("select", "max_chars")}
-        response = {**rest, **(new.get("response") or {})}
-        if response:
-            merged["response"] = response
+    if merged["type"] != "http":
+        return merged
+    if "parameters" in merged:
+        merged["parameters"] = _kept_parameters(old.get("parameters"), merged["parameters"])
+    response = _kept_part(old.get("response"), new.get("response") or {}, ("select", "max_chars"))
+    if response:
+        merged["response"] = response
+    if "health_check" in merged:
+        merged["health_check"] = _kept_part(
+            old.get("health_check"), merged["health_check"], ("every", "expect_status", "live")
+        )
     return merged

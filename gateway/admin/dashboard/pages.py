@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from gateway.admin.dashboard.session import COOKIE, Session, SessionSigner, csrf_matches
-from gateway.admin.dashboard.views import pretty, shown
+from gateway.admin.dashboard.views import pretty, shown, template_parts
 from gateway.admin.service import Admin
 from gateway.errors import ConfigError, DefinitionError, RequestError
 from gateway.net.inbound import read_body_bytes
@@ -72,6 +72,7 @@ _env = Environment(
     finalize=shown,
 )
 _env.filters["pretty"] = pretty
+_env.filters["template_parts"] = template_parts
 
 
 class Refused(Exception):

@@ -19,6 +19,7 @@ from gateway.admin.dashboard import (
     login_pages,
     playground,
     secret_pages,
+    wizard_pages,
 )
 from gateway.admin.dashboard.install import mount_static
 from gateway.admin.dashboard.pages import Dashboard, DashboardBackend, DashboardRoute
@@ -27,6 +28,8 @@ __all__ = ["build_dashboard", "mount_static"]
 
 _PAGES = (
     login_pages.pages,
+    # Before action_pages: /actions/new must answer before /actions/{tool_name} does.
+    wizard_pages.pages,
     action_pages.pages,
     secret_pages.pages,
     log_pages.pages,

@@ -21,6 +21,7 @@ __all__ = [
     "pretty",
     "shown",
     "step_of",
+    "template_parts",
     "visible_text",
 ]
 
@@ -28,8 +29,9 @@ BODY_PREVIEW_CHARS = 4000
 
 _STEP_FIELDS = {
     1: ("type",),
-    3: ("when_not_to_use", "description"),
-    4: ("variables", "args"),
+    3: ("auth", "auth_type", "auth_token", "auth_password", "auth_value", "auth_client_secret"),
+    4: ("when_not_to_use", "description"),
+    5: ("variables", "args"),
 }
 
 
@@ -130,6 +132,23 @@ def health_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for r in results
     ]
+
+
+_TAG = re.compile(r"\{\{.*?\}\}", re.S)
+
+
+def template_parts(text: str) -> list[tuple[str, bool]]:
+    """``text`` as (piece, is a ``{{ variable }}``) pairs, for pages that mark the variables."""
+    parts: list[tuple[str, bool]] = []
+    start = 0
+    for m in _TAG.finditer(text):
+        if m.start() > start:
+            parts.append((text[start : m.start()], False))
+        parts.append((m.group(), True))
+        start = m.end()
+    if start < len(text):
+        parts.append((text[start:], False))
+    return parts
 
 
 def step_of(param: str | None) -> int:

@@ -1,0 +1,261 @@
+"""The wizard's editors to a definition and back, the Test panel's typed inputs, the preview."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.admin.dashboard.editors import MAX_ROWS, editor_rows
+from gateway.admin.dashboard.forms import definition_form, merge_edit, parse_definition
+from gateway.admin.dashboard.testinputs import (
+    captured_lead_fields,
+    panel_inputs,
+    parse_test_form,
+    preview,
+)
+from gateway.definitions.config import parse_action
+from gateway.definitions.tools import to_tool_definition
+from gateway.errors import RequestError
+
+SEED = {
+    "name": "Get Customer Account",
+    "type": "http",
+    "method": "GET",
+    "url": "https://api.yourcompany.com/customers?email={{lead.email}}",
+    "headers": {"Authorization": "Bearer YOUR_API_KEY", "Content-Type": "application/json"},
+    "when_not_to_use": "Do not use this action if the customer has not provided their email "
+    "address or if they are asking a general question.",
+}
+
+ORDER = {
+    "name": "Place Order",
+    "type": "http",
+    "method": "POST",
+    "url": "https://shop.example.com/orders/{{args.sku}}",
+    "query": {"channel": "{{conversation.channel}}"},
+    "headers": {"X-Api-Key": "{{secrets.SHOP}}"},
+    "body": {"email": "{{lead.email}}", "note": "{{message.content}}", "qty": "{{args.qty}}"},
+    "parameters": {
+        "sku": {"type": "string", "description": "The product", "required": True},
+        "qty": {"type": "integer", "enum": [1, 2, 5]},
+        "gift": {"type": "boolean"},
+        "price": {"type": "number"},
+        "tags": {"type": "array", "items": {"type": "integer"}},
+    },
+    "auth": {"type": "headers", "headers": {"X-Shop-Token": "{{secrets.SHOP}}"}},
+    "response": {"select": "order.id", "max_chars": 500},
+    "health_check": {"every": "5m", "expect_status": [200, 204], "live": True},
+    "description": "Order a product for the customer.",
+    "when_not_to_use": "Never without the customer's consent.",
+}
+
+
+def _form(**fields: str) -> dict[str, str]:
+    return {"type": "http", "name": "Lookup", "url": "https://api.example.com/x", **fields}
+
+
+def test_rows_become_headers_query_and_arguments() -> None:
+    form = _form(
+        **{
+            "header-0-name": "Authorization",
+            "header-0-value": "Bearer {{secrets.CRM}}",
+            "header-1-name": "",  # the blank row the page always shows
+            "header-1-value": "",
+            "query-3-name": "email",
+            "query-3-value": "{{lead.email}}",
+            "param-0-name": "qty",
+            "param-0-type": "integer",
+            "param-0-required": "on",
+            "param-0-enum": "1, 2,5",
+            "param-0-description": "How many",
+            "param-1-name": "",
+            "param-1-type": "boolean",  # a choice alone does not make a row
+            "param-1-required": "on",
+        }
+    )
+    data = parse_definition(form)
+    assert data["headers"] == {"Authorization": "Bearer {{secrets.CRM}}"}
+    assert data["query"] == {"email": "{{lead.email}}"}
+    assert data["parameters"] == {
+        "qty": {"type": "integer", "description": "How many", "required": True, "enum": [1, 2, 5]}
+    }
+    parse_action(data)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "message"),
+    [
+        ({"header-0-name": "", "header-0-value": "x"}, "headers", "Headers, row 1: the name"),
+        (
+            {"header-0-name": "A", "header-0-value": "1", "header-1-name": "A"},
+            "headers",
+            "Headers, row 2: 'A' is already set",
+        ),
+        (
+            {"param-0-name": "n", "param-0-type": "integer", "param-0-enum": "one"},
+            "parameters",
+            "'one' is not a integer",
+        ),
+        ({"param-0-name": "n", "param-0-type": "date"}, "parameters", "row 1 (n): type must be"),
+        ({"param-0-description": "nameless"}, "parameters", "row 1: the name is empty"),
+        ({"body": "{not json"}, "body", "Body: not valid JSON"),
+        (
+            {"health_on": "on", "health_expect_status": "ok"},
+            "health_expect_status",
+            "whole numbers",
+        ),
+    ],
+)
+def test_a_bad_row_is_named(fields: dict[str, str], param: str, message: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        parse_definition(_form(**fields))
+    assert caught.value.param == param
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("definition", [SEED, ORDER], ids=["seed", "order"])
+def test_editors_round_trip_a_definition(definition: dict[str, Any]) -> None:
+    again = parse_definition(definition_form(definition))
+    expected = dict(definition)
+    # The editors keep what a row shows; an array's item schema stays in the stored definition.
+    if "parameters" in expected:
+        expected["parameters"] = {
+            k: {key: v for key, v in p.items() if key != "items"}
+            for k, p in expected["parameters"].items()
+        }
+    assert again == expected
+    assert parse_action(merge_edit(definition, again)) == parse_action(definition)
+
+
+def test_a_form_action_round_trips_through_the_field_rows() -> None:
+    definition = {
+        "name": "Start a return",
+        "type": "form",
+        "title": "Return",
+        "fields": [
+            {
+                "name": "email",
+                "type": "email",
+                "label": "Email",
+                "required": True,
+                "maps_to": "lead.email",
+            },
+            {"name": "reason", "type": "select", "options": ["broken", "late"]},
+            {"name": "order", "type": "text", "pattern": "[A-Z]-\\d+", "maps_to": "lead.order"},
+        ],
+    }
+    form = definition_form(definition)
+    assert form["field-1-options"] == "broken, late"
+    assert parse_definition(form) == definition
+    assert captured_lead_fields([parse_action(definition)]) == ["lead.order"]
+    # The picker offers a form's own fields as {{form.NAME}} for its submit request.
+    assert preview(definition)["form_fields"] == ["email", "reason", "order"]
+
+
+def test_the_raw_definition_replaces_the_editors_when_ticked() -> None:
+    raw = '{"name": "Raw", "url": "https://api.example.com/raw", "retries": 1}'
+    form = _form(use_raw="on", definition_json=raw, **{"header-0-name": "Ignored"})
+    assert parse_definition(form) == {
+        "name": "Raw",
+        "url": "https://api.example.com/raw",
+        "retries": 1,
+    }
+    with pytest.raises(RequestError) as caught:
+        parse_definition(_form(use_raw="on", definition_json="[1]"))
+    assert caught.value.param == "definition_json"
+    # An edit in the raw view is the whole definition: nothing stored beyond it is kept.
+    old = {**SEED, "retries": 3, "timeout_s": 5}
+    assert "retries" not in merge_edit(old, {"name": "X", "url": SEED["url"]}, raw=True)
+    assert merge_edit(old, {"name": "X", "url": SEED["url"]})["timeout_s"] == 5
+
+
+def test_an_edit_keeps_what_the_rows_do_not_show() -> None:
+    old = {
+        **ORDER,
+        "health_check": {
+            **ORDER["health_check"],
+            "vars": {"lead.email": "a@b.c"},
+            "args": {"sku": "A"},
+        },
+        "response": {**ORDER["response"], "redact": ["card"]},
+    }
+    merged = merge_edit(old, parse_definition(definition_form(old)))
+    assert merged["parameters"]["tags"]["items"] == {"type": "integer"}
+    assert merged["health_check"]["vars"] == {"lead.email": "a@b.c"}
+    assert merged["response"]["redact"] == ["card"]
+    # A changed type drops the nested schema that belonged to the old one.
+    form = definition_form(old) | {"param-4-type": "string"}
+    assert "items" not in merge_edit(old, parse_definition(form))["parameters"]["tags"]
+
+
+def test_editor_rows_show_one_blank_row_and_two_after_add() -> None:
+    form = _form(**{"header-0-name": "A", "header-0-value": "1", f"header-{MAX_ROWS}-name": "B"})
+    rows = editor_rows(form)
+    assert [r["name"] for r in rows["header"]] == ["A", ""]
+    assert len(editor_rows(form, add="header")["header"]) == 3
+    assert len(editor_rows({}, add="param")["param"]) == 2
+
+
+def test_the_test_panel_asks_for_each_variable_and_typed_argument() -> None:
+    action = parse_action(ORDER)
+    inputs = {i.name: i for i in panel_inputs(action)}
+    assert list(inputs) == [
+        "conversation.channel",
+        "lead.email",
+        "message.content",
+        "args.sku",
+        "args.qty",
+        "args.gift",
+        "args.price",
+        "args.tags",
+    ]
+    # Secrets are the gateway's to fill; a variable in the URL or a header is required.
+    assert not any(name.startswith("secrets.") for name in inputs)
+    assert inputs["args.sku"].required and "The product" in inputs["args.sku"].hint
+    assert not inputs["lead.email"].required  # only in the body
+    assert inputs["args.qty"].control == "select" and inputs["args.qty"].options == ("1", "2", "5")
+    assert inputs["args.gift"].control == "checkbox"
+    assert (inputs["args.price"].control, inputs["args.price"].step) == ("number", "any")
+    assert inputs["args.tags"].control == "text"
+
+
+def test_test_values_are_typed_from_the_schema() -> None:
+    action = parse_action(ORDER)
+    form = {
+        "var:lead.email": " jane@example.com ",
+        "var:conversation.channel": "",
+        "arg:sku": "A-1",
+        "arg:qty": "2",
+        "arg:gift": "on",
+        "arg:price": "9.5",
+        "arg:tags": "1, 2",
+        "csrf": "x",
+    }
+    variables, args = parse_test_form(form, action.parameters)
+    assert variables == {"lead": {"email": "jane@example.com"}}
+    assert args == {"sku": "A-1", "qty": 2, "gift": True, "price": 9.5, "tags": [1, 2]}
+    _, unticked = parse_test_form({"arg:sku": "A"}, action.parameters)
+    assert unticked == {"sku": "A", "gift": False}
+    for field, value, message in [
+        ("arg:price", "cheap", "args.price: expected a number"),
+        ("arg:qty", "3", "args.qty: choose one of the listed values"),
+        ("arg:tags", "1, x", "args.tags: expected a whole number"),
+    ]:
+        with pytest.raises(RequestError) as caught:
+            parse_test_form({field: value}, action.parameters)
+        assert str(caught.value) == message and caught.value.param == "args"
+
+
+def test_the_preview_is_the_tool_description_the_model_sees() -> None:
+    shown = preview(SEED)
+    assert shown["ok"] and shown["tool_name"] == "get_customer_account"
+    assert shown["description"] == to_tool_definition(parse_action(SEED)).description
+    assert shown["description"].endswith(
+        "When NOT to use: Do not use this action if the customer has not provided their email "
+        "address or if they are asking a general question."
+    )
+    assert [i["name"] for i in shown["inputs"]] == ["lead.email"]
+    broken = preview({**SEED, "method": "FETCH"})
+    assert not broken["ok"] and "method" in broken["error"]
+    assert preview(None, "Body: not valid JSON") == {"ok": False, "error": "Body: not valid JSON"}
