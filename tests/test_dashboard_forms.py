@@ -259,3 +259,21 @@ def test_the_preview_is_the_tool_description_the_model_sees() -> None:
     broken = preview({**SEED, "method": "FETCH"})
     assert not broken["ok"] and "method" in broken["error"]
     assert preview(None, "Body: not valid JSON") == {"ok": False, "error": "Body: not valid JSON"}
+
+
+@pytest.mark.parametrize(
+    "secret", [None, "{{secrets.XERO_CLIENT_SECRET}}"], ids=["public", "confidential"]
+)
+def test_a_refresh_token_auth_round_trips_through_the_credentials_step(secret: str | None) -> None:
+    auth: dict[str, Any] = {
+        "type": "oauth2_refresh_token",
+        "token_url": "https://identity.xero.com/connect/token",
+        "client_id": "{{secrets.XERO_CLIENT_ID}}",
+        "refresh_token": "{{secrets.XERO_REFRESH_TOKEN}}",
+    }
+    if secret is not None:
+        auth["client_secret"] = secret
+    definition = {**SEED, "auth": auth}
+    again = parse_definition(definition_form(definition))
+    assert again["auth"] == auth
+    assert parse_action(merge_edit(definition, again)) == parse_action(definition)

@@ -67,13 +67,17 @@ def _auth(form: FormData) -> dict[str, Any] | None:
             "in": get("auth_in", "header"),
             "value": get("auth_value", ""),
         }
-    if kind == "oauth2_client_credentials":
+    if kind in ("oauth2_client_credentials", "oauth2_refresh_token"):
         auth = {
             "type": kind,
             "token_url": get("auth_token_url", ""),
             "client_id": get("auth_client_id", ""),
-            "client_secret": get("auth_client_secret", ""),
         }
+        secret = get("auth_client_secret", "")
+        if secret.strip() or kind == "oauth2_client_credentials":
+            auth["client_secret"] = secret  # a refresh-token app may be a public client
+        if kind == "oauth2_refresh_token":
+            auth["refresh_token"] = get("auth_refresh_token", "").strip()
         if get("auth_scope", "").strip():
             auth["scope"] = get("auth_scope", "").strip()
         return auth
@@ -194,7 +198,7 @@ def definition_text(value: Any) -> str:
 
 _AUTH_FIELDS = frozenset(
     {"token", "username", "password", "name", "in", "value"}
-    | {"token_url", "client_id", "client_secret", "scope"}
+    | {"token_url", "client_id", "client_secret", "scope", "refresh_token"}
 )
 
 

@@ -33,7 +33,7 @@
 
   function syncAuth() {
     const select = document.getElementById("auth_type");
-    form.querySelectorAll(".auth").forEach((d) => { d.hidden = d.dataset.auth !== select.value; });
+    form.querySelectorAll(".auth").forEach((d) => { d.hidden = !d.dataset.auth.split(" ").includes(select.value); });
   }
 
   // --- rows -----------------------------------------------------------------------------------
