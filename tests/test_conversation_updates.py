@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest.mock import AsyncMock
 
 import httpx
 import pytest
@@ -157,6 +159,23 @@ async def test_each_write_increments_the_version_and_needs_one_statement(
         event.remove(db_engine.sync_engine, "before_cursor_execute", record)
     assert statements == ["INSERT", "UPDATE", "UPDATE"]  # no read before a write that fits
     assert await store.read("c-3", "support") == seen
+
+
+async def test_a_row_that_keeps_vanishing_is_still_merged_with_a_warning(
+    db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ConversationStore(db_engine)
+    seen = await store.save("c-4", "support", {"lead": {"name": "Jo"}})
+    await store.save("c-4", "support", {"channel": "web"})  # makes `seen` stale
+    vanished = AsyncMock(return_value=None)  # as if the row were deleted under every lock
+    monkeypatch.setattr(store, "_merge_locked", vanished)
+    change = StateChange.between(seen.state, {"lead": {"name": "Jo", "email": "jo@example.com"}})
+    with caplog.at_level(logging.WARNING, logger="actiongate.conversations"):
+        written = await store.update("c-4", "support", change, seen)
+    assert vanished.await_count == 5  # bounded: then the last-resort write, not an error
+    assert "kept vanishing" in caplog.text and "jo@example.com" not in caplog.text
+    expected = {"lead": {"name": "Jo", "email": "jo@example.com"}, "channel": "web"}
+    assert await store.load("c-4", "support") == expected == written.state
 
 
 async def test_migration_adds_versions_and_keeps_existing_conversations(
