@@ -405,7 +405,11 @@ class Proxy:
 
     async def _save(self, turn: Turn) -> None:
         if turn.state_changed():
-            await self.states.save(turn.conversation.id, turn.agent.config.id, turn.state)
+            # This turn's change on top of the row as it is now: another request of the
+            # conversation may have saved meanwhile, and its changes must stay.
+            turn.stored = await self.states.update(
+                turn.conversation.id, turn.agent.config.id, turn.change(), turn.stored
+            )
             turn.loaded_state = orjson.dumps(turn.state)
 
 

@@ -30,7 +30,7 @@ from gateway.proxy.interactive import (
     validate_form,
 )
 from gateway.proxy.textmode import UI_MODES, text_tools
-from gateway.stores.conversations import ConversationStore
+from gateway.stores.conversations import NO_ROW, ConversationStore, Snapshot, StateChange
 
 __all__ = ["REFUSED_FIELDS", "Turn", "answer_pending", "prepare_turn"]
 
@@ -64,6 +64,7 @@ class Turn:
     conversation: Conversation
     state: dict[str, Any]
     loaded_state: bytes
+    """``state`` as this turn loaded or last saved it: what its next change is measured from."""
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     client_tools: set[str]
@@ -84,6 +85,8 @@ class Turn:
     """The client shows no widgets: forms, buttons and confirmations happen in conversation."""
     waited_s: float = 0.0
     """Time spent waiting for the upstream and for actions (the rest is the gateway's own)."""
+    stored: Snapshot = NO_ROW
+    """The conversation's row as this turn read or last wrote it (others may have since)."""
 
     def payload(self, model: str, *, last_round: bool) -> dict[str, Any]:
         """The upstream request for the next round."""
@@ -159,6 +162,10 @@ class Turn:
         if self.conversation.lead or "lead" in self.state:
             self.state["lead"] = self.conversation.lead
         return orjson.dumps(self.state) != self.loaded_state
+
+    def change(self) -> StateChange:
+        """What this turn changed since it loaded or last saved the state."""
+        return StateChange.between(orjson.loads(self.loaded_state), self.state)
 
 
 def _fail(message: str, code: str = "invalid_request", param: str | None = None) -> RequestError:
@@ -285,13 +292,14 @@ async def prepare_turn(
     messages = _check_messages(body.get("messages"))
     client_tools, client_names = _client_tools(body.get("tools"), agent)
     context = _context(body, headers)
-    stored: dict[str, Any] = {}
+    snapshot = NO_ROW
     conversation_id = context.get("id")
     if conversation_id:
         # Keyed by agent too: another agent's conversation of the same id is not this one.
-        stored = await states.load(conversation_id, agent.config.id) or {}
+        snapshot = await states.read(conversation_id, agent.config.id)
     else:
         conversation_id = new_conversation_id()
+    stored = snapshot.state
     loaded = orjson.dumps(stored)
     lead = {**string_values(stored.get("lead")), **(context.get("lead") or {})}
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
@@ -305,7 +313,7 @@ async def prepare_turn(
         message=_text(last_user.get("content")) if last_user else "",
         supplied_sentiment=sentiment if sentiment in _SENTIMENTS else None,
     )
-    state = dict(stored)
+    state = orjson.loads(loaded)  # a deep copy: the snapshot stays what the row held
     for key in ("user_id", "channel"):
         if getattr(conversation, key):
             state[key] = getattr(conversation, key)
@@ -329,6 +337,7 @@ async def prepare_turn(
         and bool(stream_options.get("include_usage")),
         tool_choice=body.get("tool_choice"),
         ui_text=ui_text,
+        stored=snapshot,
     )
 
 

@@ -400,6 +400,15 @@ def _define_health_results_v4(meta: MetaData) -> None:
     )
 
 
+def _conversation_version_v5() -> Column[int]:
+    """The ``version`` column migration 5 adds to ``conversations``: the writes a row has had.
+
+    A save writes only if the row is still at the version it read (see
+    :mod:`gateway.stores.conversations`); rows from before it start at 1.
+    """
+    return Column("version", Integer, nullable=False, server_default="1")
+
+
 metadata = MetaData()
 """The current schema: migration 1's tables plus every later migration's changes."""
 
@@ -409,6 +418,7 @@ metadata.remove(metadata.tables["conversations"])
 _define_conversations_v2(metadata)  # m002_conversations_per_agent
 _define_responses_v3(metadata)  # m003_stored_responses
 _define_health_results_v4(metadata)  # m004_health_results
+metadata.tables["conversations"].append_column(_conversation_version_v5())  # m005
 
 executions = metadata.tables["executions"]
 conversations = metadata.tables["conversations"]
@@ -493,6 +503,18 @@ def m004_health_results(connection: Connection) -> None:
     frozen = MetaData()
     _define_health_results_v4(frozen)
     frozen.create_all(connection)
+
+
+@migration
+def m005_conversation_versions(connection: Connection) -> None:
+    """Number each conversation row's writes, so concurrent saves merge instead of overwriting.
+
+    ``ADD COLUMN`` with a constant default keeps every row (SQLite and PostgreSQL alike).
+    """
+    # The same column as _conversation_version_v5, spelled out: frozen with this migration.
+    connection.execute(
+        text("ALTER TABLE conversations ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
+    )
 
 
 # Any constant works; it only has to differ from other applications' advisory locks.
