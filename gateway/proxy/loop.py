@@ -92,7 +92,7 @@ class Proxy:
         turn = await prepare_turn(self.workspace, self.states, body, headers, client_key, cross)
         if browser is not None:
             self._admit_browser(turn.agent.config, browser)
-        await answer_pending(turn, self.executor)
+        await answer_pending(turn, self.executor, self.states)
         return turn
 
     def _admit_browser(self, agent: AgentConfig, browser: BrowserClient) -> None:

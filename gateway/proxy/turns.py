@@ -372,11 +372,18 @@ def _repair_history(messages: list[dict[str, Any]], state: dict[str, Any]) -> No
                 i += 1
 
 
-async def answer_pending(turn: Turn, executor: Executor) -> None:
+ALREADY_ANSWERED = (
+    "This was already answered in another request of this conversation; it was not run again."
+)
+
+
+async def answer_pending(turn: Turn, executor: Executor, states: ConversationStore) -> None:
     """Process tool messages answering this conversation's forms, buttons and confirmations.
 
     Every form answer is validated before anything runs, so an invalid value (a 422) leaves
-    nothing stored and nothing sent.
+    nothing stored and nothing sent. The answered entries are then claimed in the store: when
+    two requests answer the same one at once, only the request that claims it runs the action
+    (the other tells the model it was already answered), so a refund is never sent twice.
     """
     pending: dict[str, Any] = turn.state.get("pending") or {}
     if not pending:
@@ -391,9 +398,18 @@ async def answer_pending(turn: Turn, executor: Executor) -> None:
         answer = parse_answer(message["content"])
         if isinstance(action, FormAction) and is_form_answer(action, answer):
             checked[message["tool_call_id"]] = validate_form(action, answer)
+    claimed, turn.stored = await states.claim_pending(
+        turn.conversation.id,
+        turn.agent.config.id,
+        [m["tool_call_id"] for m in answers],
+        turn.stored,
+    )
     for message in answers:
         call_id = message["tool_call_id"]
         entry = pending.pop(call_id)
+        if call_id not in claimed:
+            message["content"] = ALREADY_ANSWERED
+            continue
         action = turn.agent.actions.get(entry["tool"])
         answer = parse_answer(message["content"])
         content, execution = await _answer(

@@ -30,6 +30,7 @@ last wins that key; a removal (a confirmation answered) stays a removal.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -219,6 +220,33 @@ class ConversationStore:
             await conn.execute(self._upsert, [row])
         return Snapshot(state, current.version + 1)
 
+    async def claim_pending(
+        self, conversation_id: str, agent_id: str, call_ids: Collection[str], since: Snapshot
+    ) -> tuple[set[str], Snapshot]:
+        """Take these pending entries out of the stored row; returns the ids still pending.
+
+        Two requests that answer one confirmation, form or button at once (a double click, a
+        client's retry, two replicas) both find it pending in what they loaded; only the one
+        whose claim takes it out may run the action. One statement when the row is still as
+        ``since``; otherwise a locked read and write.
+        """
+        wanted = set(call_ids)
+        now = datetime.now(UTC)
+        if since.version and wanted <= _pending(since.state).keys():
+            state = _without_pending(since.state, wanted)
+            async with self._engine.begin() as conn:
+                if await self._write(conn, conversation_id, agent_id, state, since.version, now):
+                    return wanted, Snapshot(state, since.version + 1)
+        async with self._locking.begin() as conn:
+            current = await self._current(conn, conversation_id, agent_id, lock=True)
+            held = wanted & _pending(current.state).keys()
+            if not held:
+                return set(), current
+            state = _without_pending(current.state, held)
+            if await self._write(conn, conversation_id, agent_id, state, current.version, now):
+                return held, Snapshot(state, current.version + 1)
+        return set(), current  # the row vanished under the lock: nothing is pending any more
+
     async def _merge_locked(
         self, conversation_id: str, agent_id: str, change: StateChange, now: datetime
     ) -> Snapshot | None:
@@ -268,6 +296,16 @@ class ConversationStore:
             }
             result = await conn.execute(self._compare_and_set, values)
         return bool(result.rowcount == 1)
+
+
+def _pending(state: dict[str, Any]) -> dict[str, Any]:
+    pending = state.get("pending")
+    return pending if isinstance(pending, dict) else {}
+
+
+def _without_pending(state: dict[str, Any], call_ids: set[str]) -> dict[str, Any]:
+    kept = {k: v for k, v in _pending(state).items() if k not in call_ids}
+    return {**state, "pending": kept}
 
 
 def _row(
