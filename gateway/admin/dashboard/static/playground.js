@@ -168,7 +168,7 @@
     const form = el("form");
     form.noValidate = true;
     form.setAttribute("aria-label", u.title || "Form");
-    form.appendChild(el("h3", u.title || "Form"));
+    form.appendChild(el("h2", u.title || "Form"));
     (u.fields || []).forEach((f) => {
       const id = `f${++counter}-${f.name}`;
       const wrap = el("div", null, f.type === "checkbox" ? "check" : "field");
