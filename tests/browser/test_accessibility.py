@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pytest
 
 from tests.browser.axe import assert_accessible, axe_missing
-from tests.browser.conftest import LiveGateway, missing, open_playground, say
+from tests.browser.conftest import LiveGateway, login, missing, open_playground, say
 
 if (_reason := missing() or axe_missing()) is not None:
     if os.environ.get("CI"):
@@ -92,6 +93,26 @@ SCREENS = [
     Screen("not found", _path("/no/such/page")),
 ]
 """Every page behind the login; add new pages here."""
+
+
+@pytest.fixture(scope="module")
+def signed_in(browser: Browser, live_gateway: LiveGateway) -> dict[str, Any]:
+    """The cookies of one login, reused by every check (a login per page costs a second)."""
+    context = browser.new_context(base_url=live_gateway.base_url)
+    login(context.new_page(), live_gateway)
+    state = context.storage_state()
+    context.close()
+    return cast(dict[str, Any], state)
+
+
+@pytest.fixture
+def page(browser: Browser, live_gateway: LiveGateway, signed_in: dict[str, Any]) -> Iterator[Page]:
+    """A signed-in page, in a context of its own."""
+    context = browser.new_context(base_url=live_gateway.base_url, storage_state=signed_in)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
 
 
 @pytest.fixture
