@@ -198,3 +198,35 @@ def test_the_logs_fit_at_1400_px_and_stack_at_420_px(
     expect(page.locator("dl.record")).to_contain_text(f"conv-{long}")  # in full here
     _no_sideways_scroll(page)
     shot(page, "log-record-420")
+
+
+def test_the_filtered_logs_page_with_the_cursor(
+    page: Page, live_gateway: LiveGateway, lookup: str
+) -> None:
+    store = live_gateway.services.runtime.logstore
+    for i in range(55):
+        outcome = "success" if i % 5 else "timeout"
+        store.submit(new_record(action=lookup, outcome=outcome, request={"method": "GET"}))
+    expected = [r.id for r in _records(live_gateway, action=lookup, outcome="success")]
+    assert len(expected) == 44
+    page.goto(f"/logs?action={lookup}&outcome=success")
+
+    def shown() -> list[str]:
+        links = page.locator("table.logs tbody").get_by_role("link", name="Details")
+        return [
+            (href or "").removeprefix("/logs/")
+            for href in (link.get_attribute("href") for link in links.all())
+        ]
+
+    expect(page.locator("table.logs tbody tr")).to_have_count(44)  # one page holds 50
+    assert shown() == expected
+    page.goto(f"/logs?action={lookup}")
+    expect(page.locator("table.logs tbody tr")).to_have_count(50)
+    first = shown()
+    page.get_by_role("link", name="Next page").click()
+    expect(page.locator("table.logs tbody tr")).to_have_count(5)
+    expect(page.get_by_label("Action")).to_have_value(lookup)  # the filter goes along
+    expect(page.get_by_role("link", name="Next page")).to_have_count(0)
+    assert first + shown() == [r.id for r in _records(live_gateway, action=lookup)]
+    page.get_by_role("link", name="First page").click()
+    expect(page.locator("table.logs tbody tr")).to_have_count(50)
