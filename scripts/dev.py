@@ -61,6 +61,27 @@ def ensure_chromium() -> None:
         print("chromium not found and cannot be installed here: browser tests will be skipped")
 
 
+BROWSER_TESTS = ROOT / "tests" / "browser"
+
+
+def ensure_axe() -> None:
+    """Install the pinned axe-core for the accessibility tests (npm ci, when the lock changes).
+
+    Without npm the accessibility tests skip (and fail in CI, which needs them).
+    """
+    lock = BROWSER_TESTS / "package-lock.json"
+    modules = BROWSER_TESTS / "node_modules"
+    stamp = modules / ".installed-lock"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    if not shutil.which("npm"):
+        print("npm not found: axe-core cannot be installed, accessibility tests will be skipped")
+        return
+    run("npm", "ci", "--no-audit", "--no-fund", "--prefix", BROWSER_TESTS)
+    stamp.write_text(digest)
+
+
 def cmd_demo(args: list[str]) -> None:
     ensure_venv("all")
     os.execv(str(BIN / "actiongate"), [str(BIN / "actiongate"), "demo", *args])
@@ -68,8 +89,9 @@ def cmd_demo(args: list[str]) -> None:
 
 def cmd_test(args: list[str]) -> None:
     ensure_venv("test")
-    if (ROOT / "tests" / "browser").exists():
+    if BROWSER_TESTS.exists():
         ensure_chromium()
+        ensure_axe()
     code = run(PY, "-m", "pytest", *args, check=False)
     if code == 5:
         sys.exit("pytest collected no tests: that is a failure, not a pass")

@@ -207,6 +207,20 @@ async def test_logs_filters_and_paging(gw: Gateway) -> None:
     assert (await api(gw, "GET", "/logs", params={"cursor": "garbage"})).status_code == 400
 
 
+async def test_logs_time_range(gw: Gateway) -> None:
+    for i in range(3):
+        await api(gw, "POST", "/actions/look_up_order/test", {"args": {"order_number": f"A-{i}"}})
+    items = (await api(gw, "GET", "/logs")).json()["items"]
+    newest, middle, _oldest = (item["timestamp"] for item in items)
+    ranged = await api(gw, "GET", "/logs", params={"since": middle, "until": newest})
+    assert [r["timestamp"] for r in ranged.json()["items"]] == [middle]  # since in, until out
+    assert [
+        r["id"] for r in (await api(gw, "GET", "/logs", params={"until": middle})).json()["items"]
+    ] == [items[2]["id"]]
+    bad = await api(gw, "GET", "/logs", params={"since": "yesterday"})
+    assert bad.status_code == 422 and "since" in bad.text
+
+
 async def test_agents_crud_and_keys_are_write_only(gw: Gateway) -> None:
     r = await api(
         gw,

@@ -414,8 +414,14 @@ async def test_bidi_controls_in_customer_and_api_text_are_shown_as_escapes(
         page = await gw.client().get("/logs")
         assert page.status_code == 200
         assert not set(BIDI) & set(page.text), "a bidi control reached the page"
-        assert "refund of invoice\\u202efdp.exe" in page.text  # the API's echo of the note
         assert "conv-\\u2067evil\\u2069" in page.text
+        # The record's page shows the API's echo of the note, in full.
+        store = gw.services.runtime.logstore
+        (record,), _ = await store.query(conversation_id=conversation)
+        detail = await gw.client().get(f"/logs/{record.id}")
+        assert detail.status_code == 200
+        assert not set(BIDI) & set(detail.text), "a bidi control reached the record's page"
+        assert "refund of invoice\\u202efdp.exe" in detail.text
         filtered = await gw.client().get("/logs", params={"conversation_id": conversation})
         assert "conv-\\u2067evil\\u2069" in filtered.text
         assert not set(BIDI) & set(filtered.text)

@@ -13,6 +13,7 @@ capped at :data:`~gateway.net.inbound.MAX_REQUEST_BYTES` (413 past it, a declare
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -24,6 +25,7 @@ from gateway.admin.backoff import backoff_of, client_address
 from gateway.admin.service import Admin
 from gateway.errors import RequestError
 from gateway.net.inbound import MAX_REQUEST_BYTES, bearer_token, read_body_bytes, replay_receive
+from gateway.stores.log_queries import LogFilter, query_page
 from gateway.stores.logs import MAX_PAGE_SIZE, Outcome
 from gateway.stores.secrets import AdminToken
 
@@ -280,6 +282,12 @@ async def logs(
     agent: str | None = None,
     conversation_id: str | None = None,
     outcome: Outcome | None = None,
+    since: Annotated[
+        datetime | None, Query(description="ISO 8601, inclusive; naive is UTC")
+    ] = None,
+    until: Annotated[
+        datetime | None, Query(description="ISO 8601, exclusive; naive is UTC")
+    ] = None,
     cursor: str | None = None,
     limit: Limit = 50,
 ) -> dict[str, Any]:
@@ -287,14 +295,17 @@ async def logs(
     _refuse_nul(action=action, agent=agent, conversation_id=conversation_id, cursor=cursor)
     store = admin.runtime.logstore
     await store.flush()
+    where = LogFilter(
+        action=action,
+        agent=agent,
+        conversation_id=conversation_id,
+        outcome=outcome,
+        since=since,
+        until=until,
+    )
     try:
-        records, next_cursor = await store.query(
-            action=action,
-            agent=agent,
-            conversation_id=conversation_id,
-            outcome=outcome,
-            limit=min(limit, MAX_PAGE_SIZE),
-            cursor=cursor,
+        records, next_cursor = await query_page(
+            admin.runtime.engine, where, limit=min(limit, MAX_PAGE_SIZE), cursor=cursor
         )
     except ValueError:
         raise RequestError(400, "invalid cursor", "invalid_cursor", "cursor") from None

@@ -42,16 +42,16 @@ def lead_action(live_gateway: LiveGateway) -> Iterator[str]:
     live_gateway.run(admin.delete_action(saved["tool_name"]))
 
 
-def _fill_variables(page: Page, **values: str) -> None:
-    labels = {
-        "email": "Lead email",
-        "name": "Lead name",
-        "extra": "Other lead fields",
-        "user": "User id",
-        "channel": "Channel",
-    }
+def _fill_variables(page: Page, extra: tuple[str, str] | None = None, **values: str) -> None:
+    """Fill the named variables; ``extra`` is the first "Other lead fields" row (name, value)."""
+    labels = {"email": "Lead email", "name": "Lead name", "user": "User id", "channel": "Channel"}
     for key, value in values.items():
         page.get_by_label(labels[key], exact=True).fill(value)
+    if extra is not None:
+        if page.get_by_label("Lead field 1 Name").count() == 0:
+            page.get_by_role("button", name="Add lead field").click()
+        page.get_by_label("Lead field 1 Name").fill(extra[0])
+        page.get_by_label("Lead field 1 Value").fill(extra[1])
 
 
 def test_playground_chats_with_a_keyed_agent_and_sends_conversation_variables(
@@ -60,7 +60,7 @@ def test_playground_chats_with_a_keyed_agent_and_sends_conversation_variables(
     open_playground(page, "locked")
     expect(page.get_by_label("Client key")).to_have_count(0)  # nothing to paste
     _fill_variables(
-        page, email="jane@example.com", name="Jane", extra="plan=pro", user="u-7", channel="web"
+        page, ("plan", "pro"), email="jane@example.com", name="Jane", user="u-7", channel="web"
     )
     call = {"tool_calls": [{"name": lead_action, "arguments": {}}]}
     scripted.script([call, {"content": "Hello Jane."}])
@@ -77,7 +77,7 @@ def test_playground_chats_with_a_keyed_agent_and_sends_conversation_variables(
     shot(page, "playground-variables")
 
     # Changed during the chat: the next message carries the new values.
-    _fill_variables(page, email="sam@example.com", extra="plan=team", channel="email")
+    _fill_variables(page, ("plan", "team"), email="sam@example.com", channel="email")
     scripted.script([call, {"content": "Hello Sam."}])
     say(page, "and now?")
     expect(page.get_by_text("Hello Sam.")).to_be_visible()
@@ -90,12 +90,12 @@ def test_playground_chats_with_a_keyed_agent_and_sends_conversation_variables(
         "channel": ["email"],
     }
 
-    # A line that is not name=value is refused in the page; nothing is sent.
+    # A value without a name is refused in the page; nothing is sent.
     sent = len(scripted.requests)
-    _fill_variables(page, extra="not a pair")
+    _fill_variables(page, ("", "orphan"))
     say(page, "one more")
     expect(page.get_by_role("status")).to_have_text(
-        "Error: Other lead fields: line 1 is not “name=value”"
+        "Error: Other lead fields: field 1 has a value but no name"
     )
     assert len(scripted.requests) == sent
 

@@ -17,6 +17,7 @@ __all__ = [
     "LogRow",
     "health_badge",
     "health_rows",
+    "log_detail",
     "log_rows",
     "pretty",
     "shown",
@@ -24,8 +25,6 @@ __all__ = [
     "template_parts",
     "visible_text",
 ]
-
-BODY_PREVIEW_CHARS = 4000
 
 _STEP_FIELDS = {
     1: ("type",),
@@ -71,18 +70,11 @@ def pretty(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 
 
-def _preview(value: Any) -> str:
-    text = pretty(value) if value is not None else ""
-    if len(text) > BODY_PREVIEW_CHARS:
-        return text[:BODY_PREVIEW_CHARS] + f"… ({len(text) - BODY_PREVIEW_CHARS} more characters)"
-    return text
-
-
 LogRow = dict[str, Any]
 
 
 def log_rows(records: list[ExecutionRecord]) -> list[LogRow]:
-    """One row per execution for the Logs tables."""
+    """One line per execution for the Logs tables (the record's page shows the rest)."""
     rows = []
     for r in records:
         request = r.request or {}
@@ -95,16 +87,28 @@ def log_rows(records: list[ExecutionRecord]) -> list[LogRow]:
                 "conversation_id": r.conversation_id or "",
                 "action": r.action,
                 "request": f"{request.get('method') or '-'} {request.get('url') or '-'}",
-                "request_detail": _preview(request),
                 "status": response.get("status_code", ""),
-                "response": _preview(response.get("body")),
                 "ms": f"{r.duration_ms:.0f}",
                 "outcome": r.outcome,
                 "error": r.error or "",
-                "injected": "yes" if r.injected else "no",
             }
         )
     return rows
+
+
+def log_detail(record: ExecutionRecord) -> dict[str, Any]:
+    """Every field of one record for its page, as stored (credentials already redacted)."""
+    response = record.response or {}
+    body = response.get("body")
+    return {
+        **record.to_dict(),
+        "request": pretty(record.request or {}),
+        "status": response.get("status_code", "-"),
+        "truncated": "yes" if response.get("truncated") else "no",
+        "response_body": "" if body is None else pretty(body),
+        "ms": f"{record.duration_ms:.0f}",
+        "injected": "yes" if record.injected else "no",
+    }
 
 
 HealthBadge = Literal["healthy", "failing", "no check", "not run yet"]

@@ -13,6 +13,7 @@
   const composer = document.getElementById("composer");
   const input = document.getElementById("pg-message");
   const field = (id) => document.getElementById(id);
+  const leadRows = document.getElementById("pg-lead-rows");
   let messages = [];
   let conversationId = newId();
   let waiting = null; // {ids: [...], answers: Map(id -> content), forms: Map(id -> form)}
@@ -45,12 +46,12 @@
     const name = field("pg-lead-name").value.trim();
     if (email) lead.email = email;
     if (name) lead.name = name;
-    field("pg-lead-extra").value.split("\n").forEach((raw, i) => {
-      const line = raw.trim();
-      if (!line) return;
-      const at = line.indexOf("=");
-      if (at < 1) throw new Error(`Other lead fields: line ${i + 1} is not “name=value”`);
-      lead[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    leadRows.querySelectorAll("li").forEach((row, i) => {
+      const key = row.querySelector("input[data-part=name]").value.trim();
+      const value = row.querySelector("input[data-part=value]").value.trim();
+      if (!key && !value) return;
+      if (!key) throw new Error(`Other lead fields: field ${i + 1} has a value but no name`);
+      lead[key] = value;
     });
     if (Object.keys(lead).length) out.lead = lead;
     const userId = field("pg-user-id").value.trim();
@@ -58,6 +59,38 @@
     if (userId) out.user_id = userId;
     if (channel) out.channel = channel;
     return out;
+  }
+
+  // One "name = value" row of the Other lead fields; labels say which row they belong to.
+  function addLeadRow() {
+    const n = leadRows.children.length + 1;
+    const li = el("li");
+    ["name", "value"].forEach((part) => {
+      const wrap = el("div");
+      const id = `pg-lead-${++counter}-${part}`;
+      const label = el("label");
+      label.htmlFor = id;
+      label.appendChild(el("span", `Lead field ${n} `, "visually-hidden"));
+      label.appendChild(document.createTextNode(part === "name" ? "Name" : "Value"));
+      const input = el("input");
+      input.id = id;
+      input.autocomplete = "off";
+      input.dataset.part = part;
+      if (part === "name") input.setAttribute("aria-describedby", "pg-lead-hint");
+      wrap.appendChild(label);
+      wrap.appendChild(input);
+      li.appendChild(wrap);
+    });
+    const remove = el("button", "Remove", "secondary");
+    remove.type = "button";
+    remove.setAttribute("aria-label", `Remove lead field ${n}`);
+    remove.addEventListener("click", () => {
+      li.remove();
+      document.getElementById("pg-lead-add").focus();
+    });
+    li.appendChild(remove);
+    leadRows.appendChild(li);
+    return li;
   }
 
   function entry(who, text, cls) {
@@ -98,14 +131,25 @@
       conversationId = ext.conversation_id;
       convEl.textContent = conversationId;
     }
-    (ext.executions || []).forEach((x) => {
-      const status = x.status_code === null || x.status_code === undefined ? "" : ` (${x.status_code})`;
-      entry("Action", `${x.action}: ${x.outcome}${status}`, "execution");
-    });
+    (ext.executions || []).forEach(showExecution);
     const li = message.content ? entry("Assistant", message.content, "assistant") : null;
     const ui = ext.ui || [];
     if (ui.length) renderUi(ui, li || entry("Assistant", "", "assistant"));
     return { data: data };
+  }
+
+  // An execution in the transcript: its outcome, status and time, and a link to its record.
+  function showExecution(x) {
+    const status = x.status_code === null || x.status_code === undefined ? "" : ` (${x.status_code})`;
+    const li = entry("Action", `${x.action}: ${x.outcome}${status}`, "execution");
+    li.dataset.outcome = x.outcome;
+    if (typeof x.duration_ms === "number") li.appendChild(el("span", ` · ${Math.round(x.duration_ms)} ms`, "ms"));
+    if (x.id) {
+      const link = el("a", "Log record");
+      link.href = "/logs/" + encodeURIComponent(x.id);
+      link.setAttribute("aria-label", `Log record of ${x.action}`);
+      li.appendChild(link);
+    }
   }
 
   function renderUi(items, li) {
@@ -124,7 +168,7 @@
     const form = el("form");
     form.noValidate = true;
     form.setAttribute("aria-label", u.title || "Form");
-    form.appendChild(el("h3", u.title || "Form"));
+    form.appendChild(el("h2", u.title || "Form"));
     (u.fields || []).forEach((f) => {
       const id = `f${++counter}-${f.name}`;
       const wrap = el("div", null, f.type === "checkbox" ? "check" : "field");
@@ -258,5 +302,8 @@
   // Ready: the buttons work from now on (tests wait for this state, never for a time).
   document.getElementById("pg-send").disabled = false;
   document.getElementById("pg-reset").disabled = false;
+  const add = document.getElementById("pg-lead-add");
+  add.addEventListener("click", () => addLeadRow().querySelector("input").focus());
+  add.disabled = false;
   root.dataset.ready = "true";
 })();
