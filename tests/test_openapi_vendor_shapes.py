@@ -594,3 +594,72 @@ async def test_xero_excerpt_with_refresh_token_refreshes_at_the_schemes_token_ur
     assert (got.method, got.path) == ("GET", "/echo/Accounts")
     assert got.headers["Authorization"] == f"Bearer {api.current_token}"
     assert got.headers["xero-tenant-id"] == "tenant-42"
+
+
+async def test_stripe_excerpt_lists_customers_and_creates_a_payment_intent_with_nested_fields(
+    api: ActionAPI, outbound: Outbound
+) -> None:
+    from tests.test_openapi_real_apps import check_exports
+
+    result = import_openapi(
+        str(VENDOR / "stripe_spec3.excerpt.json"), base_url=api.base_url + "/echo"
+    )
+    assert result.skipped == []
+    # basic (key as user name, empty password: no secret can hold that) or bearer: the bearer
+    config = reload(result, {"BEARER_AUTH": "sk_test_4eC39HqLyjWDarjtT1zdp7dc"})
+    actions = tools(config)
+    assert set(actions) == {
+        "get_customers",
+        "post_customers",
+        "get_customers_customer",
+        "post_payment_intents",
+        "post_payment_intents_intent_confirm",
+    }
+    check_exports(config)
+    notes = [note for op, note in result.notes if op == "PostPaymentIntents"]
+    # a free-form sub-field is pruned; the declared rest of the field stays
+    assert any("payment_method_data[alipay]" in note for note in notes), notes
+    intent = actions["post_payment_intents"]
+    assert intent.parameters["amount"].required and intent.parameters["currency"].required
+    assert "metadata" not in intent.parameters
+
+    run = runner(outbound, config)
+    done = await run(actions["get_customers"], {"email": "jenny@example.com", "limit": 3})
+    assert done.outcome == "success", done.content
+    got = api.last()
+    assert (got.method, got.path, got.body) == ("GET", "/echo/v1/customers", b"")
+    assert parse_qs(got.query_string) == {"email": ["jenny@example.com"], "limit": ["3"]}
+    assert got.headers["Authorization"] == "Bearer sk_test_4eC39HqLyjWDarjtT1zdp7dc"
+
+    args = {
+        "amount": 2000,
+        "currency": "eur",
+        "customer": "cus_9s6XKzkNRiz8i3",
+        "payment_method_types": ["sepa_debit"],
+        "payment_method_data": {
+            "type": "sepa_debit",
+            "sepa_debit": {"iban": "DE89370400440532013000"},
+            "billing_details": {"address": {"city": "Berlin"}},
+        },
+    }
+    done = await run(intent, args)
+    assert done.outcome == "success", done.content
+    got = api.last()
+    assert (got.method, got.path) == ("POST", "/echo/v1/payment_intents")
+    assert got.headers["Content-Type"] == FORM
+    assert parse_qs(got.body.decode()) == {
+        "amount": ["2000"],
+        "currency": ["eur"],
+        "customer": ["cus_9s6XKzkNRiz8i3"],
+        "payment_method_types[0]": ["sepa_debit"],
+        "payment_method_data[type]": ["sepa_debit"],
+        "payment_method_data[sepa_debit][iban]": ["DE89370400440532013000"],
+        "payment_method_data[billing_details][address][city]": ["Berlin"],
+    }  # every optional field the model left out stays out of the body
+
+    done = await run(actions["post_payment_intents_intent_confirm"], {"intent": "pi_3MtwBw"})
+    assert done.outcome == "success", done.content
+    assert (api.last().method, api.last().path) == (
+        "POST",
+        "/echo/v1/payment_intents/pi_3MtwBw/confirm",
+    )

@@ -466,19 +466,24 @@ class _Importer:
             return None
         reasons: list[str] = []
         anonymous = False  # {} among the alternatives: the API may be called without credentials
+        usable: list[tuple[dict[str, Any], ActionParts]] = []
         for requirement in requirements:
             if not as_dict(requirement):
                 anonymous = True
                 continue
             attempt = ActionParts()
             try:
-                auth = self._requirement(as_dict(requirement), base, attempt)
+                usable.append((self._requirement(as_dict(requirement), base, attempt), attempt))
             except SchemaError as e:
                 reasons.append(str(e))
-                continue
-            draft.secrets += attempt.secrets
-            draft.headers.update(attempt.headers)
-            draft.query_required += attempt.query_required
+        if usable:
+            # Alternatives (Stripe: basic or bearer): the one with the fewest secrets to set,
+            # the spec's order among equals. Stripe's basic scheme wants the key as the user
+            # name and an empty password, which no secret can hold; its bearer takes the key.
+            auth, chosen = min(usable, key=lambda pair: len(set(pair[1].secrets)))
+            draft.secrets += chosen.secrets
+            draft.headers.update(chosen.headers)
+            draft.query_required += chosen.query_required
             return auth
         if anonymous:
             return None

@@ -586,10 +586,20 @@ def _form_body(
             draft.leave_out(needed, f"form field {name!r}: file parts are not supported")
             continue
         param = to_parameter(resolver, sub, required=needed)
-        if not _form_sendable(param):
+        dropped: list[str] = []
+        sendable = _form_prune(param, name, dropped)
+        if sendable is None:
             what = f"{param['type']} fields without declared properties"
             draft.leave_out(needed, f"form field {name!r}: {what} are not supported")
             continue
+        if dropped:
+            shown = ", ".join(dropped[:5]) + (
+                f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+            )
+            draft.leave_out(
+                False, f"form field {name!r}: sub-fields without declared properties ({shown})"
+            )
+        param = sendable
         pname = draft.claim(name, "body")
         draft.params[pname] = param
         draft.body[name] = arg(pname)
@@ -602,13 +612,38 @@ def _form_body(
     draft.headers["Content-Type"] = ctype
 
 
-def _form_sendable(param: Mapping[str, Any]) -> bool:
-    """A form field the bracket encoding can carry: scalars, and arrays and objects of them
-    whose structure is declared (``items[0][price]``); a free-form object is not."""
+def _form_prune(param: dict[str, Any], path: str, dropped: list[str]) -> dict[str, Any] | None:
+    """``param`` as the bracket encoding can carry it, or None when it cannot.
+
+    Scalars pass, and arrays and objects of them whose structure is declared
+    (``items[0][price]``). An optional free-form object nested inside (Stripe's
+    ``payment_method_data[metadata]``) is pruned, its bracket path added to ``dropped``, rather
+    than losing the whole field; a required one, or a field left with no sub-field, cannot be
+    sent.
+    """
     kind = param.get("type")
     if kind == "array":
-        return _form_sendable(param.get("items") or {"type": "string"})
+        inner: list[str] = []
+        items = _form_prune(param.get("items") or {"type": "string"}, f"{path}[]", inner)
+        if items is None:
+            return None
+        dropped += inner
+        return {**param, "items": items}
     if kind == "object":
-        fields = as_dict(param.get("properties"))
-        return bool(fields) and all(_form_sendable(f) for f in fields.values())
-    return kind in SCALARS
+        kept: dict[str, Any] = {}
+        pruned: list[str] = []
+        for name, field in as_dict(param.get("properties")).items():
+            inner: list[str] = []
+            sub = _form_prune(field, f"{path}[{name}]", inner)
+            if sub is not None:
+                kept[name] = sub
+                pruned += inner
+            elif field.get("required"):
+                return None
+            else:
+                pruned.append(f"{path}[{name}]")
+        if not kept:
+            return None
+        dropped += pruned
+        return {**param, "properties": kept}
+    return dict(param) if kind in SCALARS else None
