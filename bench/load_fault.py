@@ -213,9 +213,11 @@ def troubled_replies(rng: random.Random, n: int) -> list[dict[str, Any]]:
     return list(rng.choices(replies, weights, k=n))
 
 
-LIMITS = {"concurrency": 64, "rate": 60, "per_s": 60, "failures": 5, "cooldown_s": 3}
+LIMITS = {"concurrency": 64, "rate": 30, "per_s": 10, "failures": 5, "cooldown_s": 3}
 """``limits:`` of the config. Breakers re-close after 3 s, so the failing APIs keep being
-called during the run; the rate is what the rate-limit probe's audit counts against."""
+called during the run. The rate is what the rate-limit probe's audit counts against: 10 s
+windows give a 30 s run three of them, and the load's own conversations (about one request
+a second) stay well below 30 calls in 10 s."""
 
 
 def gateway_config(

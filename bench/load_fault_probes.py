@@ -43,7 +43,7 @@ from harness import markdown_table
 RATE_AGENT = "rate_probe"
 RATE_MARKER = "action calls in"
 """In the rate limit's refusal text (``gateway.engine.limits.rate_reason``)."""
-RATE_CLIENTS_PER_CONVERSATION = 4
+RATE_CLIENTS_PER_CONVERSATION = 8
 RATE_TOLERANCE_S = 1.0
 """Slack on a window's length for the verdict: a record's start (its ``timestamp`` minus
 ``duration_ms``) comes a little before the limit check, whose time Redis takes."""
@@ -153,17 +153,20 @@ class StateReader:
     def __init__(self, url: str, path: Path | None) -> None:
         self.url = url
         self.path = path
-        self._pool: Any = None
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
 
     async def lead(self, conversation_id: str, agent_id: str) -> dict[str, Any]:
         query = "SELECT state FROM conversations WHERE agent_id = {a} AND id = {c}"
         if self.path is not None:
             return await asyncio.to_thread(self._sqlite_lead, query, conversation_id, agent_id)
-        if self._pool is None:
-            import asyncpg
+        async with self._lock:  # one connection: a read after each round is all it does
+            if self._conn is None:
+                import asyncpg
 
-            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4, timeout=10)
-        row = await self._pool.fetchrow(query.format(a="$1", c="$2"), agent_id, conversation_id)
+                self._conn = await asyncpg.connect(self.url, timeout=10)
+            sql = query.format(a="$1", c="$2")
+            row = await self._conn.fetchrow(sql, agent_id, conversation_id)
         return _lead_of(row["state"] if row else None)
 
     def _sqlite_lead(self, query: str, conversation_id: str, agent_id: str) -> dict[str, Any]:
@@ -173,8 +176,8 @@ class StateReader:
         return _lead_of(row[0] if row else None)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        if self._conn is not None:
+            await self._conn.close()
 
 
 def _lead_of(state: str | None) -> dict[str, Any]:
