@@ -898,6 +898,9 @@ def action_table(report: Report, result: Audit) -> str:
     return markdown_table(headers, rows)
 
 
+FALLBACK_SERIES = 'actiongate_limits_fallback_total{op="%s"}'
+
+
 def mib(kb: float) -> float:
     return kb / 1024
 
@@ -977,7 +980,9 @@ def render(report: Report, result: Audit) -> tuple[str, bool]:
         last = sum(samples[half:]) / (len(samples) - half) if samples else float("nan")
         logstats = health["log"]
         metrics = report.metrics[i]
-        fallbacks = sum(v for k, v in metrics.items() if "fallback_total" in k)
+        fallbacks = "/".join(
+            f"{metrics.get(FALLBACK_SERIES % op, 0):g}" for op in ("acquire", "release")
+        )
         rows.append(
             (
                 f"gateway-{i}",
@@ -1013,20 +1018,20 @@ def render(report: Report, result: Audit) -> tuple[str, bool]:
         f"log dropped{one}",
         f"write errors{one}",
         "log dropped (metrics)",
-        "limits fallbacks",
+        "limits fallbacks acquire/release",
         "exit",
         "shutdown s",
         "ERROR lines",
     ]
     lines += [markdown_table(headers, rows), ""]
     lines += render_processes(report.trees)
-    every_fallback = sum(v for m in report.metrics for k, v in m.items() if "fallback_total" in k)
+    acquire_fallbacks = sum(m.get(FALLBACK_SERIES % "acquire", 0) for m in report.metrics)
     rate_lines, rate_failed = render_rate(
-        rate_audit(report.records, LIMITS["per_s"]),
+        rate_audit(report.records, result.seen.keys(), LIMITS["per_s"]),
         LIMITS["rate"],
         LIMITS["per_s"],
         args.replicas * args.workers,
-        every_fallback,
+        acquire_fallbacks,
         shared=bool(args.redis),
     )
     probe_kinds = ", ".join(f"{k} {n}" for k, n in Counter(r.kind for r in probes).most_common())
