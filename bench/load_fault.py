@@ -12,8 +12,10 @@ Everything runs on 127.0.0.1, each server in a process of its own:
   a ``troubled`` agent whose upstream's queue this script keeps stocked with 500 errors, slow
   streams, streams that break off, replies slower than the agent's upstream timeout, and tool
   calls;
-- one or two ``actiongate serve`` processes on the same database: a SQLite file for one replica,
-  a fresh PostgreSQL database (``ag_load_<random>``, dropped at the end) for two;
+- one or two ``actiongate serve`` processes (``--workers N`` each) on the same database: a
+  SQLite file for one replica, a fresh PostgreSQL database (``ag_load_<random>``, dropped at
+  the end) for two; with ``--redis URL`` the limits are shared through that Redis database
+  (flushed first);
 - this process as the client: ``--conversations`` closed-loop conversations (aiohttp), each a
   loop of requests (half streamed, agents picked at random by weight, replicas round-robin,
   the last exchange kept as history) for ``--duration`` seconds.
@@ -26,17 +28,25 @@ load). After the processes exit, the database is audited against what the client
   stream's last chunk) has exactly one record, with the same outcome;
 - no tool call was recorded twice (same conversation and ``tool_call_id``);
 - records no client saw (their response was an error, or lost) are counted, by outcome;
-- memory: each gateway's RSS is sampled every second (``/proc``): peak, and the mean of the
-  second half of the run against the first.
+- memory: each gateway's RSS is sampled every second (``/proc``), per process of its tree
+  (the parent and each worker) and in total: peak, and the mean of the second half of the run
+  against the first;
+- the shared rate limit and lost updates, by the probes of :mod:`load_fault_probes`: calls let
+  through per conversation and per window against ``limits.rate``, and every captured lead
+  field a client was told of found in the stored conversation.
 
 A Markdown report goes to stdout, progress to stderr; the work directory (config, server logs,
 SQLite file) is kept when something failed or a gateway logged an error. Exit status 1 when a
 seen execution has no record (or a different outcome), a tool call or an execution id appears
-twice, or a gateway did not exit 0 after SIGTERM. Every server dies with this script (stdin
-closed, ``PR_SET_PDEATHSIG``); a run takes ``--duration`` plus about 15 s.
+twice, a captured field a client was told of is not stored, the shared rate limit let more
+calls through than Redis fallbacks explain, or a gateway did not exit 0 after SIGTERM. Every
+server dies with this script (stdin closed, ``PR_SET_PDEATHSIG``); a run takes ``--duration``
+plus about 15 s.
 
     .venv/bin/python bench/load_fault.py                                   # SQLite, 1 replica
     .venv/bin/python bench/load_fault.py --db postgres --replicas 2
+    .venv/bin/python bench/load_fault.py --db postgres --replicas 2 --workers 2 \
+        --redis redis://127.0.0.1:6379/13
 """
 
 from __future__ import annotations
