@@ -228,8 +228,14 @@ async def _capture(
     except (aiohttp.ClientError, OSError, TimeoutError) as e:
         return f"transport:{type(e).__name__}", False, False
     messages = orjson.loads(raw)["actiongate"]["messages"]
+    # The form's tool result, as the model reads it (gateway/proxy/interactive.py): only a
+    # form that passed validation and was captured says so.
+    submitted = f"The customer submitted the form '{LEAD_TOOL}': "
     told = any(
-        m.get("role") == "tool" and ask["value"] in (m.get("content") or "") for m in messages
+        m.get("role") == "tool"
+        and (m.get("content") or "").startswith(submitted)
+        and ask["value"] in m["content"]
+        for m in messages
     )
     met = any(
         call["id"].endswith("-met")
