@@ -12,8 +12,10 @@ Everything runs on 127.0.0.1, each server in a process of its own:
   a ``troubled`` agent whose upstream's queue this script keeps stocked with 500 errors, slow
   streams, streams that break off, replies slower than the agent's upstream timeout, and tool
   calls;
-- one or two ``actiongate serve`` processes on the same database: a SQLite file for one replica,
-  a fresh PostgreSQL database (``ag_load_<random>``, dropped at the end) for two;
+- one or two ``actiongate serve`` processes (``--workers N`` each) on the same database: a
+  SQLite file for one replica, a fresh PostgreSQL database (``ag_load_<random>``, dropped at
+  the end) for two; with ``--redis URL`` the limits are shared through that Redis database
+  (flushed first);
 - this process as the client: ``--conversations`` closed-loop conversations (aiohttp), each a
   loop of requests (half streamed, agents picked at random by weight, replicas round-robin,
   the last exchange kept as history) for ``--duration`` seconds.
@@ -26,17 +28,25 @@ load). After the processes exit, the database is audited against what the client
   stream's last chunk) has exactly one record, with the same outcome;
 - no tool call was recorded twice (same conversation and ``tool_call_id``);
 - records no client saw (their response was an error, or lost) are counted, by outcome;
-- memory: each gateway's RSS is sampled every second (``/proc``): peak, and the mean of the
-  second half of the run against the first.
+- memory: each gateway's RSS is sampled every second (``/proc``), per process of its tree
+  (the parent and each worker) and in total: peak, and the mean of the second half of the run
+  against the first;
+- the shared rate limit and lost updates, by the probes of :mod:`load_fault_probes`: calls let
+  through per conversation and per window against ``limits.rate``, and every captured lead
+  field a client was told of found in the stored conversation.
 
 A Markdown report goes to stdout, progress to stderr; the work directory (config, server logs,
 SQLite file) is kept when something failed or a gateway logged an error. Exit status 1 when a
 seen execution has no record (or a different outcome), a tool call or an execution id appears
-twice, or a gateway did not exit 0 after SIGTERM. Every server dies with this script (stdin
-closed, ``PR_SET_PDEATHSIG``); a run takes ``--duration`` plus about 15 s.
+twice, a captured field a client was told of is not stored, the shared rate limit let more
+calls through than Redis fallbacks explain, or a gateway did not exit 0 after SIGTERM. Every
+server dies with this script (stdin closed, ``PR_SET_PDEATHSIG``); a run takes ``--duration``
+plus about 15 s.
 
     .venv/bin/python bench/load_fault.py                                   # SQLite, 1 replica
     .venv/bin/python bench/load_fault.py --db postgres --replicas 2
+    .venv/bin/python bench/load_fault.py --db postgres --replicas 2 --workers 2 \
+        --redis redis://127.0.0.1:6379/13
 """
 
 from __future__ import annotations
@@ -70,6 +80,26 @@ import orjson
 import yaml
 from aiohttp import web
 from harness import markdown_table, percentile
+from load_fault_probes import (
+    LEAD_AGENT,
+    LEAD_PARTIES,
+    RATE_AGENT,
+    RATE_CLIENTS_PER_CONVERSATION,
+    LeadAudit,
+    StateReader,
+    TreeSamples,
+    check_final,
+    flush_redis,
+    lead_config,
+    lead_loop,
+    lead_upstream_app,
+    process_tree,
+    rate_audit,
+    read_metrics,
+    render_lead,
+    render_processes,
+    render_rate,
+)
 
 SELF = Path(__file__).resolve()
 ROOT = SELF.parent.parent
@@ -169,6 +199,8 @@ ACTIONS = (
     ActionSpec("server_error", "error", 8, 3.0),
     ActionSpec("conn_reset", "reset", 8, 3.0),
     ActionSpec("slow_timeout", "timeout", 8, 1.0),
+    # Weight 0: only the rate-limit probe's clients call it (load_fault_probes.py).
+    ActionSpec(RATE_AGENT, "ok", 0, 5.0),
 )
 TROUBLED = "troubled"
 TROUBLED_WEIGHT = 16
@@ -191,8 +223,17 @@ def troubled_replies(rng: random.Random, n: int) -> list[dict[str, Any]]:
     return list(rng.choices(replies, weights, k=n))
 
 
-def gateway_config(ports: dict[str, int], database: str) -> dict[str, Any]:
-    """The gateway's config: one agent per action, plus the troubled agent."""
+LIMITS = {"concurrency": 64, "rate": 30, "per_s": 10, "failures": 5, "cooldown_s": 3}
+"""``limits:`` of the config. Breakers re-close after 3 s, so the failing APIs keep being
+called during the run. The rate is what the rate-limit probe's audit counts against: 10 s
+windows give a 30 s run three of them, and the load's own conversations (about one request
+a second) stay well below 30 calls in 10 s."""
+
+
+def gateway_config(
+    ports: dict[str, int], database: str, redis_url: str | None = None
+) -> dict[str, Any]:
+    """The gateway's config: one agent per action, the troubled agent and the lead probe."""
     api = f"http://{HOST}:{ports['faulty']}"
     actions = []
     for spec in ACTIONS:
@@ -226,12 +267,17 @@ def gateway_config(ports: dict[str, int], database: str) -> dict[str, Any]:
             "actions": [TROUBLED_TOOL],
         }
     )
+    lead_agent, lead_action = lead_config(ports[LEAD_AGENT], HOST)
+    agents.append(lead_agent)
+    actions.append(lead_action)
+    limits: dict[str, Any] = dict(LIMITS)
+    if redis_url:
+        limits["redis"] = redis_url
     return {
         "upstream": {"base_url": f"http://{HOST}:{ports['ok_lookup']}/v1", "model": "scripted"},
         "database": database,
         "egress": {"allow": [HOST]},
-        # Breakers re-close after 3 s, so the failing APIs keep being called during the run.
-        "limits": {"concurrency": 64, "rate": 60, "per_s": 60, "failures": 5, "cooldown_s": 3},
+        "limits": limits,
         "agents": agents,
         "actions": actions,
     }
@@ -244,7 +290,10 @@ async def serve_upstreams(ports: dict[str, int]) -> None:
     runners = []
     for name, port in ports.items():
         tool = TROUBLED_TOOL if name == TROUBLED else name
-        app = create_app(fixed_tool=tool, fixed_args={"ref": f"{name}-1"})
+        if name == LEAD_AGENT:
+            app = lead_upstream_app()
+        else:
+            app = create_app(fixed_tool=tool, fixed_args={"ref": f"{name}-1"})
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, HOST, port).start()
@@ -353,14 +402,6 @@ async def wait_ready(session: aiohttp.ClientSession, proc: Proc, path: str) -> N
     raise RuntimeError(f"{proc.name} not ready after 30 s:\n{proc.tail()}")
 
 
-def rss_kb(pid: int) -> int:
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def machine_busy_seconds() -> float:
     """CPU seconds every process on the machine has used (``/proc/stat``, idle and iowait out)."""
     with open("/proc/stat") as f:
@@ -373,6 +414,11 @@ def cpu_seconds(pid: int) -> float:
         fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return 0.0
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants (``serve --workers``: every worker)."""
+    return sum(cpu_seconds(p) for p in process_tree(pid))
 
 
 # --- the database -------------------------------------------------------------------------------
@@ -403,7 +449,10 @@ class Database:
         return cls(kind, f"{base}/{name}", admin_url=pg_url, name=name)
 
     async def records(self) -> list[dict[str, Any]]:
-        columns = "id, agent_id, conversation_id, action, tool_call_id, outcome, injected, error"
+        columns = (
+            "id, timestamp, duration_ms, agent_id, conversation_id, action, tool_call_id, "
+            "outcome, injected, error"
+        )
         query = f"SELECT {columns} FROM executions"
         if self.path is not None:
             with contextlib.closing(sqlite3.connect(self.path)) as conn:
@@ -449,6 +498,8 @@ class Result:
     finish_reason: str | None = None
     detail: str = ""
     """A transport error's message."""
+    probe: bool = False
+    """Sent by the rate-limit probe (kept out of the load's latency and request tables)."""
 
 
 @dataclass
@@ -471,10 +522,16 @@ AGENT_WEIGHTS = (*((s.tool, s.weight) for s in ACTIONS), (TROUBLED, TROUBLED_WEI
 
 
 async def one_request(
-    session: aiohttp.ClientSession, run: Run, conversation: str, history: list[dict[str, Any]]
+    session: aiohttp.ClientSession,
+    run: Run,
+    conversation: str,
+    history: list[dict[str, Any]],
+    agent: str | None = None,
 ) -> tuple[Result, list[dict[str, Any]]]:
-    """Send one request; returns what happened and the history for the next one."""
-    agent = _pick(AGENT_WEIGHTS, run.rng)
+    """Send one request (to ``agent``, else one picked by weight); returns what happened and
+    the history for the next one."""
+    probe = agent is not None
+    agent = agent or _pick(AGENT_WEIGHTS, run.rng)
     stream = run.rng.random() < 0.5
     replica = run.replica()
     user = {"role": "user", "content": f"Please look up ref {run.rng.randrange(10**6)}."}
@@ -487,6 +544,7 @@ async def one_request(
     url = run.gateways[replica].url + "/v1/chat/completions"
     started = time.monotonic()
     result = Result(agent, stream, replica, "ok", 0.0, False, conversation=conversation)
+    result.probe = probe
     next_history: list[dict[str, Any]] = []
     run.in_flight += 1
     try:
@@ -548,6 +606,14 @@ async def conversation_loop(session: aiohttp.ClientSession, run: Run, n: int, ta
         run.results.append(result)
 
 
+async def rate_probe_loop(session: aiohttp.ClientSession, run: Run, conversation: str) -> None:
+    """One of several clients hammering one conversation of the rate-limit probe."""
+    await asyncio.sleep(run.rng.random() * 0.5)
+    while time.monotonic() < run.deadline:
+        result, _ = await one_request(session, run, conversation, [], agent=RATE_AGENT)
+        run.results.append(result)
+
+
 async def keep_troubled_queue(session: aiohttp.ClientSession, run: Run, url: str) -> None:
     """Keep the troubled upstream's queue stocked until the deadline."""
     rng = random.Random(run.rng.random())
@@ -561,10 +627,11 @@ async def keep_troubled_queue(session: aiohttp.ClientSession, run: Run, url: str
         await asyncio.sleep(0.2)
 
 
-async def sample_rss(run: Run, samples: dict[int, list[int]]) -> None:
+async def sample_rss(run: Run, samples: dict[int, list[int]], trees: list[TreeSamples]) -> None:
+    """Every second: each process of each replica's tree, and the replica's total."""
     while run.sigterm_at is None:
         for i, gateway in enumerate(run.gateways):
-            samples[i].append(rss_kb(gateway.process.pid))
+            samples[i].append(trees[i].sample(gateway.process.pid))
         await asyncio.sleep(1.0)
 
 
@@ -586,6 +653,9 @@ class Report:
     faulty_served: dict[str, int] = field(default_factory=dict)
     log_errors: list[Counter[str]] = field(default_factory=list)
     cpu_pct: dict[str, float] = field(default_factory=dict)
+    trees: list[TreeSamples] = field(default_factory=list)
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    lead: LeadAudit = field(default_factory=LeadAudit)
 
 
 async def run_load(args: argparse.Namespace, work: Path) -> Report:
@@ -593,7 +663,7 @@ async def run_load(args: argparse.Namespace, work: Path) -> Report:
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     log(f"seed {seed}; work directory {work}")
     rng = random.Random(seed)
-    ports = {"faulty": free_port(), TROUBLED: free_port()}
+    ports = {"faulty": free_port(), TROUBLED: free_port(), LEAD_AGENT: free_port()}
     ports |= {spec.tool: free_port() for spec in ACTIONS}
     me = [sys.executable, str(SELF)]
     faulty = spawn(
@@ -612,14 +682,18 @@ async def run_load(args: argparse.Namespace, work: Path) -> Report:
     servers = [faulty, upstreams]
     gateways: list[Proc] = []
     database = await Database.create(args.db, work, args.pg_url)
+    reader = StateReader(database.url, database.path)
     try:
+        if args.redis:
+            flush_redis(args.redis)
         config_path = work / "config.yaml"
-        config_path.write_text(yaml.safe_dump(gateway_config(ports, database.url)))
+        config_path.write_text(yaml.safe_dump(gateway_config(ports, database.url, args.redis)))
         binary = Path(sys.executable).with_name("actiongate")
         for i in range(args.replicas):
             port = free_port()
             cmd = [str(binary), "serve", "--config", str(config_path), "--port", str(port)]
-            gateways.append(spawn(f"gateway-{i}", [*cmd, "--db", database.url], work, port))
+            cmd += ["--db", database.url, "--workers", str(args.workers)]
+            gateways.append(spawn(f"gateway-{i}", cmd, work, port))
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
         timeout = aiohttp.ClientTimeout(total=args.request_timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -628,7 +702,7 @@ async def run_load(args: argparse.Namespace, work: Path) -> Report:
             for gateway in gateways:
                 await wait_ready(session, gateway, "/healthz")
             log(f"{len(gateways)} gateway(s) ready on {args.db}; load for {args.duration:g} s")
-            await drive(session, args, gateways, servers, ports, rng, report)
+            await drive(session, args, gateways, servers, ports, rng, report, reader)
             async with session.get(faulty.url + "/_stats") as resp:
                 report.faulty_served = await resp.json()
     finally:
@@ -637,7 +711,9 @@ async def run_load(args: argparse.Namespace, work: Path) -> Report:
         report.log_errors = [error_lines(g.log_path) for g in gateways]
     try:
         report.records = await database.records()
+        await check_final(reader, report.lead)
     finally:
+        await reader.close()
         if not args.keep:
             await database.drop()
     return report
@@ -651,19 +727,36 @@ async def drive(
     ports: dict[str, int],
     rng: random.Random,
     report: Report,
+    reader: StateReader,
 ) -> None:
     started = time.monotonic()
     run = Run(gateways, started + args.duration, rng)
-    cpu_before = [cpu_seconds(g.process.pid) for g in gateways]
+    cpu_before = [tree_cpu_seconds(g.process.pid) for g in gateways]
     servers_before = sum(cpu_seconds(p.process.pid) for p in servers)
     client_before, machine_before = time.process_time(), machine_busy_seconds()
     queue_url = f"http://{HOST}:{ports[TROUBLED]}/_script"
     feeder = asyncio.create_task(keep_troubled_queue(session, run, queue_url))
-    sampler = asyncio.create_task(sample_rss(run, report.rss))
+    report.trees = [TreeSamples() for _ in gateways]
+    sampler = asyncio.create_task(sample_rss(run, report.rss, report.trees))
     tag = secrets.token_hex(3)
     clients = [
         asyncio.create_task(conversation_loop(session, run, n, tag))
         for n in range(args.conversations)
+    ]
+    clients += [
+        asyncio.create_task(rate_probe_loop(session, run, f"rate-{tag}-{n}"))
+        for n in range(args.rate_conversations)
+        for _ in range(RATE_CLIENTS_PER_CONVERSATION)
+    ]
+
+    def next_url() -> str:
+        return run.gateways[run.replica()].url + "/v1/chat/completions"
+
+    clients += [
+        asyncio.create_task(
+            lead_loop(session, next_url, f"lead-{tag}-{n}", run.deadline, reader, report.lead)
+        )
+        for n in range(args.lead_conversations)
     ]
     await asyncio.sleep(args.duration)
     await feeder
@@ -671,8 +764,9 @@ async def drive(
     for gateway in gateways:
         async with session.get(gateway.url + "/healthz") as resp:
             report.health.append(await resp.json())
+        report.metrics.append(await read_metrics(session, gateway.url, ADMIN_TOKEN))
     report.cpu_s = [
-        cpu_seconds(g.process.pid) - c for g, c in zip(gateways, cpu_before, strict=True)
+        tree_cpu_seconds(g.process.pid) - c for g, c in zip(gateways, cpu_before, strict=True)
     ]
     window = time.monotonic() - started
     servers_s = sum(cpu_seconds(p.process.pid) for p in servers) - servers_before
@@ -814,18 +908,25 @@ def action_table(report: Report, result: Audit) -> str:
     return markdown_table(headers, rows)
 
 
+FALLBACK_SERIES = 'actiongate_limits_fallback_total{op="%s"}'
+
+
 def mib(kb: float) -> float:
     return kb / 1024
 
 
-def render(report: Report, result: Audit) -> str:
+def render(report: Report, result: Audit) -> tuple[str, bool]:
+    """The Markdown report, and whether the run failed."""
     args = report.args
-    results = report.results
+    probes = [r for r in report.results if r.probe]
+    results = [r for r in report.results if not r.probe]
     window = [r for r in results if not r.after_sigterm]
     latencies = sorted(r.latency_s * 1000 for r in results)
     ok_latencies = sorted(r.latency_s * 1000 for r in results if r.kind == "ok")
     seen_n = len(result.seen)
     title = f"{args.db}, {args.replicas} replica{'s' * (args.replicas > 1)}"
+    title += f" x {args.workers} worker{'s' * (args.workers > 1)}"
+    title += ", limits.redis" if args.redis else ", limits per process"
     lines = [f"### Load with faults: {title}", ""]
     lines.append(
         f"{args.conversations} conversations for {args.duration:g} s (then SIGTERM with "
@@ -835,16 +936,20 @@ def render(report: Report, result: Audit) -> str:
         + "."
     )
     lines.append("")
+    every = len(results) + len(probes) + report.lead.requests
     summary = [
-        ("requests completed", len(results)),
+        ("requests completed (the load)", len(results)),
         ("… of which finished after SIGTERM", len(results) - len(window)),
-        ("requests/s", len(results) / report.elapsed_s),
+        ("requests/s (the load)", len(results) / report.elapsed_s),
+        ("rate-probe requests", len(probes)),
+        ("lead-probe requests", report.lead.requests),
+        ("requests/s (load and probes)", every / report.elapsed_s),
         ("executions seen by clients", seen_n),
         ("executions seen/s", seen_n / report.elapsed_s),
         ("records in the database", len(report.records)),
         ("records/s", len(report.records) / report.elapsed_s),
-        ("latency p50 (ms, all requests)", percentile(latencies, 50)),
-        ("latency p99 (ms, all requests)", percentile(latencies, 99)),
+        ("latency p50 (ms, all requests of the load)", percentile(latencies, 50)),
+        ("latency p99 (ms, all requests of the load)", percentile(latencies, 99)),
         ("latency p50 (ms, complete answers)", percentile(ok_latencies, 50)),
         ("latency p99 (ms, complete answers)", percentile(ok_latencies, 99)),
         ("seen executions without a record", len(result.missing)),
@@ -884,6 +989,10 @@ def render(report: Report, result: Audit) -> str:
         first = sum(samples[:half]) / half if half else float("nan")
         last = sum(samples[half:]) / (len(samples) - half) if samples else float("nan")
         logstats = health["log"]
+        metrics = report.metrics[i]
+        fallbacks = "/".join(
+            f"{metrics.get(FALLBACK_SERIES % op, 0):g}" for op in ("acquire", "release")
+        )
         rows.append(
             (
                 f"gateway-{i}",
@@ -897,28 +1006,48 @@ def render(report: Report, result: Audit) -> str:
                 logstats["queued"],
                 logstats["dropped"],
                 logstats["write_errors"],
+                metrics.get("actiongate_log_records_dropped_total", 0),
+                fallbacks,
                 str(report.exit_codes[i]),
                 report.shutdown_s[i],
                 sum(report.log_errors[i].values()),
             )
         )
+    # /healthz is answered by one worker; /metrics sums every worker's counters.
+    one = " (one worker)" if args.workers > 1 else ""
     headers = [
         "replica",
         "requests",
-        "peak RSS MiB",
+        "peak RSS MiB (all processes)",
         "mean RSS 1st half",
         "mean RSS 2nd half",
         "growth %",
         "CPU %",
-        "log written",
-        "log queued",
-        "log dropped",
-        "write errors",
+        f"log written{one}",
+        f"log queued{one}",
+        f"log dropped{one}",
+        f"write errors{one}",
+        "log dropped (metrics)",
+        "limits fallbacks acquire/release",
         "exit",
         "shutdown s",
         "ERROR lines",
     ]
     lines += [markdown_table(headers, rows), ""]
+    lines += render_processes(report.trees)
+    acquire_fallbacks = sum(m.get(FALLBACK_SERIES % "acquire", 0) for m in report.metrics)
+    rate_lines, rate_failed = render_rate(
+        rate_audit(report.records, result.seen.keys(), LIMITS["per_s"]),
+        LIMITS["rate"],
+        LIMITS["per_s"],
+        args.replicas * args.workers,
+        acquire_fallbacks,
+        shared=bool(args.redis),
+    )
+    probe_kinds = ", ".join(f"{k} {n}" for k, n in Counter(r.kind for r in probes).most_common())
+    lines += [*rate_lines, f"Rate-probe requests as clients saw them: {probe_kinds}.", ""]
+    lead_lines, lead_failed = render_lead(report.lead)
+    lines += lead_lines
     details = Counter(f"{r.kind}: {r.detail}" for r in results if r.detail)
     for detail, n in details.most_common(5):
         lines.append(f"Client transport error {n} x: `{detail}`")
@@ -945,9 +1074,9 @@ def render(report: Report, result: Audit) -> str:
         lines.append(f"Seen but not stored (first 10): {', '.join(result.missing[:10])}")
     if result.mismatched:
         lines.append(f"Outcome mismatches (first 10): {result.mismatched[:10]}")
-    verdict = "FAIL" if result.failed or any(c != 0 for c in report.exit_codes) else "PASS"
-    lines.append(f"**{verdict}**")
-    return "\n".join(lines)
+    failed = result.failed or rate_failed or lead_failed or any(c != 0 for c in report.exit_codes)
+    lines.append(f"**{'FAIL' if failed else 'PASS'}**")
+    return "\n".join(lines), failed
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -965,6 +1094,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--conversations", type=int, default=300)
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--replicas", type=int, choices=[1, 2], default=None)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="serve --workers N for each replica (1-4)"
+    )
+    parser.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="limits.redis, e.g. redis://127.0.0.1:6379/9 (that database is flushed first)",
+    )
+    parser.add_argument(
+        "--rate-conversations",
+        type=int,
+        default=3,
+        help=f"rate-limit probe conversations, {RATE_CLIENTS_PER_CONVERSATION} clients each",
+    )
+    parser.add_argument(
+        "--lead-conversations",
+        type=int,
+        default=6,
+        help=f"lost-update probe conversations, {LEAD_PARTIES} requests at once per round",
+    )
     parser.add_argument("--pg-url", default=os.environ.get("ACTIONGATE_TEST_PG", DEFAULT_PG))
     parser.add_argument("--request-timeout", type=float, default=40.0, help="client, seconds")
     parser.add_argument("--seed", type=int, default=None)
@@ -979,6 +1129,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("two replicas share a PostgreSQL database: use --db postgres")
     if not 0 < args.duration <= 600 or not 0 < args.conversations <= 2000:
         parser.error("--duration must be in (0, 600] and --conversations in (0, 2000]")
+    if not 1 <= args.workers <= 4:
+        parser.error("--workers must be 1 to 4")
+    if args.redis and not args.redis.startswith(("redis://", "rediss://")):
+        parser.error("--redis takes a redis://HOST:PORT/DB URL")
     return args
 
 
@@ -993,8 +1147,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="load_fault-"))
     report = run_async(run_load(args, work))
     result = audit(report)
-    print(render(report, result), flush=True)
-    failed = result.failed or any(code != 0 for code in report.exit_codes)
+    text, failed = render(report, result)
+    print(text, flush=True)
     if failed or args.keep or any(report.log_errors):
         log(f"logs kept in {work}")
     else:
