@@ -12,8 +12,9 @@ JSON Schema is rewritten in these steps:
 4. Keywords Gemini lacks (``additionalProperties``, ``$schema``, ``title``, ``pattern``, formats
    other than the documented ones, ...) are dropped.
 5. A tool without parameters gets no ``parameters``: the documentation says to leave it unset,
-   and the API rejects an ``OBJECT`` whose ``properties`` is empty. A nested free-form object is
-   sent as ``OBJECT`` without ``properties``.
+   and the API rejects an ``OBJECT`` whose ``properties`` is empty. So an optional nested
+   free-form object (``metadata``: any keys) is left out of the declaration; a required one is
+   sent as ``OBJECT`` without ``properties`` (Gemini may refuse it: the tool needs the value).
 
 Names must start with a letter or underscore and use only ``a-z A-Z 0-9 _ . : -``, at most 64
 characters. A name that does not fit raises :class:`ValueError` naming the tool: renaming it here
@@ -96,6 +97,12 @@ def to_gemini_schema(schema: JSONSchema) -> JSONSchema:
     if out["type"] == "ARRAY":
         out["items"] = to_gemini_schema(schema.get("items") or {"type": "string"})
     properties: dict[str, Any] = schema.get("properties") or {}
+    needed = set(schema.get("required", []))
+    # Gemini rejects an OBJECT without properties: an optional free-form object (``metadata``)
+    # is left out, so the model cannot send it through this format but the tool stays valid.
+    properties = {
+        key: sub for key, sub in properties.items() if key in needed or not _free_form(sub)
+    }
     if out["type"] == "OBJECT" and properties:
         out["properties"] = {key: to_gemini_schema(sub) for key, sub in properties.items()}
         required = [key for key in schema.get("required", []) if key in properties]
@@ -103,6 +110,15 @@ def to_gemini_schema(schema: JSONSchema) -> JSONSchema:
             out["required"] = required
     out.update({key: schema[key] for key in _COPIED if key in schema})
     return out
+
+
+def _free_form(schema: Any) -> bool:
+    """An object schema that declares no fields (any keys)."""
+    if not isinstance(schema, dict):
+        return False
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    return "object" in kinds and not schema.get("properties")
 
 
 def to_gemini_declaration(definition: ToolDefinition) -> FunctionDeclaration:

@@ -236,6 +236,27 @@ def test_gemini_nested_objects_keep_properties_and_required() -> None:
     assert params["properties"]["lines"]["items"]["required"] == ["sku"]
 
 
+def test_gemini_leaves_out_an_optional_free_form_object_and_keeps_a_required_one() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "amount": {"type": "integer"},
+            "metadata": {"type": "object", "description": "Any keys."},
+            "shipping": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "extra": {"type": "object"}},
+            },
+            "context": {"type": "object"},
+        },
+        "required": ["amount", "context"],
+    }
+    out = to_gemini_schema(schema)
+    assert set(out["properties"]) == {"amount", "shipping", "context"}  # no metadata
+    assert set(out["properties"]["shipping"]["properties"]) == {"name"}  # nested too
+    assert out["properties"]["context"] == {"type": "OBJECT"}  # required: the tool needs it
+    assert out["required"] == ["amount", "context"]
+
+
 def test_gemini_schema_folds_what_it_cannot_express() -> None:
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -161,8 +161,9 @@ async def test_a_form_api_imports_lists_and_creates_with_optional_fields(
     create = actions["post_customers"]
     assert create.parameters["email"].required and not create.parameters["name"].required
     assert create.parameters["name"].description == "At most 256 characters."  # kept, in words
-    assert "metadata" not in create.parameters  # object fields: not yet (noted)
-    assert any("metadata" in note for op, note in result.notes if op == "PostCustomers")
+    metadata = create.parameters["metadata"]  # free-form: any keys, in bracket form
+    assert metadata.type == "object" and not metadata.properties and not metadata.required
+    assert "metadata[KEY]=VALUE" in metadata.description
 
     run = runner(outbound, reload(result, env))
     done = await run(listing, {})
@@ -173,6 +174,7 @@ async def test_a_form_api_imports_lists_and_creates_with_optional_fields(
         "preferred_locales": ["en", "fr"],
         "balance": 0,
         "invoice_items": [{"price": "p_1", "quantity": 2}],
+        "metadata": {"order_id": "6735", "channel": "chat"},
     }
     done = await run(create, args)
     assert done.outcome == "success", done.content
@@ -186,6 +188,8 @@ async def test_a_form_api_imports_lists_and_creates_with_optional_fields(
         "balance": ["0"],
         "invoice_items[0][price]": ["p_1"],
         "invoice_items[0][quantity]": ["2"],
+        "metadata[order_id]": ["6735"],
+        "metadata[channel]": ["chat"],
     }  # name, tax_exempt: left out by the model, left out of the body
 
 
@@ -599,6 +603,8 @@ async def test_xero_excerpt_with_refresh_token_refreshes_at_the_schemes_token_ur
 async def test_stripe_excerpt_lists_customers_and_creates_a_payment_intent_with_nested_fields(
     api: ActionAPI, outbound: Outbound
 ) -> None:
+    from adapters import export_tools
+    from gateway.definitions.tools import to_tool_definitions
     from tests.test_openapi_real_apps import check_exports
 
     result = import_openapi(
@@ -616,12 +622,12 @@ async def test_stripe_excerpt_lists_customers_and_creates_a_payment_intent_with_
         "post_payment_intents_intent_confirm",
     }
     check_exports(config)
-    notes = [note for op, note in result.notes if op == "PostPaymentIntents"]
-    # a free-form sub-field is pruned; the declared rest of the field stays
-    assert any("payment_method_data[alipay]" in note for note in notes), notes
     intent = actions["post_payment_intents"]
     assert intent.parameters["amount"].required and intent.parameters["currency"].required
-    assert "metadata" not in intent.parameters
+    assert "metadata[KEY]=VALUE" in intent.parameters["metadata"].description
+    gemini = json.dumps(export_tools(to_tool_definitions([intent]), "gemini"))
+    assert '"metadata"' not in gemini  # Gemini has no free-form OBJECT: left out there only
+    assert '"metadata"' in json.dumps(export_tools(to_tool_definitions([intent]), "openai"))
 
     run = runner(outbound, config)
     done = await run(actions["get_customers"], {"email": "jenny@example.com", "limit": 3})
@@ -641,6 +647,7 @@ async def test_stripe_excerpt_lists_customers_and_creates_a_payment_intent_with_
             "sepa_debit": {"iban": "DE89370400440532013000"},
             "billing_details": {"address": {"city": "Berlin"}},
         },
+        "metadata": {"order_id": "6735"},
     }
     done = await run(intent, args)
     assert done.outcome == "success", done.content
@@ -655,6 +662,7 @@ async def test_stripe_excerpt_lists_customers_and_creates_a_payment_intent_with_
         "payment_method_data[type]": ["sepa_debit"],
         "payment_method_data[sepa_debit][iban]": ["DE89370400440532013000"],
         "payment_method_data[billing_details][address][city]": ["Berlin"],
+        "metadata[order_id]": ["6735"],
     }  # every optional field the model left out stays out of the body
 
     done = await run(actions["post_payment_intents_intent_confirm"], {"intent": "pi_3MtwBw"})

@@ -589,15 +589,15 @@ def _form_body(
         dropped: list[str] = []
         sendable = _form_prune(param, name, dropped)
         if sendable is None:
-            what = f"{param['type']} fields without declared properties"
-            draft.leave_out(needed, f"form field {name!r}: {what} are not supported")
+            what = f"a value of type {param.get('type')!r} cannot be form-encoded"
+            draft.leave_out(needed, f"form field {name!r}: {what}")
             continue
         if dropped:
             shown = ", ".join(dropped[:5]) + (
                 f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
             )
             draft.leave_out(
-                False, f"form field {name!r}: sub-fields without declared properties ({shown})"
+                False, f"form field {name!r}: sub-fields that cannot be form-encoded ({shown})"
             )
         param = sendable
         pname = draft.claim(name, "body")
@@ -615,25 +615,32 @@ def _form_body(
 def _form_prune(param: dict[str, Any], path: str, dropped: list[str]) -> dict[str, Any] | None:
     """``param`` as the bracket encoding can carry it, or None when it cannot.
 
-    Scalars pass, and arrays and objects of them whose structure is declared
-    (``items[0][price]``). An optional free-form object nested inside (Stripe's
-    ``payment_method_data[metadata]``) is pruned, its bracket path added to ``dropped``, rather
-    than losing the whole field; a required one, or a field left with no sub-field, cannot be
-    sent.
+    Scalars pass, and arrays and objects of them (``items[0][price]``). An object without
+    declared fields (Stripe's ``metadata``) takes any keys the model sends, each encoded as
+    ``metadata[KEY]=VALUE``, and says so in its description. A sub-field the encoding cannot
+    carry is pruned, its bracket path added to ``dropped``, rather than losing the whole field;
+    a required one, or a field left with no sub-field, cannot be sent.
     """
     kind = param.get("type")
     if kind == "array":
         inner: list[str] = []
-        items = _form_prune(param.get("items") or {"type": "string"}, f"{path}[]", inner)
+        items = _form_prune(param.get("items") or {"type": "string"}, f"{path}[N]", inner)
         if items is None:
             return None
         dropped += inner
         return {**param, "items": items}
     if kind == "object":
+        fields = as_dict(param.get("properties"))
+        if not fields:
+            note = f"Any keys; each value is sent as {path}[KEY]=VALUE."
+            described = " ".join(filter(None, [param.get("description", ""), note]))
+            return {k: v for k, v in param.items() if k != "properties"} | {
+                "description": described
+            }
         kept: dict[str, Any] = {}
         pruned: list[str] = []
-        for name, field in as_dict(param.get("properties")).items():
-            inner: list[str] = []
+        for name, field in fields.items():
+            inner = []
             sub = _form_prune(field, f"{path}[{name}]", inner)
             if sub is not None:
                 kept[name] = sub
