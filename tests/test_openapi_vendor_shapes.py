@@ -535,6 +535,28 @@ async def test_twilio_excerpt_sends_a_message_with_the_operators_account(
     expected = base64.b64encode(b"AC0123456789abcdef:twilio-auth-token-1").decode()
     assert got.headers["Authorization"] == f"Basic {expected}"
 
+    done = await runner(outbound, config)(
+        listing, {"To": "+15558675310", "date_sent_before": "2026-12-01", "PageSize": 20}
+    )
+    assert done.outcome == "success", done.content
+    got = api.last()
+    assert (got.method, got.path) == (
+        "GET",
+        "/echo/2010-04-01/Accounts/AC0123456789abcdef/Messages.json",
+    )
+    assert parse_qs(got.query_string) == {
+        "To": ["+15558675310"],
+        "DateSent<": ["2026-12-01"],
+        "PageSize": ["20"],
+    }
+    call = {"To": "+15558675310", "From": "+15017122661", "Url": "https://example.com/twiml"}
+    done = await runner(outbound, config)(actions["create_call"], call)
+    assert done.outcome == "success", done.content
+    got = api.last()
+    assert got.path == "/echo/2010-04-01/Accounts/AC0123456789abcdef/Calls.json"
+    assert parse_qs(got.body.decode()) == {k: [v] for k, v in call.items()}
+    assert got.headers["Authorization"] == f"Basic {expected}"
+
 
 async def test_xero_excerpt_lists_accounts_with_a_user_token_and_the_tenant_pinned(
     api: ActionAPI, outbound: Outbound
@@ -553,6 +575,16 @@ async def test_xero_excerpt_lists_accounts_with_a_user_token_and_the_tenant_pinn
     got = api.last()
     assert (got.method, got.path) == ("GET", "/echo/Accounts")
     assert parse_qs(got.query_string) == {"where": ['Status=="ACTIVE"']}
+    assert got.headers["Authorization"] == "Bearer xero-access-token-1"
+    assert got.headers["xero-tenant-id"] == "tenant-42"
+
+    account = {"Code": "201", "Name": "Support refunds", "Type": "EXPENSE"}
+    done = await runner(outbound, config)(actions["create_account"], account)
+    assert done.outcome == "success", done.content
+    got = api.last()
+    assert (got.method, got.path) == ("PUT", "/echo/Accounts")
+    assert got.headers["Content-Type"] == "application/json"
+    assert json.loads(got.body) == account  # optional fields the model left out stay out
     assert got.headers["Authorization"] == "Bearer xero-access-token-1"
     assert got.headers["xero-tenant-id"] == "tenant-42"
 
@@ -665,6 +697,14 @@ async def test_stripe_excerpt_lists_customers_and_creates_a_payment_intent_with_
         "metadata[order_id]": ["6735"],
     }  # every optional field the model left out stays out of the body
 
+    done = await run(actions["post_customers"], {"email": "jenny@example.com", "name": "Jenny"})
+    assert done.outcome == "success", done.content
+    got = api.last()
+    assert (got.method, got.path) == ("POST", "/echo/v1/customers")
+    assert parse_qs(got.body.decode()) == {"email": ["jenny@example.com"], "name": ["Jenny"]}
+    done = await run(actions["get_customers_customer"], {"customer": "cus_9s6XKzkNRiz8i3"})
+    assert done.outcome == "success", done.content
+    assert (api.last().method, api.last().path) == ("GET", "/echo/v1/customers/cus_9s6XKzkNRiz8i3")
     done = await run(actions["post_payment_intents_intent_confirm"], {"intent": "pi_3MtwBw"})
     assert done.outcome == "success", done.content
     assert (api.last().method, api.last().path) == (
