@@ -39,10 +39,11 @@ ROW_FIELDS: dict[str, tuple[str, ...]] = {
     "authheader": ("name", "value"),
     "param": ("name", "type", "description", "required", "enum"),
     "field": ("name", "label", "type", "required", "options", "pattern", "maps_to"),
+    "case": ("message", "expect", "variables", "arguments", "delete"),
 }
 """Each row kind's fields, in the order the page shows them."""
 
-_CHOICES = ("type", "required")
+_CHOICES = ("type", "required", "expect", "delete")
 """Fields with a default (a select, a checkbox): they alone do not make a row filled."""
 MAX_ROWS = 200
 """Indexes past this are ignored, so a forged form cannot make the page render a million rows."""
