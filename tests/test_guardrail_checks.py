@@ -27,6 +27,7 @@ from gateway.definitions.config import load_config
 from gateway.evaluation.action_cases import parse_cases, to_suite
 from gateway.evaluation.run import LiveAnswers, evaluate
 from gateway.evaluation.suite import parse_suite
+from gateway.stores.eval_cases import EvalCaseStore
 from tests.support.action_api import ActionAPI, running_api
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -265,3 +266,16 @@ async def test_expected_arguments_typed_as_text_follow_the_parameter_type(world:
     }
     r = await put_cases(world, "submit_refund", [case])
     assert r.json()["items"][0]["arguments"] == {"order_number": "A-10024", "amount": 12.5}
+
+
+async def test_the_store_keeps_each_actions_list_on_both_databases(db_engine: Any) -> None:
+    store = EvalCaseStore(db_engine)
+    first = [{"message": "a", "expect": "call"}, {"message": "b", "expect": "skip"}]
+    await store.put("look_up_order", first)
+    await store.put("submit_refund", [{"message": "c", "expect": "skip"}])
+    assert await store.get("look_up_order") == first  # in the order saved
+    await store.put("look_up_order", first[1:])  # a save replaces the whole list
+    assert await store.get("look_up_order") == first[1:]
+    await store.put("look_up_order", [])
+    assert await store.get("look_up_order") == []
+    assert await store.get("submit_refund") == [{"message": "c", "expect": "skip"}]
