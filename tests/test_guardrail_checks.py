@@ -279,3 +279,11 @@ async def test_the_store_keeps_each_actions_list_on_both_databases(db_engine: An
     await store.put("look_up_order", [])
     assert await store.get("look_up_order") == []
     assert await store.get("submit_refund") == [{"message": "c", "expect": "skip"}]
+
+
+async def test_a_check_without_a_body_runs_once_on_the_first_agent(world: World) -> None:
+    await put_cases(world, "submit_refund", REFUND_CASES)
+    r = await world.client.post("/api/actions/submit_refund/eval", headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert (r.json()["config"], r.json()["runs"]) == ("support", 1)
+    assert len(world.upstream.state.requests) == len(REFUND_CASES)
