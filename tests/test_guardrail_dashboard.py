@@ -340,3 +340,47 @@ async def test_a_bad_case_row_in_the_wizard_stores_no_action(world: World, field
     assert page.status_code == 422 and 'data-step="4"' in page.text
     assert "Case 2 " in page.text and "write name=value pairs" in page.text
     assert (await world.client.get("/api/actions/order_status", headers=AUTH)).status_code == 404
+
+
+async def test_every_answer_is_listed_with_what_the_model_called(world: World) -> None:
+    csrf = await login(world.client)
+    await put_cases(world, "submit_refund", REFUND_CASES[:2])
+    shown = await world.client.post(
+        "/actions/submit_refund/guardrails/run", data={"csrf": csrf, "agent": "support"}
+    )
+    table = re.search(
+        r'<table aria-label="Every answer of the model">.*?</table>', shown.text, re.S
+    )
+    assert table
+    answers = [
+        [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)]
+        for row in re.findall(r"<tr><td>.*?</tr>", table.group(), re.S)
+    ]
+    by_case = {a[0]: a[1:] for a in answers}
+    assert by_case[REFUND_CASES[0]["message"]] == ["1", "correct call", "submit_refund", ""]
+    # The scripted model skips the refund for the policy question and looks the order up.
+    assert by_case[REFUND_CASES[1]["message"]] == ["1", "correct skip", "look_up_order", ""]
+
+
+async def test_an_upstream_failure_is_shown_and_runs_nothing(world: World) -> None:
+    csrf = await login(world.client)
+    await put_cases(world, "submit_refund", REFUND_CASES[:1])
+    world.upstream.script([{"error": {"status": 500, "message": "the model is down"}}])
+    shown = await world.client.post(
+        "/actions/submit_refund/guardrails/run", data={"csrf": csrf, "agent": "support"}
+    )
+    assert shown.status_code == 422
+    error = re.search(r'<p class="error" role="alert" id="run-error">(.*?)</p>', shown.text)
+    assert error and "the model is down" in html.unescape(error.group(1))
+    assert 'id="report"' not in shown.text
+    assert world.api.received == []
+
+
+async def test_the_wizard_says_how_many_starter_cases_it_made(world: World) -> None:
+    csrf = await login(world.client)
+    form = wizard_form(csrf, world, "starter_cases")
+    form["when_not_to_use"] += " Never for a general question."
+    page = await world.client.post("/actions/new", data=form)
+    status = re.search(r'role="status" id="starter-status">(.*?)</p>', page.text)
+    assert status and status.group(1).startswith("Made 3 starter cases")
+    assert 'value="I have a general question: what are your opening hours?"' in page.text

@@ -50,7 +50,23 @@ def _report_view(report: EvalReport) -> dict[str, Any]:
         for tool, s in report.actions.items()
     ]
     cases = len({v.case for v in report.verdicts})
-    return {"rows": rows, "failing": failing_cases(report), "runs": report.runs, "cases": cases}
+    answers = [
+        {
+            "case": v.case,
+            "run": v.run + 1,
+            "outcome": " / ".join(o.replace("_", " ") for o in v.outcomes.values()),
+            "called": ", ".join(v.called) or "nothing",
+            "mismatches": ", ".join(a for names in v.mismatches.values() for a in names),
+        }
+        for v in report.verdicts
+    ]
+    return {
+        "rows": rows,
+        "failing": failing_cases(report),
+        "runs": report.runs,
+        "cases": cases,
+        "answers": answers,
+    }
 
 
 async def _page(

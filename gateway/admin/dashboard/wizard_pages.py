@@ -132,6 +132,7 @@ async def _wizard(
     editing: str | None = None,
     step: int | None = None,
     add: str | None = None,
+    notice: str | None = None,
 ) -> Response:
     """The wizard, open at ``step`` (by default where the error or result is)."""
     admin = await dash.admin(request)
@@ -156,6 +157,7 @@ async def _wizard(
         picker=await _picker(admin, view),
         param_types=PARAM_TYPES,
         field_types=FIELD_TYPES,
+        notice=notice,
     )
 
 
@@ -200,7 +202,9 @@ async def _redisplay(
             started = without_cases(form) | case_form(_starters(form))
         except RequestError as e:
             return await _wizard(request, dash, posted.session, form, 422, error=e, **again)
-        return await _wizard(request, dash, posted.session, started, step=4, **again)
+        made = sum(1 for k in started if k.startswith("case-") and k.endswith("-message"))
+        notice = f"Made {made} starter cases from the guardrail: read and fix the messages."
+        return await _wizard(request, dash, posted.session, started, step=4, notice=notice, **again)
     if intent == "load_raw":
         try:
             loaded = _loaded(form)
