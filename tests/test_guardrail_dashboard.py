@@ -384,3 +384,32 @@ async def test_the_wizard_says_how_many_starter_cases_it_made(world: World) -> N
     status = re.search(r'role="status" id="starter-status">(.*?)</p>', page.text)
     assert status and status.group(1).startswith("Made 3 starter cases")
     assert 'value="I have a general question: what are your opening hours?"' in page.text
+
+
+@pytest.mark.parametrize(
+    ("name", "tool", "expected"),
+    [
+        # (correct calls, false triggers, missed, correct skips)
+        ("Look up order", "look_up_order", (1, 0, 0, 1)),
+        ("Book a Demo!", "book_a_demo", (1, 0, 0, 1)),
+        # The scripted model knows the refund-policy phrase but not "older than 30 days": the
+        # starter case for that sentence shows the false trigger a careless model would make.
+        ("Submit refund", "submit_refund", (1, 1, 0, 1)),
+    ],
+)
+async def test_the_seed_starter_cases_exercise_the_scripted_models_guardrails(
+    world: World, name: str, tool: str, expected: tuple[int, int, int, int]
+) -> None:
+    action = DEMO[name]
+    cases = starter_cases(
+        name,
+        action["when_not_to_use"],
+        action.get("parameters"),
+        uses_email="lead.email" in json.dumps(action),
+    )
+    assert (await put_cases(world, tool, [c.model_dump() for c in cases])).status_code == 200
+    score = (await world.client.post(f"/api/actions/{tool}/eval", headers=AUTH)).json()
+    s = score["actions"][tool]
+    assert (s["correct_calls"], s["false_triggers"], s["missed"], s["correct_skips"]) == expected
+    assert s["argument_mismatches"] == 0
+    assert world.api.received == []
