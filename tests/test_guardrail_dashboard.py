@@ -413,3 +413,29 @@ async def test_the_seed_starter_cases_exercise_the_scripted_models_guardrails(
     assert (s["correct_calls"], s["false_triggers"], s["missed"], s["correct_skips"]) == expected
     assert s["argument_mismatches"] == 0
     assert world.api.received == []
+
+
+async def test_the_tab_adds_starter_cases_for_an_action_from_the_file(world: World) -> None:
+    csrf = await login(world.client)
+    kept = rows(REFUND_CASES[:1])
+    page = await world.client.post(
+        "/actions/book_a_demo/guardrails", data={"csrf": csrf, "intent": "starter_cases", **kept}
+    )
+    assert page.status_code == 200
+    assert "Added 2 starter cases" in page.text
+    assert 'id="case-0-message" name="case-0-message" value="Refund order A-10024' in page.text
+    assert "I&#39;m an existing customer and my order A-10023 is broken." in page.text
+    stored = (await world.client.get("/api/actions/book_a_demo/eval-cases", headers=AUTH)).json()
+    assert stored["items"] == []  # shown for editing, stored only by "Save cases"
+    api = await world.client.get("/api/actions/book_a_demo/eval-cases/starters", headers=AUTH)
+    assert [c["expect"] for c in api.json()["items"]] == ["skip", "call"]
+    assert (
+        await world.client.get("/api/actions/book_a_demo/eval-cases/starters")
+    ).status_code == 401
+
+
+async def test_starters_need_a_guardrail_on_the_action(world: World) -> None:
+    patch = {"when_not_to_use": None}
+    await world.client.patch("/api/actions/book_a_demo", json=patch, headers=AUTH)
+    r = await world.client.get("/api/actions/book_a_demo/eval-cases/starters", headers=AUTH)
+    assert r.status_code == 422 and r.json()["error"]["param"] == "when_not_to_use"

@@ -224,6 +224,13 @@ async def put_eval_cases(tool_name: str, data: JSONBody, admin: AdminDep) -> dic
     return {"items": [c.model_dump() for c in cases], "next_cursor": None}
 
 
+@router.get("/actions/{tool_name}/eval-cases/starters")
+async def eval_case_starters(tool_name: str, admin: AdminDep) -> dict[str, Any]:
+    """Starter cases made from the action's guardrail by fixed rules; nothing is stored."""
+    cases = admin.guardrails.starters(tool_name)
+    return {"items": [c.model_dump() for c in cases], "next_cursor": None}
+
+
 @router.post("/actions/{tool_name}/eval")
 async def run_eval(tool_name: str, admin: AdminDep, data: OptionalBody = None) -> dict[str, Any]:
     """Run the Guardrail check (``{"agent", "runs"}``); the shape of ``actiongate eval --json``.

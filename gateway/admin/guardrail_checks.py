@@ -24,6 +24,7 @@ from gateway.evaluation.action_cases import (
     to_suite,
 )
 from gateway.evaluation.run import EvalReport, LiveAnswers, evaluate
+from gateway.evaluation.starters import starters_for
 from gateway.stores.eval_cases import EvalCaseStore
 
 __all__ = ["GuardrailChecks"]
@@ -66,6 +67,22 @@ class GuardrailChecks:
             cases = coerce_arguments(cases, types)
         await self.store.put(tool_name, [c.model_dump() for c in cases])
         return cases
+
+    def starters(self, tool_name: str) -> list[ActionCase]:
+        """Starter cases from the action's guardrail (:mod:`gateway.evaluation.starters`).
+
+        Raises:
+            RequestError: 404 for an unknown action, 422 when it has no guardrail.
+        """
+        action = self._action(tool_name)
+        if not (action.when_not_to_use or "").strip():
+            raise RequestError(
+                422,
+                f"when_not_to_use: action {tool_name!r} has no guardrail to make cases from",
+                "no_guardrail",
+                "when_not_to_use",
+            )
+        return starters_for(action.model_dump(mode="json", by_alias=True, exclude_none=True))
 
     def agents_of(self, tool_name: str) -> list[str]:
         """The agents that offer the action to their model, by id."""

@@ -24,6 +24,7 @@ Same input, same cases: nothing here guesses, so the operator's edits are what m
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from typing import Any
 
 from gateway.evaluation.action_cases import ActionCase
 
-__all__ = ["SAMPLE_EMAIL", "guardrail_conditions", "starter_cases"]
+__all__ = ["SAMPLE_EMAIL", "guardrail_conditions", "starter_cases", "starters_for"]
 
 SAMPLE_EMAIL = "jane@example.com"
 _I = re.IGNORECASE
@@ -209,3 +210,14 @@ def starter_cases(
         arguments=dict(request.arguments),
     )
     return [*cases, call]
+
+
+def starters_for(definition: Mapping[str, Any]) -> list[ActionCase]:
+    """:func:`starter_cases` for an action definition (the file format)."""
+    parameters = definition.get("parameters")
+    return starter_cases(
+        str(definition.get("name") or definition.get("tool_name") or ""),
+        str(definition.get("when_not_to_use") or ""),
+        parameters if isinstance(parameters, Mapping) else {},
+        uses_email="lead.email" in json.dumps(definition, default=str),
+    )

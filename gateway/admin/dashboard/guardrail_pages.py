@@ -13,8 +13,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
-from gateway.admin.dashboard.case_rows import case_form, cases_of
-from gateway.admin.dashboard.editors import editor_rows
+from gateway.admin.dashboard.case_rows import case_form, case_rows, cases_of
+from gateway.admin.dashboard.editors import editor_rows, filled_rows, rows_form
 from gateway.admin.dashboard.forms import FormData
 from gateway.admin.dashboard.pages import (
     SECURITY_HEADERS,
@@ -23,6 +23,7 @@ from gateway.admin.dashboard.pages import (
     Dash,
     Dashboard,
     PageTable,
+    Posted,
 )
 from gateway.admin.dashboard.session import Session
 from gateway.errors import RequestError, UpstreamError
@@ -81,6 +82,7 @@ async def _page(
     run_error: str | None = None,
     report: EvalReport | None = None,
     run: FormData | None = None,
+    notice: str | None = None,
 ) -> Response:
     admin = await dash.admin(request)
     try:
@@ -105,6 +107,7 @@ async def _page(
         run_error=run_error,
         report=_report_view(report) if report is not None else None,
         saved=request.query_params.get("saved") == "1",
+        notice=notice,
     )
 
 
@@ -122,6 +125,8 @@ async def save_cases(tool_name: str, request: Request, dash: Dash, posted: Admin
     if form.get("intent") == "add:case":
         return await _page(request, dash, posted.session, tool_name, form=form, add="case")
     admin = await dash.admin(request)
+    if form.get("intent") == "starter_cases":
+        return await _with_starters(request, dash, posted, tool_name)
     try:
         cases = cases_of(form)
         await admin.guardrails.put_cases(tool_name, [c.model_dump() for c in cases])
@@ -130,6 +135,25 @@ async def save_cases(tool_name: str, request: Request, dash: Dash, posted: Admin
             return dash.render(request, "not_found.html", posted.session, 404, what="Action")
         return await _page(request, dash, posted.session, tool_name, form=form, error=e)
     return RedirectResponse(f"/actions/{tool_name}/guardrails?saved=1", status_code=303)
+
+
+async def _with_starters(
+    request: Request, dash: Dashboard, posted: Posted, tool_name: str
+) -> Response:
+    """The rows as posted, then starter cases from the guardrail (shown, not saved yet)."""
+    admin = await dash.admin(request)
+    form = posted.form
+    try:
+        made = admin.guardrails.starters(tool_name)
+    except RequestError as e:
+        if e.status == 404:
+            return dash.render(request, "not_found.html", posted.session, 404, what="Action")
+        return await _page(request, dash, posted.session, tool_name, form=form, error=e)
+    kept = [r for r in filled_rows(form, "case") if r.get("delete") != "on"]
+    rows = kept + case_rows(made)
+    notice = f"Added {len(made)} starter cases: read and fix the messages, then save."
+    shown = {"csrf": form.get("csrf", ""), **rows_form("case", rows)}
+    return await _page(request, dash, posted.session, tool_name, form=shown, notice=notice)
 
 
 def _runs(text: str) -> int | str:
