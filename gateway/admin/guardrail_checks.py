@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.definitions.actions import HttpAction
+from gateway.definitions.actions import Action, HttpAction
 from gateway.definitions.config import Config
 from gateway.engine.workspace import Workspace
 from gateway.errors import ConfigError, RequestError
@@ -47,7 +47,7 @@ class GuardrailChecks:
         self._workspace = workspace
         self.store = store
 
-    def _action(self, tool_name: str) -> Any:
+    def _action(self, tool_name: str) -> Action:
         action = self._workspace.actions.get(tool_name)
         if action is None:
             raise _not_found(f"action {tool_name!r}")

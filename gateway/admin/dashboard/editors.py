@@ -1,4 +1,5 @@
-"""The wizard's row editors: headers, query parameters, model arguments and form fields.
+"""The wizard's row editors: headers, query parameters, model arguments, form fields and the
+Guardrail check cases (read by :mod:`.case_rows`).
 
 Each row is a group of form fields named ``KIND-INDEX-FIELD`` (``header-0-name``,
 ``param-2-required``), so a row survives a post-back without JavaScript, an unticked checkbox
