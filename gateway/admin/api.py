@@ -120,9 +120,20 @@ JSONBody = Annotated[
     dict[str, Any],
     Body(description="A definition in the file format (README, 'Definitions and validation')."),
 ]
+OptionalBody = Annotated[dict[str, Any] | None, Body()]
 Limit = Annotated[
     int, Query(ge=1, description=f"page size; larger values are capped at {MAX_PAGE_SIZE}")
 ]
+
+
+def _only(data: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """Refuse a body field the route does not know, naming it."""
+    for name in data:
+        if name not in fields:
+            expected = ", ".join(fields)
+            raise RequestError(
+                422, f"{name}: unknown field (expected {expected})", "invalid_request", name
+            )
 
 
 def _refuse_nul(**params: str | None) -> None:
@@ -196,6 +207,49 @@ async def action_health(tool_name: str, admin: AdminDep) -> dict[str, Any]:
 async def run_health_check(tool_name: str, admin: AdminDep) -> dict[str, Any]:
     """Run the action's health check now; the result is stored like a scheduled one."""
     return await admin.run_health_check(tool_name)
+
+
+@router.get("/actions/{tool_name}/eval-cases")
+async def eval_cases(tool_name: str, admin: AdminDep) -> dict[str, Any]:
+    """The action's Guardrail check cases."""
+    cases = await admin.guardrails.cases(tool_name)
+    return {"items": [c.model_dump() for c in cases], "next_cursor": None}
+
+
+@router.put("/actions/{tool_name}/eval-cases")
+async def put_eval_cases(tool_name: str, data: JSONBody, admin: AdminDep) -> dict[str, Any]:
+    """Replace the action's cases: ``{"cases": [{"message", "expect", ...}]}``."""
+    _only(data, ("cases",))
+    cases = await admin.guardrails.put_cases(tool_name, data.get("cases"))
+    return {"items": [c.model_dump() for c in cases], "next_cursor": None}
+
+
+@router.get("/actions/{tool_name}/eval-cases/starters")
+async def eval_case_starters(tool_name: str, admin: AdminDep) -> dict[str, Any]:
+    """Starter cases made from the action's guardrail by fixed rules; nothing is stored."""
+    cases = admin.guardrails.starters(tool_name)
+    return {"items": [c.model_dump() for c in cases], "next_cursor": None}
+
+
+@router.post("/actions/{tool_name}/eval")
+async def run_eval(tool_name: str, admin: AdminDep, data: OptionalBody = None) -> dict[str, Any]:
+    """Run the Guardrail check (``{"agent", "runs"}``); the shape of ``actiongate eval --json``.
+
+    The agent's real upstream answers; no action is run.
+    """
+    options = data or {}
+    _only(options, ("agent", "runs"))
+    report = await admin.guardrails.run(tool_name, options.get("agent"), options.get("runs", 1))
+    return report.to_dict()
+
+
+@router.get("/actions/{tool_name}/eval-suite")
+async def eval_suite(
+    tool_name: str, admin: AdminDep, agent: str | None = None, runs: int = 1
+) -> Response:
+    """The cases as a suite file for ``actiongate eval SUITE --config FILE``."""
+    text = await admin.guardrails.suite_yaml(tool_name, agent, runs)
+    return Response(text, media_type="application/yaml")
 
 
 @router.get("/agents")

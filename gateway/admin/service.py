@@ -26,6 +26,7 @@ from urllib.parse import unquote_plus
 from pydantic import ValidationError as PydanticValidationError
 
 from adapters import export_tools
+from gateway.admin.guardrail_checks import GuardrailChecks
 from gateway.admin.testrun import TestResult, run_test_with
 from gateway.definitions.actions import Action, HttpAction
 from gateway.definitions.config import AgentConfig, Config, parse_action
@@ -45,6 +46,7 @@ from gateway.engine.workspace import Workspace
 from gateway.errors import ConfigError, DefinitionError, RequestError
 from gateway.redaction import is_credential_header, is_credential_param
 from gateway.stores.definitions import TOMBSTONE, DefinitionStore
+from gateway.stores.eval_cases import EvalCaseStore
 from gateway.stores.health import HealthResult
 from gateway.stores.secrets import (
     UPSTREAM_KEY_REF,
@@ -238,6 +240,8 @@ class Admin:
         self._base_actions = {a.tool_name: _dump(a) for a in config.actions}
         self._base_agents = {a.id: a.model_dump(mode="json") for a in config.agents}
         self._fingerprint = ""
+        self.guardrails = GuardrailChecks(config, workspace, EvalCaseStore(runtime.engine))
+        """Each action's Guardrail check cases and their runs."""
         if secrets is not None:
             runtime.executor.oauth.refresh_store = RotatedSecrets(secrets, runtime.executor)
 
@@ -379,6 +383,7 @@ class Admin:
             if action.tool_name in self.workspace.actions:
                 raise RequestError(409, f"action {action.tool_name!r} already exists", "conflict")
             await self.store.put_action(replacing, TOMBSTONE)
+            await self.guardrails.rename(replacing, action.tool_name)
         await self.store.put_action(action.tool_name, _dump(action))
         await self.refresh(force=True)
         return mask(_dump(action))
@@ -413,6 +418,7 @@ class Admin:
         """Delete an action (and stop offering it to every agent)."""
         self._definition(tool_name)
         await self.store.put_action(tool_name, TOMBSTONE)
+        await self.guardrails.store.forget(tool_name)
         for agent in list(self.workspace.agents.values()):
             if agent.actions is not None and tool_name in agent.actions:
                 data = agent.model_dump(mode="json")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from gateway.evaluation.run import ActionScore, EvalReport
 
-__all__ = ["compare_text", "report_text"]
+__all__ = ["Failing", "compare_text", "failing_cases", "percent", "report_text"]
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A rate as the report prints it: ``50 %``, or ``—`` when nothing was counted."""
     return "—" if value is None else f"{100 * value:.0f} %"
 
 
@@ -26,9 +29,9 @@ def _row(tool: str, s: ActionScore) -> list[str]:
         str(s.correct_calls),
         str(s.false_triggers),
         str(s.missed),
-        _pct(s.precision),
-        _pct(s.recall),
-        _pct(s.false_trigger_rate),
+        percent(s.precision),
+        percent(s.recall),
+        percent(s.false_trigger_rate),
         str(s.argument_mismatches),
     ]
 
@@ -46,12 +49,31 @@ def _what_went_wrong(report: EvalReport, tool: str, case: str) -> str:
     return " / ".join(seen)
 
 
-def _failing(report: EvalReport) -> list[str]:
+@dataclass(frozen=True)
+class Failing:
+    """One case an action came out wrong in."""
+
+    action: str
+    case: str
+    what: str
+    """``missed``, ``false trigger`` or ``wrong arguments (x, y)``."""
+    runs: int
+    """In how many runs."""
+
+
+def failing_cases(report: EvalReport) -> list[Failing]:
+    """Every (action, case) that came out wrong in some run, action by action."""
     return [
-        f"  {tool}: {_what_went_wrong(report, tool, case)} in {case!r} "
-        f"({times} of {report.runs} runs)"
+        Failing(tool, case, _what_went_wrong(report, tool, case), times)
         for tool, score in report.actions.items()
         for case, times in score.failing.items()
+    ]
+
+
+def _failing(report: EvalReport) -> list[str]:
+    return [
+        f"  {f.action}: {f.what} in {f.case!r} ({f.runs} of {report.runs} runs)"
+        for f in failing_cases(report)
     ]
 
 
@@ -82,9 +104,9 @@ def compare_text(a: EvalReport, b: EvalReport) -> str:
         rows.append(
             [
                 tool,
-                f"{_pct(sa.precision)} -> {_pct(sb.precision)}",
-                f"{_pct(sa.recall)} -> {_pct(sb.recall)}",
-                f"{_pct(sa.false_trigger_rate)} -> {_pct(sb.false_trigger_rate)}",
+                f"{percent(sa.precision)} -> {percent(sb.precision)}",
+                f"{percent(sa.recall)} -> {percent(sb.recall)}",
+                f"{percent(sa.false_trigger_rate)} -> {percent(sb.false_trigger_rate)}",
                 f"{sa.missed} -> {sb.missed}",
             ]
         )

@@ -56,6 +56,7 @@ __all__ = [
     "conversations",
     "create_engine",
     "database_url",
+    "eval_cases",
     "executions",
     "for_writes",
     "health_results",
@@ -409,6 +410,21 @@ def _conversation_version_v5() -> Column[int]:
     return Column("version", Integer, nullable=False, server_default="1")
 
 
+def _define_eval_cases_v7(meta: MetaData) -> None:
+    """The ``eval_cases`` table of migration 7: each action's guardrail check cases.
+
+    One row per action holding its whole list (JSON), replaced as a whole by every save, as the
+    dashboard and ``PUT /api/actions/{tool_name}/eval-cases`` edit the list together.
+    """
+    Table(
+        "eval_cases",
+        meta,
+        Column("tool_name", String(64), primary_key=True),
+        Column("cases", Text, nullable=False),  # JSON: a list of action cases
+        Column("updated_at", UTCDateTime(), nullable=False),
+    )
+
+
 metadata = MetaData()
 """The current schema: migration 1's tables plus every later migration's changes."""
 
@@ -419,6 +435,7 @@ _define_conversations_v2(metadata)  # m002_conversations_per_agent
 _define_responses_v3(metadata)  # m003_stored_responses
 _define_health_results_v4(metadata)  # m004_health_results
 metadata.tables["conversations"].append_column(_conversation_version_v5())  # m005
+_define_eval_cases_v7(metadata)  # m007_eval_cases
 
 executions = metadata.tables["executions"]
 conversations = metadata.tables["conversations"]
@@ -427,6 +444,7 @@ agents = metadata.tables["agents"]
 secrets = metadata.tables["secrets"]
 stored_responses = metadata.tables["responses"]
 health_results = metadata.tables["health_results"]
+eval_cases = metadata.tables["eval_cases"]
 
 schema_migrations = Table(
     "schema_migrations",
@@ -515,6 +533,14 @@ def m005_conversation_versions(connection: Connection) -> None:
     connection.execute(
         text("ALTER TABLE conversations ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
     )
+
+
+@migration
+def m007_eval_cases(connection: Connection) -> None:
+    """The guardrail check cases of each action (the dashboard's Guardrail check tab)."""
+    frozen = MetaData()
+    _define_eval_cases_v7(frozen)
+    frozen.create_all(connection)
 
 
 # Any constant works; it only has to differ from other applications' advisory locks.

@@ -11,6 +11,7 @@ set, where that is a failure.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -74,6 +75,25 @@ def _chat_with_a_form(page: Page, gw: LiveGateway, upstream: ScriptedUpstream) -
     expect(page.get_by_role("link", name=f"Log record of {TOOL}")).to_be_visible()
 
 
+def _guardrail_report(page: Page, gw: LiveGateway, upstream: ScriptedUpstream) -> None:
+    """The Guardrail check tab with two cases and the report of a run (a failing case too)."""
+    cases = [
+        {
+            "message": "Where is order A-00003?",
+            "expect": "call",
+            "variables": {"lead.email": "a@b.c"},
+        },
+        {"message": "Where is my order?", "expect": "skip"},
+    ]
+    gw.run(gw.services.admin.guardrails.put_cases(TOOL, cases))
+    page.reload()
+    # Both answers are calls, whichever case gets which: the SKIP case is a false trigger.
+    call = {"tool_calls": [{"name": TOOL, "arguments": {"order_number": "A-00003"}}]}
+    upstream.script([call, call])
+    page.get_by_role("button", name="Run check").click()
+    expect(page.get_by_role("table", name=re.compile("^Result"))).to_be_visible()
+
+
 def _path(path: str) -> Callable[[LiveGateway], str]:
     return lambda _gw: path
 
@@ -83,6 +103,10 @@ SCREENS = [
     Screen("new action wizard", _path("/actions/new")),
     Screen("action page", _path(f"/actions/{TOOL}")),
     Screen("action logs tab", _path(f"/actions/{TOOL}/logs")),
+    Screen("action guardrail check tab", _path(f"/actions/{TOOL}/guardrails")),
+    Screen(
+        "guardrail check with a report", _path(f"/actions/{TOOL}/guardrails"), _guardrail_report
+    ),
     Screen("agents", _path("/agents")),
     Screen("agent page", _path("/agents/support")),
     Screen("secrets", _path("/secrets")),
@@ -173,7 +197,7 @@ _FOCUSED = """() => {
 }"""
 
 
-@pytest.mark.parametrize("path", ["/logs", "/playground"])
+@pytest.mark.parametrize("path", ["/logs", "/playground", f"/actions/{TOOL}/guardrails"])
 def test_every_control_is_reached_by_keyboard_with_a_visible_focus(page: Page, path: str) -> None:
     page.goto(path)
     if path == "/playground":

@@ -1,4 +1,5 @@
-"""The wizard's row editors: headers, query parameters, model arguments and form fields.
+"""The wizard's row editors: headers, query parameters, model arguments, form fields and the
+Guardrail check cases (read by :mod:`.case_rows`).
 
 Each row is a group of form fields named ``KIND-INDEX-FIELD`` (``header-0-name``,
 ``param-2-required``), so a row survives a post-back without JavaScript, an unticked checkbox
@@ -39,10 +40,11 @@ ROW_FIELDS: dict[str, tuple[str, ...]] = {
     "authheader": ("name", "value"),
     "param": ("name", "type", "description", "required", "enum"),
     "field": ("name", "label", "type", "required", "options", "pattern", "maps_to"),
+    "case": ("message", "expect", "variables", "arguments", "delete"),
 }
 """Each row kind's fields, in the order the page shows them."""
 
-_CHOICES = ("type", "required")
+_CHOICES = ("type", "required", "expect", "delete")
 """Fields with a default (a select, a checkbox): they alone do not make a row filled."""
 MAX_ROWS = 200
 """Indexes past this are ignored, so a forged form cannot make the page render a million rows."""

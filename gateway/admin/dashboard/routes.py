@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from gateway.admin.dashboard import (
     action_pages,
     agent_pages,
+    guardrail_pages,
     log_pages,
     login_pages,
     playground,
@@ -31,6 +32,7 @@ _PAGES = (
     # Before action_pages: /actions/new must answer before /actions/{tool_name} does.
     wizard_pages.pages,
     action_pages.pages,
+    guardrail_pages.pages,
     secret_pages.pages,
     log_pages.pages,
     agent_pages.pages,

@@ -29,7 +29,7 @@ __all__ = [
 _STEP_FIELDS = {
     1: ("type",),
     3: ("auth", "auth_type", "auth_token", "auth_password", "auth_value", "auth_client_secret"),
-    4: ("when_not_to_use", "description"),
+    4: ("when_not_to_use", "description", "cases"),
     5: ("variables", "args"),
 }
 

@@ -16,7 +16,14 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from gateway.admin.dashboard.editors import FIELD_TYPES, PARAM_TYPES, ROW_FIELDS, editor_rows
+from gateway.admin.dashboard.case_rows import case_form, cases_of, without_cases
+from gateway.admin.dashboard.editors import (
+    FIELD_TYPES,
+    PARAM_TYPES,
+    ROW_FIELDS,
+    editor_rows,
+    parameters_of,
+)
 from gateway.admin.dashboard.forms import (
     FormData,
     definition_form,
@@ -46,6 +53,8 @@ from gateway.admin.service import Admin, unmask
 from gateway.admin.testrun import run_test_with
 from gateway.definitions.config import parse_action
 from gateway.errors import ConfigError, RequestError
+from gateway.evaluation.action_cases import ActionCase
+from gateway.evaluation.starters import starter_cases
 
 __all__ = ["pages"]
 
@@ -123,6 +132,7 @@ async def _wizard(
     editing: str | None = None,
     step: int | None = None,
     add: str | None = None,
+    notice: str | None = None,
 ) -> Response:
     """The wizard, open at ``step`` (by default where the error or result is)."""
     admin = await dash.admin(request)
@@ -147,6 +157,7 @@ async def _wizard(
         picker=await _picker(admin, view),
         param_types=PARAM_TYPES,
         field_types=FIELD_TYPES,
+        notice=notice,
     )
 
 
@@ -166,7 +177,11 @@ async def _wizard_test(admin: Admin, form: FormData, definition: dict[str, Any])
 def _loaded(form: FormData) -> dict[str, str]:
     """The form with the advanced view's definition put into the editors."""
     data = parse_definition({**form, "use_raw": "on"})
-    kept = {k: v for k, v in form.items() if k in _KEPT_ON_LOAD or k.startswith(("var:", "arg:"))}
+    kept = {
+        k: v
+        for k, v in form.items()
+        if k in _KEPT_ON_LOAD or k.startswith(("var:", "arg:", "case-"))
+    }
     return kept | definition_form(data)
 
 
@@ -178,10 +193,18 @@ async def _redisplay(
     again: dict[str, Any] = {"checked_agents": posted.lists.get("agent", []), "editing": editing}
     kind = intent.removeprefix("add:")
     if intent.startswith("add:") and kind in ROW_FIELDS:
-        step = 3 if kind == "authheader" else 2
+        step = {"authheader": 3, "case": 4}.get(kind, 2)
         return await _wizard(request, dash, posted.session, form, step=step, add=kind, **again)
     if intent.startswith("show:") and intent[5:].isdigit():
         return await _wizard(request, dash, posted.session, form, step=int(intent[5:]), **again)
+    if intent == "starter_cases":
+        try:
+            started = without_cases(form) | case_form(_starters(form))
+        except RequestError as e:
+            return await _wizard(request, dash, posted.session, form, 422, error=e, **again)
+        made = sum(1 for k in started if k.startswith("case-") and k.endswith("-message"))
+        notice = f"Made {made} starter cases from the guardrail: read and fix the messages."
+        return await _wizard(request, dash, posted.session, started, step=4, notice=notice, **again)
     if intent == "load_raw":
         try:
             loaded = _loaded(form)
@@ -191,6 +214,29 @@ async def _redisplay(
             loaded["type"] = old_type
         return await _wizard(request, dash, posted.session, loaded, step=2, **again)
     return None
+
+
+def _starters(form: FormData) -> list[ActionCase]:
+    """Starter cases from the draft's guardrail (:mod:`gateway.evaluation.starters`)."""
+    guardrail = form.get("when_not_to_use", "").strip()
+    if not guardrail:
+        raise RequestError(
+            422,
+            "When not to use: write the guardrail first; each sentence becomes a SKIP case",
+            "invalid_definition",
+            "when_not_to_use",
+        )
+    try:
+        parameters = parameters_of(form)
+    except RequestError:
+        parameters = {}  # the arguments editor reports its own errors on save
+    text = without_cases(form)
+    uses_email = any("lead.email" in v for k, v in text.items() if k != "csrf")
+    return starter_cases(form.get("name", ""), guardrail, parameters, uses_email=uses_email)
+
+
+async def _save_cases(admin: Admin, tool_name: str, cases: list[ActionCase]) -> None:
+    await admin.guardrails.put_cases(tool_name, [c.model_dump() for c in cases])
 
 
 @pages.get("/actions/new")
@@ -219,9 +265,11 @@ async def create_action(request: Request, dash: Dash, posted: AdminForm) -> Resp
         if form.get("intent") == "test":
             result = await _wizard_test(admin, form, definition)
             return await _wizard(request, dash, session, form, result=result, checked_agents=agents)
+        cases = cases_of(form)  # checked before anything is stored
         saved = await admin.create_action(definition)
     except RequestError as e:
         return await _wizard(request, dash, session, form, 422, error=e, checked_agents=agents)
+    await _save_cases(admin, saved["tool_name"], cases)
     await _enable(admin, saved["tool_name"], agents)
     return RedirectResponse(f"/actions/{saved['tool_name']}?created=1", status_code=303)
 
@@ -247,11 +295,12 @@ async def edit_action(
         definition = admin.get_action(tool_name)
     except RequestError:
         return dash.render(request, "not_found.html", session, 404, what="Action")
+    cases = await admin.guardrails.cases(tool_name)
     return await _wizard(
         request,
         dash,
         session,
-        definition_form(definition),
+        definition_form(definition) | case_form(cases),
         checked_agents=_enabled_on(admin, tool_name),
         editing=tool_name,
         step=2,
@@ -266,7 +315,10 @@ async def _edited(admin: Admin, tool_name: str, form: FormData, old: dict[str, A
         current = admin.workspace.actions[tool_name]
         stored = current.model_dump(mode="json", by_alias=True, exclude_none=True)
         return await _wizard_test(admin, form, unmask(definition, stored))
-    return await admin.replace_action(tool_name, definition)
+    cases = cases_of(form)  # checked before anything is stored
+    saved = await admin.replace_action(tool_name, definition)
+    await _save_cases(admin, saved["tool_name"], cases)
+    return saved
 
 
 @pages.post("/actions/{tool_name}/edit")
