@@ -1,0 +1,257 @@
+"""The execution log writer under a flood: how many records per second does it store?
+
+A producer on the event loop submits records to a :class:`~gateway.stores.logs.LogStore` for
+``--seconds``, either as fast as it can (``--rate 0``, the default: the writer's capacity) or
+paced at ``--rate`` records/s (does the writer keep up with that rate?). Each record is shaped
+like a real one and, like a real one, is submitted twice: once when the call finishes and
+again with ``injected`` set when its result reaches the model (the upsert of the same ``id``).
+
+* ``refusal``: a rate-limited call (``outcome=rejected``, no response, a short error and the
+  message the model read), the flood of issue 18;
+* ``execution``: a completed call with a JSON request body and a ~600-byte response body.
+
+The database is a SQLite file in WAL mode in a temp dir (``--db sqlite``), or PostgreSQL at
+``--pg-url`` (``--db postgres``; the ``executions`` table is emptied first). Reported per run:
+records stored per second over the window, drops, the buffer's high-water mark, the process's
+CPU time per stored record (event loop and the driver's thread together), the producer's share
+of it, the time ``close()`` takes to store what is still queued, and whether the table holds
+exactly one row per record. ``--profile`` adds a cProfile top of the run (slower overall).
+
+    .venv/bin/python bench/bench_logstore.py                          # ~15 s, both shapes
+    .venv/bin/python bench/bench_logstore.py --rate 50000 --seconds 10 --shape refusal
+    .venv/bin/python bench/bench_logstore.py --db postgres --pg-url postgresql://postgres@127.0.0.1/test
+    .venv/bin/python bench/bench_logstore.py --shape refusal --profile --top 25
+
+Exit status 1 when a record went missing without being counted as dropped, or a row is
+duplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import dataclasses
+import io
+import logging
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.redaction import Redactor
+from gateway.stores.db import create_engine, executions, migrate
+from gateway.stores.logs import ExecutionRecord, LogStore, new_record
+
+_ERROR = "rate limit exceeded for get_customer_account: 10 calls per 60 s (retry in 41 s)"
+_REFUSAL_CONTENT = (
+    '{"error": "get_customer_account was not called: rate limit exceeded for '
+    'get_customer_account: 10 calls per 60 s (retry in 41 s). Do not retry now."}'
+)
+_RESPONSE_BODY = (
+    '{"customer":{"id":"cus_8f14e45fceea167a5a36dedd4bea2543","email":"ada.lovelace@example.com",'
+    '"name":"Ada Lovelace","plan":"enterprise","status":"active","open_tickets":2,'
+    '"created_at":"2024-03-18T09:21:44Z","tags":["vip","beta","eu-west"],"address":{"city":'
+    '"London","country":"GB","postcode":"SW1A 1AA"},"lifetime_value_cents":1289900,'
+    '"orders":[{"id":"ord_1","total_cents":4999,"status":"shipped"},{"id":"ord_2",'
+    '"total_cents":12900,"status":"processing"}]},"request_id":"req_2c9f1d"}'
+)
+
+
+def refusal(index: int) -> ExecutionRecord:
+    """A rate-limited call, as ``Executor`` records it."""
+    return new_record(
+        action="get_customer_account",
+        outcome="rejected",
+        agent_id="support",
+        conversation_id=f"conv-{index % 500}",
+        tool_call_id=f"call_{index:08d}",
+        request={
+            "method": "GET",
+            "url": f"https://api.example.com/v1/customers?email=user{index % 500}%40example.com",
+            "headers": {"Accept": "application/json", "Authorization": "[REDACTED]"},
+            "body": None,
+        },
+        duration_ms=0.042,
+        error=_ERROR,
+    )
+
+
+def execution(index: int) -> ExecutionRecord:
+    """A completed call with request and response bodies."""
+    return new_record(
+        action="create_return_request",
+        outcome="success",
+        agent_id="support",
+        conversation_id=f"conv-{index % 500}",
+        tool_call_id=f"call_{index:08d}",
+        request={
+            "method": "POST",
+            "url": "https://api.example.com/v1/returns",
+            "headers": {
+                "Accept": "application/json",
+                "Authorization": "[REDACTED]",
+                "Content-Type": "application/json",
+            },
+            "body": (
+                f'{{"order_id":"ord_{index}","reason":"damaged on arrival","items":'
+                '[{"sku":"SKU-1234","qty":1}],"email":"ada.lovelace@example.com"}'
+            ),
+        },
+        response={"status_code": 200, "body": _RESPONSE_BODY, "truncated": False},
+        duration_ms=183.4,
+    )
+
+
+SHAPES: dict[str, Callable[[int], ExecutionRecord]] = {"refusal": refusal, "execution": execution}
+
+
+@dataclass
+class Result:
+    shape: str
+    offered: float  # records/s submitted over the window
+    stored: float  # records/s stored over the window
+    records: int
+    dropped: int
+    high_water: int
+    cpu_us: float  # process CPU per stored record, µs
+    producer_us: float  # of which building and submitting a record, µs
+    drain_s: float
+    rows_ok: bool
+
+
+def _cpu() -> float:
+    return time.process_time()  # every thread of the process: the loop and the driver's
+
+
+async def _run(
+    engine: AsyncEngine, shape: str, seconds: float, rate: float, max_buffer: int
+) -> Result:
+    make = SHAPES[shape]
+    store = LogStore(engine, Redactor(["sk_live_51H8bench_not_a_real_key"]), max_buffer=max_buffer)
+    await store.start()
+    loop = asyncio.get_running_loop()
+    index = high_water = 0
+    producer_cpu = 0.0
+    chunk = 500
+    cpu_started = _cpu()
+    started = loop.time()
+    deadline = started + seconds
+    while (now := loop.time()) < deadline:
+        due = chunk if rate <= 0 else min(int((now - started) * rate) - index, 4 * chunk)
+        p0 = time.thread_time()
+        for _ in range(due):
+            record = make(index)
+            store.submit(record)
+            store.submit(
+                dataclasses.replace(record, injected=True, injected_content=_REFUSAL_CONTENT)
+            )
+            index += 1
+        producer_cpu += time.thread_time() - p0
+        high_water = max(high_water, store.stats()["queued"])
+        # Full speed still yields after every chunk (as request handlers would), else the
+        # writer, on the same loop, would never run; paced, wait for the next millisecond.
+        await asyncio.sleep(0 if rate <= 0 else 0.001)
+    window = loop.time() - started
+    written_in_window = store.stats()["written"]
+    drain_started = time.perf_counter()
+    await store.close(timeout_s=None)
+    drain_s = time.perf_counter() - drain_started
+    cpu = _cpu() - cpu_started
+    stats = store.stats()
+    async with engine.connect() as connection:
+        rows = await connection.scalar(select(func.count()).select_from(executions))
+        injected = await connection.scalar(
+            select(func.count()).select_from(executions).where(executions.c.injected)
+        )
+    stored_records = index - stats["dropped"]
+    # Both submissions of a record usually merge in the buffer, so `written` counts rows
+    # written (1 or 2 per record); the table must hold one row per record not dropped.
+    rows_ok = rows == stored_records and injected == rows
+    return Result(
+        shape=shape,
+        offered=index / window,
+        # Records whose final version was stored within the window, per second.
+        stored=min(written_in_window, stored_records) / window,
+        records=index,
+        dropped=stats["dropped"],
+        high_water=high_water,
+        cpu_us=cpu / max(1, stored_records) * 1e6,
+        producer_us=producer_cpu / max(1, index) * 1e6,
+        drain_s=drain_s,
+        rows_ok=rows_ok,
+    )
+
+
+async def _engine(db: str, pg_url: str, directory: Path, shape: str) -> AsyncEngine:
+    if db == "postgres":
+        engine = create_engine(pg_url)
+        await migrate(engine)
+        async with engine.begin() as connection:
+            await connection.execute(delete(executions))
+        return engine
+    engine = create_engine(f"sqlite:///{directory / f'{shape}.db'}")
+    await migrate(engine)
+    return engine
+
+
+async def main(args: argparse.Namespace) -> int:
+    # One warning per thousand drops would bury the table; drops are counted in it instead.
+    logging.getLogger("actiongate.logs").setLevel(logging.ERROR)
+    results: list[Result] = []
+    profiler = cProfile.Profile() if args.profile else None
+    with tempfile.TemporaryDirectory() as directory:
+        for shape in args.shape:
+            engine = await _engine(args.db, args.pg_url, Path(directory), shape)
+            print(f"{shape}: {args.seconds:g} s on {args.db} ...", file=sys.stderr)
+            if profiler is not None:
+                profiler.enable()
+            try:
+                results.append(await _run(engine, shape, args.seconds, args.rate, args.max_buffer))
+            finally:
+                if profiler is not None:
+                    profiler.disable()
+                await engine.dispose()
+    rate = "full speed" if args.rate <= 0 else f"{args.rate:,.0f} records/s"
+    print(f"\n{args.db}, offered {rate}, {args.seconds:g} s, max_buffer {args.max_buffer:,}\n")
+    print(
+        "| shape | offered rec/s | stored rec/s | records | dropped | buffer high-water "
+        "| CPU µs/rec | producer µs/rec | drain at close s | rows ok |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        print(
+            f"| {r.shape} | {r.offered:,.0f} | {r.stored:,.0f} | {r.records:,} | {r.dropped:,} "
+            f"| {r.high_water:,} | {r.cpu_us:.1f} | {r.producer_us:.1f} | {r.drain_s:.2f} "
+            f"| {'yes' if r.rows_ok else 'NO'} |"
+        )
+    if profiler is not None:
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out).sort_stats(args.sort)
+        stats.print_stats(args.top)
+        print("\n```\n" + out.getvalue().strip() + "\n```")
+    return 0 if all(r.rows_ok for r in results) else 1
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured window per shape")
+    parser.add_argument("--rate", type=float, default=0, help="records/s offered; 0: flat out")
+    parser.add_argument("--shape", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--max-buffer", type=int, default=10_000)
+    parser.add_argument("--profile", action="store_true", help="cProfile the runs")
+    parser.add_argument("--top", type=int, default=20, help="profile rows printed")
+    parser.add_argument("--sort", default="tottime", help="profile sort key")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(_parse())))
