@@ -14,8 +14,12 @@ The database is a SQLite file in WAL mode in a temp dir (``--db sqlite``), or Po
 ``--pg-url`` (``--db postgres``; the ``executions`` table is emptied first). Reported per run:
 records stored per second over the window, drops, the buffer's high-water mark, the process's
 CPU time per stored record (event loop and the driver's thread together), the producer's share
-of it, the time ``close()`` takes to store what is still queued, and whether the table holds
-exactly one row per record. ``--profile`` adds a cProfile top of the run (slower overall).
+of it, the split between the event loop's thread and the driver's, the capacity those give
+with a free core for each (1e6 / the larger of the two), the time ``close()`` takes to store
+what is still queued, whether the table holds exactly one row per record, and the CPU other
+processes used meanwhile (this machine is shared; ``--repeat N`` keeps the least disturbed of
+N runs). ``--profile`` adds a cProfile top
+of the event loop's thread (slower overall; the driver's thread is not in it, use py-spy).
 
     .venv/bin/python bench/bench_logstore.py                          # ~15 s, both shapes
     .venv/bin/python bench/bench_logstore.py --rate 50000 --seconds 10 --shape refusal
@@ -42,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import machine_busy_seconds
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -122,12 +127,29 @@ class Result:
     high_water: int
     cpu_us: float  # process CPU per stored record, µs
     producer_us: float  # of which building and submitting a record, µs
+    loop_us: float  # of which on the event loop's thread (the producer included), µs
+    driver_us: float  # of which on other threads (the SQLite driver's), µs
     drain_s: float
     rows_ok: bool
+    cpu_pct: float  # this process, % of one core, over the window and the drain
+    other_pct: float | None  # every other process on the machine meanwhile, % of one core
 
 
 def _cpu() -> float:
     return time.process_time()  # every thread of the process: the loop and the driver's
+
+
+def _producer_cost(engine: AsyncEngine, make: Callable[[int], ExecutionRecord]) -> float:
+    """CPU µs to build a record and submit both its versions, the writer not running (timed
+    apart: reading a thread's CPU clock costs microseconds here, too much to do per step)."""
+    store = LogStore(engine, max_buffer=1_000_000)
+    count = 20_000
+    started = time.thread_time()
+    for index in range(count):
+        record = make(index)
+        store.submit(record)
+        store.submit(dataclasses.replace(record, injected=True, injected_content=_REFUSAL_CONTENT))
+    return (time.thread_time() - started) / count * 1e6
 
 
 async def _run(
@@ -138,14 +160,15 @@ async def _run(
     await store.start()
     loop = asyncio.get_running_loop()
     index = high_water = 0
-    producer_cpu = 0.0
-    chunk = 500
-    cpu_started = _cpu()
+    # A flood comes from many request tasks, each submitting its record and yielding: so
+    # submit a few records per step, and let the loop (the writer among others) run between.
+    step = 20
+    cpu_started, machine_started = _cpu(), machine_busy_seconds()
+    loop_cpu_started = time.thread_time()
     started = loop.time()
     deadline = started + seconds
     while (now := loop.time()) < deadline:
-        due = chunk if rate <= 0 else min(int((now - started) * rate) - index, 4 * chunk)
-        p0 = time.thread_time()
+        due = step if rate <= 0 else min(int((now - started) * rate) - index, step)
         for _ in range(due):
             record = make(index)
             store.submit(record)
@@ -153,17 +176,21 @@ async def _run(
                 dataclasses.replace(record, injected=True, injected_content=_REFUSAL_CONTENT)
             )
             index += 1
-        producer_cpu += time.thread_time() - p0
         high_water = max(high_water, store.stats()["queued"])
-        # Full speed still yields after every chunk (as request handlers would), else the
-        # writer, on the same loop, would never run; paced, wait for the next millisecond.
-        await asyncio.sleep(0 if rate <= 0 else 0.001)
+        # Paced and on schedule: wait for the next millisecond; otherwise just yield.
+        await asyncio.sleep(0.001 if rate > 0 and due < step else 0)
     window = loop.time() - started
     written_in_window = store.stats()["written"]
     drain_started = time.perf_counter()
     await store.close(timeout_s=None)
     drain_s = time.perf_counter() - drain_started
     cpu = _cpu() - cpu_started
+    loop_cpu = time.thread_time() - loop_cpu_started
+    machine = machine_busy_seconds()
+    elapsed = loop.time() - started
+    other = None
+    if machine is not None and machine_started is not None:
+        other = max(0.0, (machine - machine_started - cpu) / elapsed * 100)
     stats = store.stats()
     async with engine.connect() as connection:
         rows = await connection.scalar(select(func.count()).select_from(executions))
@@ -183,9 +210,13 @@ async def _run(
         dropped=stats["dropped"],
         high_water=high_water,
         cpu_us=cpu / max(1, stored_records) * 1e6,
-        producer_us=producer_cpu / max(1, index) * 1e6,
+        producer_us=_producer_cost(engine, make),
+        loop_us=loop_cpu / max(1, stored_records) * 1e6,
+        driver_us=(cpu - loop_cpu) / max(1, stored_records) * 1e6,
         drain_s=drain_s,
         rows_ok=rows_ok,
+        cpu_pct=cpu / elapsed * 100,
+        other_pct=other,
     )
 
 
@@ -222,13 +253,17 @@ async def main(args: argparse.Namespace) -> int:
     print(f"\n{args.db}, offered {rate}, {args.seconds:g} s, max_buffer {args.max_buffer:,}\n")
     print(
         "| shape | offered rec/s | stored rec/s | records | dropped | buffer high-water "
-        "| CPU µs/rec | producer µs/rec | drain at close s | rows ok |"
+        "| CPU µs/rec | loop µs/rec (producer) | driver µs/rec | capacity rec/s "
+        "| drain at close s | CPU % | other CPU % | rows ok |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         print(
             f"| {r.shape} | {r.offered:,.0f} | {r.stored:,.0f} | {r.records:,} | {r.dropped:,} "
-            f"| {r.high_water:,} | {r.cpu_us:.1f} | {r.producer_us:.1f} | {r.drain_s:.2f} "
+            f"| {r.high_water:,} | {r.cpu_us:.1f} | {r.loop_us:.1f} ({r.producer_us:.1f}) "
+            f"| {r.driver_us:.1f} | {1e6 / max(r.loop_us, r.driver_us, 0.001):,.0f} "
+            f"| {r.drain_s:.2f} "
+            f"| {r.cpu_pct:.0f} | {'?' if r.other_pct is None else f'{r.other_pct:.0f}'} "
             f"| {'yes' if r.rows_ok else 'NO'} |"
         )
     if profiler is not None:
@@ -247,6 +282,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--max-buffer", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per shape; the quietest wins")
     parser.add_argument("--profile", action="store_true", help="cProfile the runs")
     parser.add_argument("--top", type=int, default=20, help="profile rows printed")
     parser.add_argument("--sort", default="tottime", help="profile sort key")
