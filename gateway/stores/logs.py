@@ -15,19 +15,21 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import random
-import secrets
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict, get_args
 
 import orjson
-from sqlalchemy import RowMapping, String, literal, select, tuple_
+from sqlalchemy import Dialect, RowMapping, String, literal, select, tuple_
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Insert
 
 from gateway.redaction import Redactor
 from gateway.stores.db import UTCDateTime, executions, for_writes, upsert_statement
@@ -57,23 +59,39 @@ MAX_PAGE_SIZE = 1000
 class _IdClock:
     """Issues UUIDv7-layout ids as 32 hex digits: sortable by time, monotonic per process."""
 
+    _POOL_BYTES = 4000  # random bytes read from the OS at once: 400 ids
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last_ms = self._counter = 0
+        self._pool, self._used = b"", 0
+        # A forked child must not reuse the random bytes its parent has yet to use.
+        os.register_at_fork(after_in_child=self._forget_pool)
+
+    def _forget_pool(self) -> None:
+        self._pool, self._used = b"", 0
 
     def next(self) -> str:
-        ms = int(datetime.now(UTC).timestamp() * 1000)
+        ms = time.time_ns() // 1_000_000
         with self._lock:
+            # Reading the OS's random source is a system call (~5 µs here), more than the rest
+            # of an id: so read it in chunks and take 10 bytes per id, 62 random bits for the
+            # tail and 11 for a fresh counter start.
+            if self._used + 10 > len(self._pool):
+                self._pool, self._used = os.urandom(self._POOL_BYTES), 0
+            bits = int.from_bytes(self._pool[self._used : self._used + 10])
+            self._used += 10
             # The 12-bit counter orders ids of one millisecond; its random start leaves room
             # for ~2000 ids before borrowing the next millisecond.
             if ms > self._last_ms:
-                counter = secrets.randbelow(0x800)
+                counter = bits >> 69
             elif self._counter < 0xFFF:
                 ms, counter = self._last_ms, self._counter + 1
             else:
-                ms, counter = self._last_ms + 1, secrets.randbelow(0x800)
+                ms, counter = self._last_ms + 1, bits >> 69
             self._last_ms, self._counter = ms, counter
-        value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | secrets.randbits(62)
+        tail = bits & ((1 << 62) - 1)
+        value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | tail
         return f"{value:032x}"
 
 
@@ -192,7 +210,7 @@ class LogStoreStats(TypedDict):
 class _Entry:
     seq: int  # submission order; flush() waits for every entry up to a given seq
     record: ExecutionRecord
-    row: dict[str, Any] | None = field(default=None)
+    row: tuple[Any, ...] | None = field(default=None)
 
 
 class LogStore:
@@ -233,7 +251,17 @@ class LogStore:
             raise ValueError("max_buffer must be at least 1")
         self._engine = engine
         self._write_engine = for_writes(engine)
-        self._upsert = upsert_statement(executions, engine.dialect)
+        dialect = engine.dialect
+        self._upsert = upsert_statement(executions, dialect)
+        self._driver_sql = _driver_upsert(dialect, self._upsert)
+        # SQLAlchemy's own conversions (e.g. the timestamp's text form on SQLite), done in
+        # _to_row so that the driver gets final values.
+        self._bind: list[tuple[int, Callable[[Any], Any]]] = []
+        if self._driver_sql is not None:
+            for index, column in enumerate(executions.columns):
+                process = column.type.dialect_impl(dialect).bind_processor(dialect)
+                if process is not None:
+                    self._bind.append((index, process))
         self._redactor = Redactor() if redactor is None else redactor
         self._max_buffer = max_buffer
         self._batch_size = max(1, min(batch_size, max_buffer))
@@ -283,8 +311,9 @@ class LogStore:
             waiting.record = record
         else:
             self._pending[record.id] = _Entry(self._seq, record)
-            self._enforce_bound()
-            metrics.log_buffer(len(self._pending) + len(self._batch))
+            if len(self._pending) + len(self._batch) > self._max_buffer:
+                self._enforce_bound()
+        # The writer samples the buffer gauge per batch; here it would cost more than the rest.
         self._wakeup.set()
 
     def _drop(self, count: int) -> None:
@@ -365,6 +394,7 @@ class LogStore:
                     self._overflow_drops,
                     self._dropped,
                 )
+        metrics.log_buffer(len(self._pending) + len(self._batch))
         self._resolve_waiters()
 
     def _oldest_seq(self) -> int:
@@ -430,8 +460,9 @@ class LogStore:
 
     async def _take_batch(self) -> None:
         while self._pending and len(self._batch) < self._batch_size:
-            if self._batch and len(self._batch) % 32 == 0:
-                await asyncio.sleep(0)  # redaction costs CPU: let requests run in between
+            if self._batch and len(self._batch) % 128 == 0:
+                # Redaction costs CPU (~1 ms per 128 records): let requests run in between.
+                await asyncio.sleep(0)
             _, entry = self._pending.popitem(last=False)
             try:
                 entry.row = self._to_row(entry.record)
@@ -475,33 +506,45 @@ class LogStore:
         else:
             self._written += 1
 
-    async def _execute(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            async with self._write_engine.begin() as connection:
-                await connection.execute(self._upsert, rows)
+    async def _execute(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        async with self._write_engine.begin() as connection:
+            if self._driver_sql is not None:
+                # The compiled upsert, parameters already converted (_to_row): one executemany
+                # in the driver's thread, without SQLAlchemy's per-row parameter processing,
+                # which cost more than SQLite's own insert.
+                await connection.exec_driver_sql(self._driver_sql, rows)
+            else:
+                await connection.execute(
+                    self._upsert, [dict(zip(_COLUMNS, r, strict=True)) for r in rows]
+                )
 
-    def _to_row(self, record: ExecutionRecord) -> dict[str, Any]:
+    def _to_row(self, record: ExecutionRecord) -> tuple[Any, ...]:
+        """The record as the upsert's parameters, in :data:`_COLUMNS` order, redacted."""
         redactor = self._redactor
-        row = {f.name: getattr(record, f.name) for f in fields(record)}
-        row["request"] = _dumps(redactor.redact_request(record.request))
-        if record.response is not None:
-            row["response"] = _dumps(redactor.redact_json(record.response))
-        for name in ("error", "injected_content"):
-            if row[name] is not None:
-                row[name] = redactor.redact_text(str(row[name]))
-        for name in (
-            "action",
-            "agent_id",
-            "conversation_id",
-            "tool_call_id",
-            "error",
-            "injected_content",
-        ):
-            # PostgreSQL text cannot hold NUL; a record must never be lost over one character.
-            if isinstance(row[name], str) and "\x00" in row[name]:
-                row[name] = row[name].replace("\x00", "\ufffd")
-        row["duration_ms"], row["injected"] = float(record.duration_ms), bool(record.injected)
-        return row
+        response = record.response
+        error, injected_content = record.error, record.injected_content
+        row = [
+            record.id,
+            record.timestamp,
+            _no_nul(record.agent_id),
+            _no_nul(record.conversation_id),
+            _no_nul(record.action),
+            _no_nul(record.tool_call_id),
+            _dumps(redactor.redact_request(record.request)),
+            None if response is None else _dumps(redactor.redact_json(response)),
+            float(record.duration_ms),
+            record.outcome,
+            None if error is None else _no_nul(redactor.redact_text(str(error))),
+            bool(record.injected),
+            None
+            if injected_content is None
+            else _no_nul(redactor.redact_text(str(injected_content))),
+        ]
+        for index, process in self._bind:
+            row[index] = process(row[index])
+        return tuple(row)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -563,6 +606,28 @@ class LogStore:
             )
             row = result.mappings().first()
         return None if row is None else ExecutionRecord.from_row(row)
+
+
+_COLUMNS = tuple(column.name for column in executions.columns)
+"""The ``executions`` columns in table order, the order of :meth:`LogStore._to_row`."""
+
+
+def _no_nul(value: Any) -> Any:
+    # PostgreSQL text cannot hold NUL; a record must never be lost over one character.
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+def _driver_upsert(dialect: Dialect, statement: Insert) -> str | None:
+    """The upsert as SQL text for positional parameters in :data:`_COLUMNS` order, or None when
+    the dialect's driver does not take ``?`` parameters (PostgreSQL keeps SQLAlchemy's path)."""
+    if dialect.name != "sqlite":
+        return None
+    compiled = statement.compile(dialect=dialect)
+    if compiled.positiontup != list(_COLUMNS):
+        return None
+    return str(compiled)
 
 
 def _is_data_error(exc: Exception) -> bool:
