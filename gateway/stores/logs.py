@@ -19,7 +19,7 @@ import os
 import random
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -33,6 +33,7 @@ from sqlalchemy.sql.dml import Insert
 
 from gateway.redaction import Redactor
 from gateway.stores.db import UTCDateTime, executions, for_writes, upsert_statement
+from gateway.stores.log_spill import DEFAULT_SPILL_MAX_BYTES, LogSpill
 from gateway.telemetry import metrics
 
 __all__ = [
@@ -204,13 +205,19 @@ class LogStoreStats(TypedDict):
     """Records lost: buffer overflow, unstorable data, or submitted after close."""
     write_errors: int
     """Failed write attempts (each one retried, unless the data itself was refused)."""
+    spilled: int
+    """Records waiting in the spill file (also after a restart), included in ``queued``."""
 
 
 @dataclass(slots=True)
 class _Entry:
     seq: int  # submission order; flush() waits for every entry up to a given seq
-    record: ExecutionRecord
+    record: ExecutionRecord | None  # None for a row read back from the spill file
     row: tuple[Any, ...] | None = field(default=None)
+
+    @property
+    def id(self) -> str:
+        return self.record.id if self.record is not None else str(self.row[0] if self.row else "")
 
 
 class LogStore:
@@ -234,6 +241,9 @@ class LogStore:
         linger_s: float = 0.02,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 5.0,
+        spill_path: str | os.PathLike[str] | None = None,
+        spill_max_bytes: int = DEFAULT_SPILL_MAX_BYTES,
+        spill_slots: int = 1,
     ) -> None:
         """Create a store; call :meth:`start` (or use ``async with``) before relying on writes.
 
@@ -241,11 +251,14 @@ class LogStore:
             engine: The database, already migrated (:func:`gateway.stores.db.migrate`).
             redactor: Applied to every record before it is written; by default, redaction by
                 name only (callers redact too, this is defence in depth).
-            max_buffer: Records kept while the database is slow or down; beyond it the oldest
-                waiting records are dropped.
+            max_buffer: Records kept in memory while the database is slow or down; beyond it
+                the oldest waiting records move to the spill file, or without one are dropped.
             batch_size: Most records written in one transaction.
             retry_initial_s: First backoff after a failed write; doubles up to ``retry_max_s``.
             retry_max_s: Longest backoff between retries.
+            spill_path: The spill file (:mod:`gateway.stores.log_spill`); None for none.
+            spill_max_bytes: The spill file's bound; beyond it records are dropped.
+            spill_slots: Spill files to choose from, one per process sharing the database.
         """
         if max_buffer < 1:
             raise ValueError("max_buffer must be at least 1")
@@ -279,6 +292,13 @@ class LogStore:
         self._closed = False
         self._written = self._dropped = self._write_errors = 0
         self._overflow_drops = 0  # in the current overflow episode, to rate-limit warnings
+        self._spill = None
+        if spill_path is not None:
+            self._spill = LogSpill(spill_path, spill_max_bytes, slots=spill_slots)
+        self._spill_chunk = max(1, min(256, max_buffer // 4))  # records moved to it at once
+        # (records, first seq) per append, oldest first: flush() waits for spilled records too.
+        self._spill_seqs: deque[list[int]] = deque()
+        self._batch_spilled = 0  # rows of the current batch read from the spill file
 
     async def __aenter__(self) -> LogStore:
         await self.start()
@@ -292,6 +312,7 @@ class LogStore:
     async def start(self) -> None:
         """Start the background writer (idempotent). Records submitted earlier are kept."""
         if self._task is None and not self._closed:
+            self._open_spill(waiting_only=True)  # an earlier run's records; else when needed
             self._task = asyncio.create_task(self._run(), name="actiongate-log-writer")
 
     def submit(self, record: ExecutionRecord) -> None:
@@ -350,7 +371,8 @@ class LogStore:
             return
         self._closing = True
         self._urgent.set()
-        if self._task is None and (self._pending or self._batch):
+        spilled = self._spill is not None and self._spill.backlog
+        if self._task is None and (self._pending or self._batch or spilled):
             await self.start()
         self._wakeup.set()
         if self._task is not None:
@@ -361,27 +383,55 @@ class LogStore:
                 await asyncio.gather(self._task, return_exceptions=True)
             except Exception:
                 logger.exception("the log writer failed")
-        lost = len(self._pending) + len(self._batch)
+        if self._open_spill() and (self._pending or len(self._batch) > self._batch_spilled):
+            if self._batch_spilled:  # its rows are still in the spill, where they came from
+                self._batch.clear()
+                self._batch_spilled = 0
+            elif self._batch:  # older than everything in the spill: it goes before it
+                self._to_spill(self._batch, first=True)
+                self._batch.clear()
+            self._to_spill(list(self._pending.values()))
+            self._pending.clear()
+        lost = len(self._pending) + len(self._batch) - self._batch_spilled
         if lost:
             self._drop(lost)
             logger.error("log store closed with %d execution records unstored", lost)
-            self._pending.clear()
-            self._batch.clear()
+        self._pending.clear()
+        self._batch.clear()
+        if self._spill is not None and self._spill.is_open:
+            kept = self._spill.records
+            if kept:
+                logger.warning(
+                    "log store closed with %d execution records in the spill file %s; "
+                    "they are stored at the next start",
+                    kept,
+                    self._spill.path,
+                )
+            try:
+                self._spill.close()
+            except OSError as e:
+                logger.error("could not close the log spill file %s: %s", self._spill.path, e)
         self._closed = True
         self._resolve_waiters()
 
     def stats(self) -> LogStoreStats:
         """Current counters."""
+        spilled = self._spill.records if self._spill is not None else 0
         return LogStoreStats(
-            queued=len(self._pending) + len(self._batch),
+            queued=len(self._pending) + len(self._batch) - self._batch_spilled + spilled,
             written=self._written,
             dropped=self._dropped,
             write_errors=self._write_errors,
+            spilled=spilled,
         )
 
     def _enforce_bound(self) -> None:
-        # The batch being written is the oldest data, but it is already on its way; drop from
-        # the records queued behind it.
+        # The batch being written is the oldest data, but it is already on its way; move (or
+        # drop) the records queued behind it.
+        excess = len(self._pending) + len(self._batch) - self._max_buffer
+        if excess > 0 and self._open_spill():
+            count = min(max(excess, self._spill_chunk), len(self._pending))
+            self._to_spill([self._pending.popitem(last=False)[1] for _ in range(count)])
         while len(self._pending) + len(self._batch) > self._max_buffer and self._pending:
             self._pending.popitem(last=False)
             self._drop(1)
@@ -398,10 +448,12 @@ class LogStore:
         self._resolve_waiters()
 
     def _oldest_seq(self) -> int:
-        # Both queues are in seq order, so their heads hold the oldest unstored submission.
+        # The queues are in seq order, so their heads hold the oldest unstored submission.
         oldest = self._seq + 1
         if self._batch:
             oldest = self._batch[0].seq
+        if self._spill_seqs:
+            oldest = min(oldest, self._spill_seqs[0][1])
         if self._pending:
             oldest = min(oldest, next(iter(self._pending.values())).seq)
         return oldest
@@ -421,6 +473,10 @@ class LogStore:
     async def _run(self) -> None:
         delay = self._retry_initial_s
         while True:
+            if not self._batch and self._spill is not None and self._spill.backlog:
+                # Spilled records are older than any in the buffer: store them first, so a
+                # record's later version (in the buffer) is written after its earlier one.
+                self._take_spilled()
             if not self._batch:
                 if not self._pending:
                     if self._closing:
@@ -459,16 +515,22 @@ class LogStore:
             await asyncio.wait_for(self._urgent.wait(), self._linger_s)
 
     async def _take_batch(self) -> None:
+        spill = self._spill
         while self._pending and len(self._batch) < self._batch_size:
+            if spill is not None and spill.backlog:
+                # Records spilled while this batch was taken are newer than it but older than
+                # what is left: store them first, or an id's earlier version could win.
+                break
             if self._batch and len(self._batch) % 128 == 0:
                 # Redaction costs CPU (~1 ms per 128 records): let requests run in between.
                 await asyncio.sleep(0)
             _, entry = self._pending.popitem(last=False)
             try:
+                assert entry.record is not None  # only rows read back from the spill lack one
                 entry.row = self._to_row(entry.record)
             except Exception:
                 self._drop(1)
-                logger.exception("execution %s cannot be stored; dropped", entry.record.id)
+                logger.exception("execution %s cannot be stored; dropped", entry.id)
                 continue
             self._batch.append(entry)
         self._resolve_waiters()
@@ -486,6 +548,8 @@ class LogStore:
         else:
             self._written += len(self._batch)
             self._batch.clear()
+        if self._batch_spilled:
+            self._mark_spill_stored()
         self._overflow_drops = 0
         metrics.log_buffer(len(self._pending) + len(self._batch))
         self._resolve_waiters()
@@ -499,9 +563,7 @@ class LogStore:
             self._write_errors += 1
             self._drop(1)
             logger.error(
-                "execution %s refused by the database (%s); dropped",
-                entry.record.id,
-                _describe(exc),
+                "execution %s refused by the database (%s); dropped", entry.id, _describe(exc)
             )
         else:
             self._written += 1
@@ -522,6 +584,15 @@ class LogStore:
 
     def _to_row(self, record: ExecutionRecord) -> tuple[Any, ...]:
         """The record as the upsert's parameters, in :data:`_COLUMNS` order, redacted."""
+        return self._bound(self._redacted(record))
+
+    def _bound(self, row: list[Any]) -> tuple[Any, ...]:
+        for index, process in self._bind:
+            row[index] = process(row[index])
+        return tuple(row)
+
+    def _redacted(self, record: ExecutionRecord) -> list[Any]:
+        """The record's column values in :data:`_COLUMNS` order, redacted, not yet bound."""
         redactor = self._redactor
         response = record.response
         error, injected_content = record.error, record.injected_content
@@ -542,9 +613,102 @@ class LogStore:
             if injected_content is None
             else _no_nul(redactor.redact_text(str(injected_content))),
         ]
-        for index, process in self._bind:
-            row[index] = process(row[index])
-        return tuple(row)
+        return row
+
+    # --- the spill file -------------------------------------------------------------------
+
+    def _open_spill(self, *, waiting_only: bool = False) -> bool:
+        """Whether the spill file is usable, opening it (and recovering its rows) if need be."""
+        spill = self._spill
+        if spill is None or self._closed:
+            return False
+        if spill.is_open:
+            return True
+        try:
+            waiting = spill.open(waiting_only=waiting_only)
+        except OSError as e:
+            logger.error("no log spill file (%s): a full buffer drops records", e)
+            self._spill = None
+            return False
+        if spill.torn:
+            self._drop(spill.torn)
+        if waiting:
+            self._spill_seqs.append([waiting, 0])  # older than anything submitted since
+            self._wakeup.set()
+        return spill.is_open
+
+    def _to_spill(self, entries: list[_Entry], *, first: bool = False) -> None:
+        """Write buffered records to the spill file, after its rows (or before them, ``first``),
+        dropping with a count and a log line those it cannot take."""
+        assert self._spill is not None
+        rows: list[dict[str, Any]] = []
+        for entry in entries:
+            try:
+                assert entry.record is not None
+                rows.append(dict(zip(_COLUMNS, self._redacted(entry.record), strict=True)))
+            except Exception:
+                self._drop(1)
+                logger.exception("execution %s cannot be stored; dropped", entry.id)
+        if not rows:
+            return
+        try:
+            written, refused = (self._spill.prepend if first else self._spill.append)(rows)
+        except OSError as e:
+            written, refused = 0, len(rows)
+            logger.error("could not write to the log spill file %s: %s", self._spill.path, e)
+        if written:
+            if first:
+                self._spill_seqs.appendleft([written, entries[0].seq])
+            else:
+                self._spill_seqs.append([written, entries[0].seq])
+        if refused:
+            self._drop(refused)
+            self._overflow_drops += refused
+            logger.warning(
+                "execution log buffer and spill file full (%d records, %d bytes): dropped %d "
+                "records (%d in total)",
+                self._max_buffer,
+                self._spill.max_bytes,
+                refused,
+                self._dropped,
+            )
+
+    def _take_spilled(self) -> None:
+        """Read the next batch from the spill file into ``_batch``."""
+        assert self._spill is not None
+        rows = self._spill.read(self._batch_size)
+        first_seq = self._spill_seqs[0][1] if self._spill_seqs else 0
+        for data in rows:
+            try:
+                assert data is not None
+                values = [data[name] for name in _COLUMNS]
+                values[_TIMESTAMP] = datetime.fromisoformat(values[_TIMESTAMP])
+                self._batch.append(_Entry(first_seq, None, self._bound(values)))
+            except Exception:
+                self._drop(1)
+                logger.error("unreadable row in the log spill file %s; dropped", self._spill.path)
+        self._batch_spilled = len(rows)
+        if not self._batch:  # only unreadable rows: nothing to write, move past them
+            self._mark_spill_stored()
+
+    def _mark_spill_stored(self) -> None:
+        assert self._spill is not None
+        count, self._batch_spilled = self._batch_spilled, 0
+        try:
+            self._spill.mark_stored(count)
+        except OSError as e:
+            # Stored, but the file cannot say so: the rows would be stored again (the same
+            # versions, an idempotent upsert) after a restart.
+            logger.error("could not update the log spill file %s: %s", self._spill.path, e)
+        while count and self._spill_seqs:
+            head = self._spill_seqs[0]
+            taken = min(count, head[0])
+            head[0] -= taken
+            count -= taken
+            if not head[0]:
+                self._spill_seqs.popleft()
+        if not self._spill.backlog:
+            self._spill_seqs.clear()
 
     # --- reading --------------------------------------------------------------------------
 
@@ -608,8 +772,9 @@ class LogStore:
         return None if row is None else ExecutionRecord.from_row(row)
 
 
-_COLUMNS = tuple(column.name for column in executions.columns)
+_COLUMNS = tuple(str(column.name) for column in executions.columns)
 """The ``executions`` columns in table order, the order of :meth:`LogStore._to_row`."""
+_TIMESTAMP = _COLUMNS.index("timestamp")
 
 
 def _no_nul(value: Any) -> Any:
