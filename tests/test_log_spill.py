@@ -14,7 +14,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.redaction import Redactor
 from gateway.stores.db import create_engine, executions
+from gateway.stores.log_records import COLUMNS, redacted_row
 from gateway.stores.log_spill import LogSpill
 from gateway.stores.logs import ExecutionRecord, LogStore, new_record
 
@@ -173,8 +175,7 @@ async def test_a_crash_replays_at_most_the_unmarked_rows_and_cuts_a_torn_line(
     spill = LogSpill(spill_path)
     spill.open()
     written = [refusal(i) for i in range(5)]
-    store = LogStore(db_engine)
-    spill.append(_row(store, r) for r in written)
+    spill.append(_row(r) for r in written)
     spill.read(2)
     spill.mark_stored(2)  # two rows stored, then the process dies mid-append
     spill._require().seek(0, 2)
@@ -194,10 +195,8 @@ async def test_a_crash_replays_at_most_the_unmarked_rows_and_cuts_a_torn_line(
     assert {r.id for r in page} == {r.id for r in written[2:]}
 
 
-def _row(store: LogStore, record: ExecutionRecord) -> dict[str, object]:
-    from gateway.stores.logs import _COLUMNS
-
-    return dict(zip(_COLUMNS, store._redacted(record), strict=True))
+def _row(record: ExecutionRecord) -> dict[str, object]:
+    return dict(zip(COLUMNS, redacted_row(record, Redactor()), strict=True))
 
 
 async def test_an_outage_with_a_flood_counts_every_record_it_cannot_keep(
@@ -297,8 +296,6 @@ async def test_a_second_store_on_the_same_spill_runs_without_one(
 
 
 async def test_spilled_records_are_redacted_on_disk(tmp_path: Path) -> None:
-    from gateway.redaction import Redactor
-
     secret = "sk-live-4f9a8b7c6d5e"
     engine = create_engine(f"sqlite:///{tmp_path / 'absent' / 'x.db'}")
     spill = tmp_path / "spill.jsonl"
