@@ -44,6 +44,19 @@ def refusal(index: int) -> ExecutionRecord:
     )
 
 
+class EventOnLog(logging.Handler):
+    """Sets an event when the log store logs a message containing ``needle``."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__(logging.WARNING)
+        self.needle = needle
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.seen.set()
+
+
 def injected(record: ExecutionRecord) -> ExecutionRecord:
     return dataclasses.replace(record, injected=True, injected_content=CONTENT)
 
@@ -132,7 +145,17 @@ async def test_the_spill_survives_a_restart_and_is_stored_exactly_once(
     )
     await down.start()
     records = [refusal(i) for i in range(200)]
-    for record in records:
+    failed = EventOnLog("could not store")
+    logging.getLogger("actiongate.logs").addHandler(failed)
+    try:
+        for record in records[:20]:
+            down.submit(record)
+        # The writer now holds these 20 as its batch, older than anything spilled next.
+        async with asyncio.timeout(10):
+            await failed.seen.wait()
+    finally:
+        logging.getLogger("actiongate.logs").removeHandler(failed)
+    for record in records[20:]:
         down.submit(record)
     # The `injected` updates come after their records went to disk: the later version must win.
     for record in records[::2]:

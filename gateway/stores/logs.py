@@ -1,12 +1,17 @@
 """The execution log: one record per execution, written in the background.
 
-The record's fields are listed in the README's "Execution engine" section.
+The record's fields are listed in the README's "Execution engine" section
+(:mod:`gateway.stores.log_records`).
 
 The request path only calls :meth:`LogStore.submit`, which never waits for the database. A
-single writer task drains the buffer in batches (one transaction each); when the database is
-unreachable it keeps the records and retries with exponential backoff. The buffer is bounded:
-on overflow the oldest waiting records are dropped, counted and logged, never silently.
-Submitting a record again with the same ``id`` updates it (an upsert), e.g. to set ``injected``.
+single writer task drains the buffer in batches (one transaction each; on SQLite one
+``executemany`` of the compiled upsert); when the database is unreachable it keeps the records
+and retries with exponential backoff. The buffer is bounded: on overflow the oldest waiting
+records move, redacted, to the spill file when the store has one
+(:mod:`gateway.stores.log_spill`; ``serve`` gives one to a SQLite file database), which the
+writer stores from before anything newer, also after a restart. Without a spill, or once the
+spill is full, they are dropped, counted and logged, never silently. Submitting a record again
+with the same ``id`` updates it (an upsert), e.g. to set ``injected``.
 """
 
 from __future__ import annotations
