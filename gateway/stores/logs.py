@@ -63,6 +63,7 @@ __all__ = [
 logger = logging.getLogger("actiongate.logs")
 
 MAX_PAGE_SIZE = 1000
+_ROWS_PER_STATEMENT = 250  # 3,250 parameters: under SQLite's limit (32,766 since 3.32)
 
 
 def _encode_cursor(record: ExecutionRecord) -> str:
@@ -155,6 +156,7 @@ class LogStore:
         dialect = engine.dialect
         self._upsert = upsert_statement(executions, dialect)
         self._driver_sql = driver_upsert(dialect, self._upsert)
+        self._sql_by_rows: dict[int, str] = {}
         # SQLAlchemy's own conversions (e.g. the timestamp's text form on SQLite), done in
         # _to_row so that the driver gets final values.
         self._bind: list[tuple[int, Callable[[Any], Any]]] = []
@@ -461,14 +463,29 @@ class LogStore:
             return
         async with self._write_engine.begin() as connection:
             if self._driver_sql is not None:
-                # The compiled upsert, parameters already converted (_to_row): one executemany
-                # in the driver's thread, without SQLAlchemy's per-row parameter processing,
-                # which cost more than SQLite's own insert.
-                await connection.exec_driver_sql(self._driver_sql, rows)
+                # The compiled upsert, parameters already converted (_to_row), many rows per
+                # statement: SQLAlchemy's per-row parameter processing cost more than SQLite's
+                # own insert, and the driver's thread takes the GIL back after every step, which
+                # waits out a busy event loop's switch interval (5 ms) each time.
+                for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                    chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                    params = tuple(value for row in chunk for value in row)
+                    await connection.exec_driver_sql(self._many_rows_sql(len(chunk)), params)
             else:
                 await connection.execute(
                     self._upsert, [dict(zip(COLUMNS, r, strict=True)) for r in rows]
                 )
+
+    def _many_rows_sql(self, count: int) -> str:
+        sql = self._sql_by_rows.get(count)
+        if sql is None:
+            assert self._driver_sql is not None
+            head, _, tail = self._driver_sql.partition(" VALUES ")
+            placeholders, _, rest = tail.partition(")")
+            sql = f"{head} VALUES {','.join([placeholders + ')'] * count)}{rest}"
+            if len(self._sql_by_rows) < 64:  # a full chunk and the odd remainders
+                self._sql_by_rows[count] = sql
+        return sql
 
     def _to_row(self, record: ExecutionRecord) -> tuple[Any, ...]:
         """The record as the upsert's parameters, in :data:`COLUMNS` order, redacted."""
@@ -545,15 +562,24 @@ class LogStore:
         assert self._spill is not None
         rows = self._spill.read(self._batch_size)
         first_seq = self._spill_seqs[0][1] if self._spill_seqs else 0
+        # A record and its update may both be in the file: one row per id and statement
+        # (PostgreSQL refuses to update a row twice in one), the later version.
+        batch: dict[str, _Entry] = {}
         for data in rows:
             try:
                 assert data is not None
                 values = [data[name] for name in COLUMNS]
                 values[TIMESTAMP] = datetime.fromisoformat(values[TIMESTAMP])
-                self._batch.append(_Entry(first_seq, None, self._bound(values)))
+                entry = _Entry(first_seq, None, self._bound(values))
             except Exception:
                 self._drop(1)
                 logger.error("unreadable row in the log spill file %s; dropped", self._spill.path)
+                continue
+            if (earlier := batch.get(entry.id)) is not None:
+                earlier.row = entry.row
+            else:
+                batch[entry.id] = entry
+        self._batch.extend(batch.values())
         self._batch_spilled = len(rows)
         if not self._batch:  # only unreadable rows: nothing to write, move past them
             self._mark_spill_stored()
