@@ -302,15 +302,21 @@ class LogSpill:
         """Record that every row read so far (``count`` of them) is stored.
 
         Persists the position; when nothing is left, cuts the file back to its header.
+
+        Raises:
+            OSError: The position could not be persisted (this process still moves past the
+                rows; after a restart they would be stored again, the same versions).
         """
         file = self._require()
         self.records -= count
-        if self._read_to >= self._end:
-            file.truncate(_HEADER_SIZE)
+        emptied = self._read_to >= self._end
+        if emptied:
             self._stored_to = self._read_to = self._end = _HEADER_SIZE
             self.records = 0
         else:
             self._stored_to = self._read_to
+        if emptied:
+            file.truncate(_HEADER_SIZE)
         file.seek(0)
         file.write(_HEADER % self._stored_to)
         file.flush()

@@ -367,6 +367,8 @@ class LogStore:
                 # Spilled records are older than any in the buffer: store them first, so a
                 # record's later version (in the buffer) is written after its earlier one.
                 self._take_spilled()
+                if not self._batch:  # only unreadable rows (counted): on to the next ones
+                    continue
             if not self._batch:
                 if not self._pending:
                     if self._closing:
@@ -561,6 +563,9 @@ class LogStore:
         """Read the next batch from the spill file into ``_batch``."""
         assert self._spill is not None
         rows = self._spill.read(self._batch_size)
+        if not rows:  # everything waiting was read already (never left unstored): read again
+            self._spill.unread()
+            rows = self._spill.read(self._batch_size)
         first_seq = self._spill_seqs[0][1] if self._spill_seqs else 0
         # A record and its update may both be in the file: one row per id and statement
         # (PostgreSQL refuses to update a row twice in one), the later version.
