@@ -218,6 +218,32 @@ async def test_a_crash_replays_at_most_the_unmarked_rows_and_cuts_a_torn_line(
     assert {r.id for r in page} == {r.id for r in written[2:]}
 
 
+@sqlite_only
+async def test_an_unreadable_spilled_row_is_counted_and_the_rest_stored(
+    db_engine: AsyncEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spill_path = tmp_path / "spill.jsonl"
+    spill = LogSpill(spill_path)
+    spill.open()
+    good = [refusal(i) for i in range(2)]
+    spill.append([_row(good[0])])
+    spill.append([{"id": "x", "not": "a row"}])  # JSON, but not the row layout
+    spill._require().close()
+    with spill_path.open("ab") as raw:  # a line no version of actiongate wrote
+        raw.write(b"not json at all\n")
+    spill = LogSpill(spill_path)
+    spill.open()
+    spill.append([_row(good[1])])
+    spill._require().close()
+
+    async with LogStore(db_engine, spill_path=spill_path) as restarted:
+        await restarted.flush()
+        stats = restarted.stats()
+    assert (stats["written"], stats["dropped"], stats["spilled"]) == (2, 2, 0)
+    assert "unreadable row in the log spill file" in caplog.text
+    assert await rows(db_engine) == (2, 0)
+
+
 def _row(record: ExecutionRecord) -> dict[str, object]:
     return dict(zip(COLUMNS, redacted_row(record, Redactor()), strict=True))
 
