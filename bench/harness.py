@@ -37,6 +37,7 @@ __all__ = [
     "TargetServer",
     "cpu_placement",
     "describe_placement",
+    "machine_busy_seconds",
     "markdown_table",
     "percentile",
     "pin_to_cpu",
@@ -117,6 +118,11 @@ def _machine_busy_seconds() -> float | None:
     # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
     busy = sum(int(total[i]) for i in (1, 2, 3, 6, 7, 8))
     return busy / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every process on the machine has used so far (Linux; else None)."""
+    return _machine_busy_seconds()
 
 
 # --- the target API -----------------------------------------------------------------------------

@@ -278,7 +278,13 @@ async def test_close_stores_everything_submitted_just_before(db_engine: AsyncEng
     for record in records:
         store.submit(record)
     await store.close()
-    assert store.stats() == {"queued": 0, "written": 300, "dropped": 0, "write_errors": 0}
+    assert store.stats() == {
+        "queued": 0,
+        "written": 300,
+        "dropped": 0,
+        "write_errors": 0,
+        "spilled": 0,
+    }
 
     reader = LogStore(db_engine)
     page, _ = await reader.query(limit=1000)
@@ -311,7 +317,13 @@ async def test_overflow_drops_the_oldest_and_says_so(
     records = [make_record(i) for i in range(25)]
     for record in records:  # the writer is not running yet, so everything queues
         store.submit(record)
-    assert store.stats() == {"queued": 10, "written": 0, "dropped": 15, "write_errors": 0}
+    assert store.stats() == {
+        "queued": 10,
+        "written": 0,
+        "dropped": 15,
+        "write_errors": 0,
+        "spilled": 0,
+    }
     assert "buffer full" in caplog.text
 
     await store.start()

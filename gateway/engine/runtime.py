@@ -18,8 +18,9 @@ from gateway.engine.redis_limits import RedisLimits
 from gateway.net.egress import EgressPolicy
 from gateway.net.outbound import Outbound
 from gateway.redaction import Redactor
-from gateway.stores.db import create_engine, migrate
+from gateway.stores.db import create_engine, migrate, sqlite_file
 from gateway.stores.health import HealthStore
+from gateway.stores.log_spill import SPILL_SLOTS, spill_path_for
 from gateway.stores.logs import LogStore
 
 __all__ = ["Runtime", "open_limits", "open_runtime"]
@@ -67,7 +68,11 @@ async def open_runtime(config: Config, *, database: str | None = None) -> Runtim
     )
     await migrate(engine)
     redactor = Redactor(v for v in config.secrets.values() if v)
-    logstore = LogStore(engine, redactor)
+    # With a SQLite file, a flood the writer cannot keep up with spills next to it.
+    database_file = sqlite_file(engine)
+    spill = None if database_file is None else spill_path_for(database_file)
+    # One spill file per process: `serve --workers N` runs N stores on the same database.
+    logstore = LogStore(engine, redactor, spill_path=spill, spill_slots=SPILL_SLOTS)
     await logstore.start()
     policy = EgressPolicy(
         config.egress.allow, ports=config.egress.ports, enabled=config.egress.enabled

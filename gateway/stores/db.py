@@ -15,6 +15,7 @@ import time
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -65,6 +66,7 @@ __all__ = [
     "migration",
     "schema_migrations",
     "secrets",
+    "sqlite_file",
     "stored_responses",
     "upsert_statement",
 ]
@@ -185,6 +187,18 @@ def create_engine(
     if parsed.get_backend_name() == "sqlite":
         _install_sqlite_hooks(engine, memory=_is_memory(parsed))
     return engine
+
+
+def sqlite_file(engine: AsyncEngine) -> Path | None:
+    """The file of a SQLite database (where its data lives), or None: PostgreSQL, ``:memory:``.
+
+    Args:
+        engine: An engine from :func:`create_engine`.
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or _is_memory(url) or not url.database:
+        return None
+    return Path(url.database).absolute()
 
 
 def _enable_wal(cursor: Any) -> None:

@@ -1,12 +1,17 @@
 """The execution log: one record per execution, written in the background.
 
-The record's fields are listed in the README's "Execution engine" section.
+The record's fields are listed in the README's "Execution engine" section
+(:mod:`gateway.stores.log_records`).
 
 The request path only calls :meth:`LogStore.submit`, which never waits for the database. A
-single writer task drains the buffer in batches (one transaction each); when the database is
-unreachable it keeps the records and retries with exponential backoff. The buffer is bounded:
-on overflow the oldest waiting records are dropped, counted and logged, never silently.
-Submitting a record again with the same ``id`` updates it (an upsert), e.g. to set ``injected``.
+single writer task drains the buffer in batches (one transaction each; on SQLite one
+``executemany`` of the compiled upsert); when the database is unreachable it keeps the records
+and retries with exponential backoff. The buffer is bounded: on overflow the oldest waiting
+records move, redacted, to the spill file when the store has one
+(:mod:`gateway.stores.log_spill`; ``serve`` gives one to a SQLite file database), which the
+writer stores from before anything newer, also after a restart. Without a spill, or once the
+spill is full, they are dropped, counted and logged, never silently. Submitting a record again
+with the same ``id`` updates it (an upsert), e.g. to set ``injected``.
 """
 
 from __future__ import annotations
@@ -15,22 +20,33 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import random
-import secrets
-import threading
-from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
-from typing import Any, Literal, TypedDict, get_args
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypedDict
 
-import orjson
-from sqlalchemy import RowMapping, String, literal, select, tuple_
+from sqlalchemy import String, literal, select, tuple_
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.redaction import Redactor
 from gateway.stores.db import UTCDateTime, executions, for_writes, upsert_statement
+from gateway.stores.log_records import (
+    COLUMNS,
+    OUTCOMES,
+    TIMESTAMP,
+    ExecutionRecord,
+    Outcome,
+    driver_upsert,
+    isoformat,
+    new_execution_id,
+    new_record,
+    redacted_row,
+)
+from gateway.stores.log_spill import DEFAULT_SPILL_MAX_BYTES, LogSpill
 from gateway.telemetry import metrics
 
 __all__ = [
@@ -46,120 +62,12 @@ __all__ = [
 
 logger = logging.getLogger("actiongate.logs")
 
-# fmt: off
-Outcome = Literal["success", "http_error", "timeout", "connect_error", "blocked", "rejected",
-                  "pending_confirmation", "declined"]
-# fmt: on
-OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 MAX_PAGE_SIZE = 1000
-
-
-class _IdClock:
-    """Issues UUIDv7-layout ids as 32 hex digits: sortable by time, monotonic per process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last_ms = self._counter = 0
-
-    def next(self) -> str:
-        ms = int(datetime.now(UTC).timestamp() * 1000)
-        with self._lock:
-            # The 12-bit counter orders ids of one millisecond; its random start leaves room
-            # for ~2000 ids before borrowing the next millisecond.
-            if ms > self._last_ms:
-                counter = secrets.randbelow(0x800)
-            elif self._counter < 0xFFF:
-                ms, counter = self._last_ms, self._counter + 1
-            else:
-                ms, counter = self._last_ms + 1, secrets.randbelow(0x800)
-            self._last_ms, self._counter = ms, counter
-        value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | secrets.randbits(62)
-        return f"{value:032x}"
-
-
-new_execution_id = _IdClock().next
-"""A new record id (32 hex digits, UUIDv7 layout); later ids sort after earlier ones."""
-
-
-def _isoformat(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _json_default(value: Any) -> Any:
-    # Logging must not fail on an odd value: bytes become text, anything else its str().
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", errors="replace")
-    return str(value)
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(slots=True, kw_only=True)
-class ExecutionRecord:
-    """One execution, exactly the fields the README lists.
-
-    ``id`` and ``timestamp`` fill themselves.
-    """
-
-    id: str = field(default_factory=new_execution_id)
-    """Time-sortable id (see :func:`new_execution_id`)."""
-    timestamp: datetime = field(default_factory=_now)
-    """When the execution started, aware UTC."""
-    agent_id: str | None = None
-    """None for tests from the admin API or the CLI."""
-    conversation_id: str | None = None
-    action: str
-    """The tool name the model (or test) asked for, even when no such action exists."""
-    tool_call_id: str | None = None
-    request: dict[str, Any]
-    """``{method, url, headers, body}`` as sent (or as it would have been sent)."""
-    response: dict[str, Any] | None = None
-    """``{status_code, body, truncated}``, or None when nothing came back."""
-    duration_ms: float = 0.0
-    outcome: Outcome
-    error: str | None = None
-    injected: bool = False
-    """Whether the result was given to the model."""
-    injected_content: str | None = None
-    """Exactly what the model was given."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready record, as the logs API and ``logs --json`` print it."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["timestamp"] = _isoformat(self.timestamp)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ExecutionRecord:
-        """Rebuild a record from :meth:`to_dict` output (e.g. a ``logs --json`` line)."""
-        values = dict(data)
-        stamp = values.pop("timestamp")
-        stamp = datetime.fromisoformat(stamp) if isinstance(stamp, str) else stamp
-        return cls(timestamp=stamp.astimezone(UTC), **values)
-
-    @classmethod
-    def from_row(cls, row: RowMapping | Mapping[str, Any]) -> ExecutionRecord:
-        """Rebuild a record from an ``executions`` row."""
-        values = {f.name: row[f.name] for f in fields(cls)}
-        values["request"] = orjson.loads(values["request"])
-        if values["response"] is not None:
-            values["response"] = orjson.loads(values["response"])
-        values["injected"] = bool(values["injected"])
-        return cls(**values)
-
-
-new_record = ExecutionRecord
-"""Factory: ``new_record(action=..., outcome=..., request=..., ...)`` stamps a fresh id and now."""
+_ROWS_PER_STATEMENT = 250  # 3,250 parameters: under SQLite's limit (32,766 since 3.32)
 
 
 def _encode_cursor(record: ExecutionRecord) -> str:
-    raw = f"{_isoformat(record.timestamp)}|{record.id}".encode()
+    raw = f"{isoformat(record.timestamp)}|{record.id}".encode()
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
@@ -186,13 +94,19 @@ class LogStoreStats(TypedDict):
     """Records lost: buffer overflow, unstorable data, or submitted after close."""
     write_errors: int
     """Failed write attempts (each one retried, unless the data itself was refused)."""
+    spilled: int
+    """Records waiting in the spill file (also after a restart), included in ``queued``."""
 
 
 @dataclass(slots=True)
 class _Entry:
     seq: int  # submission order; flush() waits for every entry up to a given seq
-    record: ExecutionRecord
-    row: dict[str, Any] | None = field(default=None)
+    record: ExecutionRecord | None  # None for a row read back from the spill file
+    row: tuple[Any, ...] | None = field(default=None)
+
+    @property
+    def id(self) -> str:
+        return self.record.id if self.record is not None else str(self.row[0] if self.row else "")
 
 
 class LogStore:
@@ -216,6 +130,9 @@ class LogStore:
         linger_s: float = 0.02,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 5.0,
+        spill_path: str | os.PathLike[str] | None = None,
+        spill_max_bytes: int = DEFAULT_SPILL_MAX_BYTES,
+        spill_slots: int = 1,
     ) -> None:
         """Create a store; call :meth:`start` (or use ``async with``) before relying on writes.
 
@@ -223,17 +140,31 @@ class LogStore:
             engine: The database, already migrated (:func:`gateway.stores.db.migrate`).
             redactor: Applied to every record before it is written; by default, redaction by
                 name only (callers redact too, this is defence in depth).
-            max_buffer: Records kept while the database is slow or down; beyond it the oldest
-                waiting records are dropped.
+            max_buffer: Records kept in memory while the database is slow or down; beyond it
+                the oldest waiting records move to the spill file, or without one are dropped.
             batch_size: Most records written in one transaction.
             retry_initial_s: First backoff after a failed write; doubles up to ``retry_max_s``.
             retry_max_s: Longest backoff between retries.
+            spill_path: The spill file (:mod:`gateway.stores.log_spill`); None for none.
+            spill_max_bytes: The spill file's bound; beyond it records are dropped.
+            spill_slots: Spill files to choose from, one per process sharing the database.
         """
         if max_buffer < 1:
             raise ValueError("max_buffer must be at least 1")
         self._engine = engine
         self._write_engine = for_writes(engine)
-        self._upsert = upsert_statement(executions, engine.dialect)
+        dialect = engine.dialect
+        self._upsert = upsert_statement(executions, dialect)
+        self._driver_sql = driver_upsert(dialect, self._upsert)
+        self._sql_by_rows: dict[int, str] = {}
+        # SQLAlchemy's own conversions (e.g. the timestamp's text form on SQLite), done in
+        # _to_row so that the driver gets final values.
+        self._bind: list[tuple[int, Callable[[Any], Any]]] = []
+        if self._driver_sql is not None:
+            for index, column in enumerate(executions.columns):
+                process = column.type.dialect_impl(dialect).bind_processor(dialect)
+                if process is not None:
+                    self._bind.append((index, process))
         self._redactor = Redactor() if redactor is None else redactor
         self._max_buffer = max_buffer
         self._batch_size = max(1, min(batch_size, max_buffer))
@@ -251,6 +182,13 @@ class LogStore:
         self._closed = False
         self._written = self._dropped = self._write_errors = 0
         self._overflow_drops = 0  # in the current overflow episode, to rate-limit warnings
+        self._spill = None
+        if spill_path is not None:
+            self._spill = LogSpill(spill_path, spill_max_bytes, slots=spill_slots)
+        self._spill_chunk = max(1, min(256, max_buffer // 4))  # records moved to it at once
+        # (records, first seq) per append, oldest first: flush() waits for spilled records too.
+        self._spill_seqs: deque[list[int]] = deque()
+        self._batch_spilled = 0  # rows of the current batch read from the spill file
 
     async def __aenter__(self) -> LogStore:
         await self.start()
@@ -264,6 +202,7 @@ class LogStore:
     async def start(self) -> None:
         """Start the background writer (idempotent). Records submitted earlier are kept."""
         if self._task is None and not self._closed:
+            self._open_spill(waiting_only=True)  # an earlier run's records; else when needed
             self._task = asyncio.create_task(self._run(), name="actiongate-log-writer")
 
     def submit(self, record: ExecutionRecord) -> None:
@@ -283,8 +222,9 @@ class LogStore:
             waiting.record = record
         else:
             self._pending[record.id] = _Entry(self._seq, record)
-            self._enforce_bound()
-            metrics.log_buffer(len(self._pending) + len(self._batch))
+            if len(self._pending) + len(self._batch) > self._max_buffer:
+                self._enforce_bound()
+        # The writer samples the buffer gauge per batch; here it would cost more than the rest.
         self._wakeup.set()
 
     def _drop(self, count: int) -> None:
@@ -321,7 +261,8 @@ class LogStore:
             return
         self._closing = True
         self._urgent.set()
-        if self._task is None and (self._pending or self._batch):
+        spilled = self._spill is not None and self._spill.backlog
+        if self._task is None and (self._pending or self._batch or spilled):
             await self.start()
         self._wakeup.set()
         if self._task is not None:
@@ -332,27 +273,55 @@ class LogStore:
                 await asyncio.gather(self._task, return_exceptions=True)
             except Exception:
                 logger.exception("the log writer failed")
-        lost = len(self._pending) + len(self._batch)
+        if self._open_spill() and (self._pending or len(self._batch) > self._batch_spilled):
+            if self._batch_spilled:  # its rows are still in the spill, where they came from
+                self._batch.clear()
+                self._batch_spilled = 0
+            elif self._batch:  # older than everything in the spill: it goes before it
+                self._to_spill(self._batch, first=True)
+                self._batch.clear()
+            self._to_spill(list(self._pending.values()))
+            self._pending.clear()
+        lost = len(self._pending) + len(self._batch) - self._batch_spilled
         if lost:
             self._drop(lost)
             logger.error("log store closed with %d execution records unstored", lost)
-            self._pending.clear()
-            self._batch.clear()
+        self._pending.clear()
+        self._batch.clear()
+        if self._spill is not None and self._spill.is_open:
+            kept = self._spill.records
+            if kept:
+                logger.warning(
+                    "log store closed with %d execution records in the spill file %s; "
+                    "they are stored at the next start",
+                    kept,
+                    self._spill.path,
+                )
+            try:
+                self._spill.close()
+            except OSError as e:
+                logger.error("could not close the log spill file %s: %s", self._spill.path, e)
         self._closed = True
         self._resolve_waiters()
 
     def stats(self) -> LogStoreStats:
         """Current counters."""
+        spilled = self._spill.records if self._spill is not None else 0
         return LogStoreStats(
-            queued=len(self._pending) + len(self._batch),
+            queued=len(self._pending) + len(self._batch) - self._batch_spilled + spilled,
             written=self._written,
             dropped=self._dropped,
             write_errors=self._write_errors,
+            spilled=spilled,
         )
 
     def _enforce_bound(self) -> None:
-        # The batch being written is the oldest data, but it is already on its way; drop from
-        # the records queued behind it.
+        # The batch being written is the oldest data, but it is already on its way; move (or
+        # drop) the records queued behind it.
+        excess = len(self._pending) + len(self._batch) - self._max_buffer
+        if excess > 0 and self._open_spill():
+            count = min(max(excess, self._spill_chunk), len(self._pending))
+            self._to_spill([self._pending.popitem(last=False)[1] for _ in range(count)])
         while len(self._pending) + len(self._batch) > self._max_buffer and self._pending:
             self._pending.popitem(last=False)
             self._drop(1)
@@ -365,13 +334,16 @@ class LogStore:
                     self._overflow_drops,
                     self._dropped,
                 )
+        metrics.log_buffer(len(self._pending) + len(self._batch))
         self._resolve_waiters()
 
     def _oldest_seq(self) -> int:
-        # Both queues are in seq order, so their heads hold the oldest unstored submission.
+        # The queues are in seq order, so their heads hold the oldest unstored submission.
         oldest = self._seq + 1
         if self._batch:
             oldest = self._batch[0].seq
+        if self._spill_seqs:
+            oldest = min(oldest, self._spill_seqs[0][1])
         if self._pending:
             oldest = min(oldest, next(iter(self._pending.values())).seq)
         return oldest
@@ -391,6 +363,12 @@ class LogStore:
     async def _run(self) -> None:
         delay = self._retry_initial_s
         while True:
+            if not self._batch and self._spill is not None and self._spill.backlog:
+                # Spilled records are older than any in the buffer: store them first, so a
+                # record's later version (in the buffer) is written after its earlier one.
+                self._take_spilled()
+                if not self._batch:  # only unreadable rows (counted): on to the next ones
+                    continue
             if not self._batch:
                 if not self._pending:
                     if self._closing:
@@ -429,15 +407,22 @@ class LogStore:
             await asyncio.wait_for(self._urgent.wait(), self._linger_s)
 
     async def _take_batch(self) -> None:
+        spill = self._spill
         while self._pending and len(self._batch) < self._batch_size:
-            if self._batch and len(self._batch) % 32 == 0:
-                await asyncio.sleep(0)  # redaction costs CPU: let requests run in between
+            if spill is not None and spill.backlog:
+                # Records spilled while this batch was taken are newer than it but older than
+                # what is left: store them first, or an id's earlier version could win.
+                break
+            if self._batch and len(self._batch) % 128 == 0:
+                # Redaction costs CPU (~1 ms per 128 records): let requests run in between.
+                await asyncio.sleep(0)
             _, entry = self._pending.popitem(last=False)
             try:
+                assert entry.record is not None  # only rows read back from the spill lack one
                 entry.row = self._to_row(entry.record)
             except Exception:
                 self._drop(1)
-                logger.exception("execution %s cannot be stored; dropped", entry.record.id)
+                logger.exception("execution %s cannot be stored; dropped", entry.id)
                 continue
             self._batch.append(entry)
         self._resolve_waiters()
@@ -455,6 +440,8 @@ class LogStore:
         else:
             self._written += len(self._batch)
             self._batch.clear()
+        if self._batch_spilled:
+            self._mark_spill_stored()
         self._overflow_drops = 0
         metrics.log_buffer(len(self._pending) + len(self._batch))
         self._resolve_waiters()
@@ -468,40 +455,158 @@ class LogStore:
             self._write_errors += 1
             self._drop(1)
             logger.error(
-                "execution %s refused by the database (%s); dropped",
-                entry.record.id,
-                _describe(exc),
+                "execution %s refused by the database (%s); dropped", entry.id, _describe(exc)
             )
         else:
             self._written += 1
 
-    async def _execute(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            async with self._write_engine.begin() as connection:
-                await connection.execute(self._upsert, rows)
+    async def _execute(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        async with self._write_engine.begin() as connection:
+            if self._driver_sql is not None:
+                # The compiled upsert, parameters already converted (_to_row), many rows per
+                # statement: SQLAlchemy's per-row parameter processing cost more than SQLite's
+                # own insert, and the driver's thread takes the GIL back after every step, which
+                # waits out a busy event loop's switch interval (5 ms) each time.
+                for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                    chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                    params = tuple(value for row in chunk for value in row)
+                    await connection.exec_driver_sql(self._many_rows_sql(len(chunk)), params)
+            else:
+                await connection.execute(
+                    self._upsert, [dict(zip(COLUMNS, r, strict=True)) for r in rows]
+                )
 
-    def _to_row(self, record: ExecutionRecord) -> dict[str, Any]:
-        redactor = self._redactor
-        row = {f.name: getattr(record, f.name) for f in fields(record)}
-        row["request"] = _dumps(redactor.redact_request(record.request))
-        if record.response is not None:
-            row["response"] = _dumps(redactor.redact_json(record.response))
-        for name in ("error", "injected_content"):
-            if row[name] is not None:
-                row[name] = redactor.redact_text(str(row[name]))
-        for name in (
-            "action",
-            "agent_id",
-            "conversation_id",
-            "tool_call_id",
-            "error",
-            "injected_content",
-        ):
-            # PostgreSQL text cannot hold NUL; a record must never be lost over one character.
-            if isinstance(row[name], str) and "\x00" in row[name]:
-                row[name] = row[name].replace("\x00", "\ufffd")
-        row["duration_ms"], row["injected"] = float(record.duration_ms), bool(record.injected)
-        return row
+    def _many_rows_sql(self, count: int) -> str:
+        sql = self._sql_by_rows.get(count)
+        if sql is None:
+            assert self._driver_sql is not None
+            head, _, tail = self._driver_sql.partition(" VALUES ")
+            placeholders, _, rest = tail.partition(")")
+            sql = f"{head} VALUES {','.join([placeholders + ')'] * count)}{rest}"
+            if len(self._sql_by_rows) < 64:  # a full chunk and the odd remainders
+                self._sql_by_rows[count] = sql
+        return sql
+
+    def _to_row(self, record: ExecutionRecord) -> tuple[Any, ...]:
+        """The record as the upsert's parameters, in :data:`COLUMNS` order, redacted."""
+        return self._bound(self._redacted(record))
+
+    def _bound(self, row: list[Any]) -> tuple[Any, ...]:
+        for index, process in self._bind:
+            row[index] = process(row[index])
+        return tuple(row)
+
+    def _redacted(self, record: ExecutionRecord) -> list[Any]:
+        return redacted_row(record, self._redactor)
+
+    # --- the spill file -------------------------------------------------------------------
+
+    def _open_spill(self, *, waiting_only: bool = False) -> bool:
+        """Whether the spill file is usable, opening it (and recovering its rows) if need be."""
+        spill = self._spill
+        if spill is None or self._closed:
+            return False
+        if spill.is_open:
+            return True
+        try:
+            waiting = spill.open(waiting_only=waiting_only)
+        except OSError as e:
+            logger.error("no log spill file (%s): a full buffer drops records", e)
+            self._spill = None
+            return False
+        if spill.torn:
+            self._drop(spill.torn)
+        if waiting:
+            self._spill_seqs.append([waiting, 0])  # older than anything submitted since
+            self._wakeup.set()
+        return spill.is_open
+
+    def _to_spill(self, entries: list[_Entry], *, first: bool = False) -> None:
+        """Write buffered records to the spill file, after its rows (or before them, ``first``),
+        dropping with a count and a log line those it cannot take."""
+        assert self._spill is not None
+        rows: list[dict[str, Any]] = []
+        for entry in entries:
+            try:
+                assert entry.record is not None
+                rows.append(dict(zip(COLUMNS, self._redacted(entry.record), strict=True)))
+            except Exception:
+                self._drop(1)
+                logger.exception("execution %s cannot be stored; dropped", entry.id)
+        if not rows:
+            return
+        try:
+            written, refused = (self._spill.prepend if first else self._spill.append)(rows)
+        except OSError as e:
+            written, refused = 0, len(rows)
+            logger.error("could not write to the log spill file %s: %s", self._spill.path, e)
+        if written:
+            if first:
+                self._spill_seqs.appendleft([written, entries[0].seq])
+            else:
+                self._spill_seqs.append([written, entries[0].seq])
+        if refused:
+            self._drop(refused)
+            self._overflow_drops += refused
+            logger.warning(
+                "execution log buffer and spill file full (%d records, %d bytes): dropped %d "
+                "records (%d in total)",
+                self._max_buffer,
+                self._spill.max_bytes,
+                refused,
+                self._dropped,
+            )
+
+    def _take_spilled(self) -> None:
+        """Read the next batch from the spill file into ``_batch``."""
+        assert self._spill is not None
+        rows = self._spill.read(self._batch_size)
+        if not rows:  # everything waiting was read already (never left unstored): read again
+            self._spill.unread()
+            rows = self._spill.read(self._batch_size)
+        first_seq = self._spill_seqs[0][1] if self._spill_seqs else 0
+        # A record and its update may both be in the file: one row per id and statement
+        # (PostgreSQL refuses to update a row twice in one), the later version.
+        batch: dict[str, _Entry] = {}
+        for data in rows:
+            try:
+                assert data is not None
+                values = [data[name] for name in COLUMNS]
+                values[TIMESTAMP] = datetime.fromisoformat(values[TIMESTAMP])
+                entry = _Entry(first_seq, None, self._bound(values))
+            except Exception:
+                self._drop(1)
+                logger.error("unreadable row in the log spill file %s; dropped", self._spill.path)
+                continue
+            if (earlier := batch.get(entry.id)) is not None:
+                earlier.row = entry.row
+            else:
+                batch[entry.id] = entry
+        self._batch.extend(batch.values())
+        self._batch_spilled = len(rows)
+        if not self._batch:  # only unreadable rows: nothing to write, move past them
+            self._mark_spill_stored()
+
+    def _mark_spill_stored(self) -> None:
+        assert self._spill is not None
+        count, self._batch_spilled = self._batch_spilled, 0
+        try:
+            self._spill.mark_stored(count)
+        except OSError as e:
+            # Stored, but the file cannot say so: the rows would be stored again (the same
+            # versions, an idempotent upsert) after a restart.
+            logger.error("could not update the log spill file %s: %s", self._spill.path, e)
+        while count and self._spill_seqs:
+            head = self._spill_seqs[0]
+            taken = min(count, head[0])
+            head[0] -= taken
+            count -= taken
+            if not head[0]:
+                self._spill_seqs.popleft()
+        if not self._spill.backlog:
+            self._spill_seqs.clear()
 
     # --- reading --------------------------------------------------------------------------
 
