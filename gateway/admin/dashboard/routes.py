@@ -17,6 +17,7 @@ from gateway.admin.dashboard import (
     agent_pages,
     log_pages,
     login_pages,
+    overview_pages,
     playground,
     secret_pages,
     wizard_pages,
@@ -28,6 +29,7 @@ __all__ = ["build_dashboard", "mount_static"]
 
 _PAGES = (
     login_pages.pages,
+    overview_pages.pages,
     # Before action_pages: /actions/new must answer before /actions/{tool_name} does.
     wizard_pages.pages,
     action_pages.pages,
