@@ -10,23 +10,21 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.engine.limits import busy_reason, open_reason, rate_reason
+from gateway.stores.db import execution_hours, executions
 from gateway.stores.durations import RELATIVE_ERROR
-from gateway.stores.log_stats import (
-    FAILURES,
-    REASON_PREFIXES,
-    REFUSALS,
-    Group,
-    compute_overview,
-    parse_window,
-)
+from gateway.stores.hourly_stats import backfill
+from gateway.stores.log_stats import Group, compute_overview, parse_window
 from gateway.stores.logs import OUTCOMES, ExecutionRecord, LogStore
+from gateway.stores.outcome_groups import FAILURES, REASON_PREFIXES, REFUSALS
 from tests.test_logstore import make_record
 
-NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+NOW = datetime(2026, 12, 7, 12, 17, 23, tzinfo=UTC)
+"""Not on an hour: the window's first, partial hour is read from the log, the rest from
+``execution_hours``."""
 ACTIONS = ("get_customer_account", "book_a_demo", "return_request")
 AGENTS = ("support", "sales", None)
 
@@ -186,23 +184,44 @@ async def test_an_empty_window_has_zeros_and_no_percentiles(db_engine: AsyncEngi
     assert stats.totals.p50_ms is None and stats.per_action == [] and stats.refusals == []
     assert len(stats.series) == 25 and all(s.successes == 0 for s in stats.series)
     data = stats.to_dict()
-    assert data["window"] == "24h" and data["since"] == "2026-12-06T12:00:00Z"
+    assert data["window"] == "24h" and data["since"] == "2026-12-06T12:17:23Z"
     assert data["series"]["slot_seconds"] == 3600
 
 
-async def test_the_stats_index_exists(db_engine: AsyncEngine) -> None:
-    async with db_engine.connect() as connection:
-        indexes = await connection.run_sync(
-            lambda c: {i["name"]: i["column_names"] for i in inspect(c).get_indexes("executions")}
+async def _hours(engine: AsyncEngine) -> list[dict[str, object]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(execution_hours).order_by(*execution_hours.primary_key.columns)
         )
-    assert indexes["ix_executions_stats"] == [
-        "timestamp",
-        "agent_id",
-        "action",
-        "outcome",
-        "duration_ms",
-        "injected",
+        return [dict(row) for row in rows.mappings()]
+
+
+async def test_stored_again_records_move_their_counts_and_a_backfill_agrees(
+    db_engine: AsyncEngine, records: list[ExecutionRecord]
+) -> None:
+    # The injected update of an execution, and a record whose outcome changes, upsert it.
+    changed = [dataclasses.replace(r, injected=not r.injected) for r in records[:200]]
+    changed += [
+        dataclasses.replace(r, outcome="timeout", error=None, duration_ms=5000.0)
+        for r in records[200:260]
     ]
+    async with LogStore(db_engine) as store:
+        for record in changed:
+            store.submit(record)
+        await store.flush()
+    now = [*changed, *records[260:]]
+    for window, span in (("24h", timedelta(days=1)), ("7d", timedelta(days=7))):
+        stats = await compute_overview(db_engine, window, now=NOW)  # type: ignore[arg-type]
+        _assert_matches(stats.totals, _expected([r for r in now if r.timestamp >= NOW - span]))
+
+    kept = await _hours(db_engine)
+    async with db_engine.begin() as connection:
+        written = await connection.run_sync(lambda c: backfill(c, executions, execution_hours))
+    rebuilt = await _hours(db_engine)
+    assert written == len(rebuilt) and len(rebuilt) > 100
+    assert [
+        r for r in kept if any(v for k, v in r.items() if k not in ("hour", "agent_id", "action"))
+    ] == rebuilt
 
 
 def test_an_unknown_window_is_named() -> None:

@@ -46,6 +46,8 @@ from sqlalchemy.types import TypeDecorator
 
 from gateway.errors import ConfigError
 from gateway.extras import require_extra
+from gateway.stores.hourly_stats import backfill as backfill_hours
+from gateway.stores.hourly_stats import define_table as define_execution_hours
 
 __all__ = [
     "MIGRATIONS",
@@ -56,6 +58,7 @@ __all__ = [
     "conversations",
     "create_engine",
     "database_url",
+    "execution_hours",
     "executions",
     "for_writes",
     "health_results",
@@ -409,23 +412,6 @@ def _conversation_version_v5() -> Column[int]:
     return Column("version", Integer, nullable=False, server_default="1")
 
 
-def _stats_index_v6(table: Table) -> Index:
-    """The index migration 6 adds to ``executions`` for the Overview's statistics.
-
-    It holds every column the stats queries read (:mod:`gateway.stores.log_stats`), in the
-    order of their window filter, so they read the index alone and never the wide rows.
-    """
-    return Index(
-        "ix_executions_stats",
-        table.c.timestamp,
-        table.c.agent_id,
-        table.c.action,
-        table.c.outcome,
-        table.c.duration_ms,
-        table.c.injected,
-    )
-
-
 metadata = MetaData()
 """The current schema: migration 1's tables plus every later migration's changes."""
 
@@ -436,7 +422,7 @@ _define_conversations_v2(metadata)  # m002_conversations_per_agent
 _define_responses_v3(metadata)  # m003_stored_responses
 _define_health_results_v4(metadata)  # m004_health_results
 metadata.tables["conversations"].append_column(_conversation_version_v5())  # m005
-_stats_index_v6(metadata.tables["executions"])  # m006_stats_index
+define_execution_hours(metadata, UTCDateTime())  # m006_execution_hours
 
 executions = metadata.tables["executions"]
 conversations = metadata.tables["conversations"]
@@ -445,6 +431,7 @@ agents = metadata.tables["agents"]
 secrets = metadata.tables["secrets"]
 stored_responses = metadata.tables["responses"]
 health_results = metadata.tables["health_results"]
+execution_hours = metadata.tables["execution_hours"]
 
 schema_migrations = Table(
     "schema_migrations",
@@ -536,15 +523,16 @@ def m005_conversation_versions(connection: Connection) -> None:
 
 
 @migration
-def m006_stats_index(connection: Connection) -> None:
-    """A covering index for the Overview's statistics over a time window."""
-    # Spelled out rather than built from the current table: frozen with this migration.
-    connection.execute(
-        text(
-            "CREATE INDEX ix_executions_stats ON executions"
-            " (timestamp, agent_id, action, outcome, duration_ms, injected)"
-        )
-    )
+def m006_execution_hours(connection: Connection) -> None:
+    """The log summed per hour, agent and action, for the Overview (``hourly_stats``).
+
+    Filled from the records already stored, in this transaction; the log writer keeps it up
+    to date from then on.
+    """
+    frozen = MetaData()
+    hours = define_execution_hours(frozen, UTCDateTime())
+    hours.create(connection)
+    backfill_hours(connection, executions, hours)
 
 
 # Any constant works; it only has to differ from other applications' advisory locks.

@@ -1,23 +1,19 @@
 """Execution statistics over a recent window, aggregated by the database (the Overview page).
 
-Three queries, each one ``GROUP BY`` in SQL, so a window of a million records returns a few
-thousand rows, never the records themselves:
+Whole hours come from ``execution_hours`` (:mod:`gateway.stores.hourly_stats`: the log summed
+per hour, agent and action as it is written), so a week of a million records is a few
+thousand rows to add up. The window's first, partial hour, and the whole of a 1-hour window
+(whose time series is per minute), come from the log itself, in three ``GROUP BY`` queries:
 
 1. per agent, action, outcome and duration bucket: the count and how many were injected
    (durations bucketed by :func:`gateway.stores.durations.bucket_expression`);
-2. per time slot (a minute, or an hour) and outcome: the count, for the time series;
-3. refusals whose reason is in their ``error`` text (``rejected`` and ``declined``), per reason.
+2. per minute (or hour) and outcome: the count, for the time series;
+3. refusals per named reason (read off their ``error`` text).
 
-Everything else (per agent, per action, totals, p50/p95, shares) is summed from those rows here.
-The covering index of migration ``m006_stats_index`` serves all three; see the README for the
-figures at a million records.
-
-How outcomes count: ``success`` is a success; ``http_error``, ``timeout`` and
-``connect_error`` are failures (the API was called); ``blocked``, ``rejected`` and
-``declined`` are refusals (nothing was sent). ``pending_confirmation`` is a question to the
-customer, not an execution: its answer is a record of its own (the run, or ``declined``), so it
-is counted apart and left out of executions and rates. Percentiles are over the executions that
-called the API (successes and failures), within :data:`~gateway.stores.durations.RELATIVE_ERROR`.
+Both give the same numbers: exact counts, and p50/p95 from the same duration buckets, within
+:data:`~gateway.stores.durations.RELATIVE_ERROR`. Outcomes are grouped as
+:mod:`gateway.stores.outcome_groups` says: ``pending_confirmation`` is counted apart and left
+out of executions and rates; percentiles are over the calls that reached the API.
 """
 
 from __future__ import annotations
@@ -27,18 +23,26 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Integer, case, cast, func, select, type_coerce
+from sqlalchemy import Integer, Select, cast, func, literal, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.stores.db import UTCDateTime, executions
+from gateway.stores.db import UTCDateTime, execution_hours, executions
 from gateway.stores.durations import bucket_expression, merge, percentile
+from gateway.stores.hourly_stats import BUCKET_COLUMNS, VALUE_COLUMNS, hour_of
 from gateway.stores.log_queries import LogFilter
 from gateway.stores.logs import Outcome
+from gateway.stores.outcome_groups import (
+    FAILURES,
+    NAMED_REASONS,
+    OTHER_REASON,
+    OUTCOME_NAMES,
+    REASON_PREFIXES,
+    REFUSALS,
+    SENT,
+    reason_case,
+)
 
 __all__ = [
-    "FAILURES",
-    "REASON_PREFIXES",
-    "REFUSALS",
     "WINDOWS",
     "Group",
     "Overview",
@@ -68,27 +72,6 @@ WINDOWS: dict[Window, _Span] = {
     "24h": _Span(timedelta(hours=24), timedelta(hours=1), "hour"),
     "7d": _Span(timedelta(days=7), timedelta(hours=6), "hour"),
 }
-
-FAILURES: frozenset[Outcome] = frozenset({"http_error", "timeout", "connect_error"})
-REFUSALS: frozenset[Outcome] = frozenset({"blocked", "rejected", "declined"})
-_SENT = ("success", *sorted(FAILURES))
-
-REASON_PREFIXES: dict[Outcome, tuple[tuple[str, str], ...]] = {
-    "rejected": (
-        ("rate_limited", "this conversation made "),
-        ("circuit_open", "the API behind this action is failing right now"),
-        ("concurrency_limit", "too many calls to this action are running at once"),
-    ),
-    "declined": (
-        ("customer_declined", "the customer declined"),
-        ("not_shown", "the confirmation could not be shown"),
-    ),
-}
-"""How a refusal's ``error`` names its reason: (reason, the text it starts with). The texts are
-the engine's (``engine/limits.py``, ``proxy/turns.py``; a test keeps them in step). Any other
-``rejected`` is ``invalid_call`` (a missing value, bad arguments, an unknown tool); ``blocked``
-is always ``egress_policy``."""
-_OTHER_REASON: dict[str, str] = {"rejected": "invalid_call", "declined": "declined"}
 
 
 def parse_window(text: str | None) -> Window:
@@ -197,7 +180,10 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-# --- the queries ----------------------------------------------------------------------------
+# --- the log's own records (a partial hour, or a 1-hour window) ----------------------------
+
+Point = tuple[datetime, int, int, int]
+"""A database slot's (start, successes, failures, refusals)."""
 
 
 async def _breakdown(connection: AsyncConnection, where: LogFilter) -> list[Any]:
@@ -232,30 +218,66 @@ def _parse_slot(value: Any) -> datetime:
 
 async def _series(
     connection: AsyncConnection, where: LogFilter, grain: Literal["minute", "hour"]
-) -> list[tuple[datetime, str, int]]:
+) -> list[Point]:
     slot = _slot_of(grain, connection.dialect.name).label("slot")
     statement = select(slot, executions.c.outcome, func.count()).group_by(
         slot, executions.c.outcome
     )
-    rows = await connection.execute(where.apply(statement))
-    return [(_parse_slot(s), outcome, n) for s, outcome, n in rows]
+    points: list[Point] = []
+    for start, outcome, n in await connection.execute(where.apply(statement)):
+        moment = _parse_slot(start)
+        if outcome == "success":
+            points.append((moment, n, 0, 0))
+        elif outcome in FAILURES:
+            points.append((moment, 0, n, 0))
+        elif outcome in REFUSALS:
+            points.append((moment, 0, 0, n))
+    return points
 
 
-async def _reasons(connection: AsyncConnection, where: LogFilter) -> list[Any]:
+async def _reasons(connection: AsyncConnection, where: LogFilter) -> dict[str, int]:
     t = executions
-    whens = [
-        (t.c.outcome == outcome) & t.c.error.startswith(prefix, autoescape=True)
-        for outcome, pairs in REASON_PREFIXES.items()
-        for _, prefix in pairs
-    ]
-    names = [reason for pairs in REASON_PREFIXES.values() for reason, _ in pairs]
-    reason = case(*zip(whens, names, strict=True), else_=t.c.outcome).label("reason")
+    reason = reason_case(t.c.outcome, t.c.error).label("reason")
     statement = (
-        select(t.c.outcome, reason, func.count())
-        .where(t.c.outcome.in_(list(REASON_PREFIXES)))
-        .group_by(t.c.outcome, reason)
+        select(reason, func.count()).where(t.c.outcome.in_(list(REASON_PREFIXES))).group_by(reason)
     )
-    return list(await connection.execute(where.apply(statement)))
+    rows = await connection.execute(where.apply(statement))
+    return {name: n for name, n in rows if name is not None}
+
+
+# --- whole hours, from execution_hours ---------------------------------------------------------
+
+
+def _hours_where(statement: Select[Any], first_hour: datetime, agent: str | None) -> Select[Any]:
+    statement = statement.where(execution_hours.c.hour >= literal(first_hour, UTCDateTime()))
+    if agent is not None:
+        statement = statement.where(execution_hours.c.agent_id == agent)
+    return statement
+
+
+async def _hour_rows(
+    connection: AsyncConnection, first_hour: datetime, agent: str | None
+) -> list[Any]:
+    h = execution_hours
+    sums = [func.sum(h.c[name]).label(name) for name in VALUE_COLUMNS]
+    statement = select(h.c.agent_id, h.c.action, *sums).group_by(h.c.agent_id, h.c.action)
+    result = await connection.execute(_hours_where(statement, first_hour, agent))
+    return list(result.mappings())
+
+
+async def _hour_series(
+    connection: AsyncConnection, first_hour: datetime, agent: str | None
+) -> list[Point]:
+    h = execution_hours
+
+    def total(outcomes: Iterable[str]) -> Any:
+        return func.sum(sum((h.c[f"n_{o}"] for o in sorted(outcomes)), literal(0)))
+
+    statement = select(h.c.hour, total({"success"}), total(FAILURES), total(REFUSALS)).group_by(
+        h.c.hour
+    )
+    rows = await connection.execute(_hours_where(statement, first_hour, agent))
+    return [(_parse_slot(start), int(s), int(f), int(r)) for start, s, f, r in rows]
 
 
 # --- summing up ------------------------------------------------------------------------------
@@ -271,8 +293,17 @@ class _Tally:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
         if outcome != "pending_confirmation":  # not an execution, so not in its shares
             self.injected += injected
-        if outcome in _SENT:
+        if outcome in SENT:
             self.histogram[bucket] = self.histogram.get(bucket, 0) + n
+
+    def add_hours(self, row: Mapping[str, Any]) -> None:
+        for outcome in OUTCOME_NAMES:
+            if n := int(row[f"n_{outcome}"]):
+                self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
+        self.injected += int(row["injected"])
+        for bucket, name in enumerate(BUCKET_COLUMNS):
+            if n := int(row[name]):
+                self.histogram[bucket] = self.histogram.get(bucket, 0) + n
 
     def group(self, key: str | None) -> Group:
         o = self.outcomes
@@ -289,13 +320,13 @@ class _Tally:
             injected=self.injected,
             p50_ms=percentile(self.histogram, 0.50),
             p95_ms=percentile(self.histogram, 0.95),
-            outcomes=dict(sorted(o.items())),
+            outcomes={k: v for k, v in sorted(o.items()) if v},
         )
 
 
 def _groups(tallies: Mapping[str | None, _Tally]) -> list[Group]:
     groups = [tally.group(key) for key, tally in tallies.items()]
-    return sorted(groups, key=lambda g: (-g.executions, g.key or ""))
+    return sorted((g for g in groups if g.outcomes), key=lambda g: (-g.executions, g.key or ""))
 
 
 def _total(tallies: Iterable[_Tally]) -> _Tally:
@@ -308,35 +339,39 @@ def _total(tallies: Iterable[_Tally]) -> _Tally:
     return total
 
 
-def _fold(
-    points: list[tuple[datetime, str, int]], since: datetime, until: datetime, slot: timedelta
-) -> list[Slot]:
+def _fold(points: list[Point], since: datetime, until: datetime, slot: timedelta) -> list[Slot]:
     """The database's minutes or hours folded into the window's slots, empty ones included."""
     width = slot.total_seconds()
     first = datetime.fromtimestamp(since.timestamp() // width * width, UTC)
     count = int((until - first).total_seconds() // width) + 1
     tallies = [[0, 0, 0] for _ in range(count)]
-    for start, outcome, n in points:
+    for start, *kinds in points:
         index = min(max(int((start - first).total_seconds() // width), 0), count - 1)
-        if outcome == "success":
-            tallies[index][0] += n
-        elif outcome in FAILURES:
-            tallies[index][1] += n
-        elif outcome in REFUSALS:
-            tallies[index][2] += n
+        for i, n in enumerate(kinds):
+            tallies[index][i] += n
     return [
         Slot(first + i * slot, successes=s, failures=f, refusals=r)
         for i, (s, f, r) in enumerate(tallies)
     ]
 
 
-def _refusals(breakdown: _Tally, reasons: list[Any]) -> list[Refusal]:
-    found = [Refusal(outcome, reason, n) for outcome, reason, n in reasons]
-    found = [Refusal(r.outcome, _OTHER_REASON.get(r.reason, r.reason), r.count) for r in found]
-    blocked = breakdown.outcomes.get("blocked", 0)
-    if blocked:
-        found.append(Refusal("blocked", "egress_policy", blocked))
+def _refusals(total: _Tally, named: Mapping[str, int]) -> list[Refusal]:
+    """Refusals per outcome and reason: the named ones, and the rest under the outcome's."""
+    found = []
+    for outcome in sorted(REFUSALS):
+        left = total.outcomes.get(outcome, 0)
+        for reason, _ in REASON_PREFIXES.get(outcome, ()):
+            if n := named.get(reason, 0):
+                found.append(Refusal(outcome, reason, n))  # type: ignore[arg-type]
+                left -= n
+        if left:
+            found.append(Refusal(outcome, OTHER_REASON[outcome], left))  # type: ignore[arg-type]
     return sorted(found, key=lambda r: (-r.count, r.outcome, r.reason))
+
+
+def _first_whole_hour(since: datetime) -> datetime:
+    start = hour_of(since)
+    return start if start == since else start + timedelta(hours=1)
 
 
 async def compute_overview(
@@ -357,16 +392,27 @@ async def compute_overview(
     span = WINDOWS[window]
     until = (now or datetime.now(UTC)).astimezone(UTC)
     since = until - span.length
-    where = LogFilter(agent=agent, since=since)
+    # A per-minute series needs the records; hourly slots take whole hours from the sums.
+    first_hour = None if span.grain == "minute" else _first_whole_hour(since)
+    where = LogFilter(agent=agent, since=since, until=first_hour)
+    by_agent: dict[str | None, _Tally] = {}
+    by_action: dict[str | None, _Tally] = {}
     async with engine.connect() as connection:
         breakdown = await _breakdown(connection, where)
         points = await _series(connection, where, span.grain)
-        reasons = await _reasons(connection, where)
-    by_agent: dict[str | None, _Tally] = {}
-    by_action: dict[str | None, _Tally] = {}
+        named = await _reasons(connection, where)
+        hours = [] if first_hour is None else await _hour_rows(connection, first_hour, agent)
+        if first_hour is not None:
+            points += await _hour_series(connection, first_hour, agent)
     for agent_id, action, outcome, bucket, n, injected in breakdown:
         for tallies, key in ((by_agent, agent_id), (by_action, action)):
             tallies.setdefault(key, _Tally()).add(outcome, int(bucket), int(n), int(injected))
+    for row in hours:
+        agent_key = row["agent_id"] or None
+        by_agent.setdefault(agent_key, _Tally()).add_hours(row)
+        by_action.setdefault(row["action"], _Tally()).add_hours(row)
+        for reason in NAMED_REASONS:
+            named[reason] = named.get(reason, 0) + int(row[f"r_{reason}"])
     total = _total(by_action.values())
     return Overview(
         window=window,
@@ -378,5 +424,5 @@ async def compute_overview(
         per_action=_groups(by_action),
         series=_fold(points, since, until, span.slot),
         slot_seconds=int(span.slot.total_seconds()),
-        refusals=_refusals(total, reasons),
+        refusals=_refusals(total, named),
     )

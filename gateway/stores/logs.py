@@ -25,12 +25,21 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict, get_args
 
 import orjson
-from sqlalchemy import RowMapping, String, literal, select, tuple_
+from sqlalchemy import Dialect, RowMapping, String, Table, literal, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Insert
 
 from gateway.redaction import Redactor
-from gateway.stores.db import UTCDateTime, executions, for_writes, upsert_statement
+from gateway.stores.db import (
+    UTCDateTime,
+    execution_hours,
+    executions,
+    for_writes,
+    upsert_statement,
+)
+from gateway.stores.hourly_stats import VALUE_COLUMNS, contributions
 from gateway.telemetry import metrics
 
 __all__ = [
@@ -234,6 +243,7 @@ class LogStore:
         self._engine = engine
         self._write_engine = for_writes(engine)
         self._upsert = upsert_statement(executions, engine.dialect)
+        self._add_hours = _adding_upsert(execution_hours, engine.dialect)
         self._redactor = Redactor() if redactor is None else redactor
         self._max_buffer = max_buffer
         self._batch_size = max(1, min(batch_size, max_buffer))
@@ -478,6 +488,16 @@ class LogStore:
     async def _execute(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             async with self._write_engine.begin() as connection:
+                # The hours move with the records, in the same transaction: a record stored
+                # again (its injected update) first takes its stored version off its hour.
+                stored = await connection.execute(
+                    select(*(executions.c[name] for name in _HOUR_FIELDS)).where(
+                        executions.c.id.in_([row["id"] for row in rows])
+                    )
+                )
+                changes = contributions(stored.mappings().all(), rows)
+                if changes:
+                    await connection.execute(self._add_hours, changes)
                 await connection.execute(self._upsert, rows)
 
     def _to_row(self, record: ExecutionRecord) -> dict[str, Any]:
@@ -563,6 +583,19 @@ class LogStore:
             )
             row = result.mappings().first()
         return None if row is None else ExecutionRecord.from_row(row)
+
+
+_HOUR_FIELDS = ("timestamp", "agent_id", "action", "outcome", "error", "duration_ms", "injected")
+"""What :func:`~gateway.stores.hourly_stats.contributions` reads of a stored record."""
+
+
+def _adding_upsert(table: Table, dialect: Dialect) -> Insert:
+    """``INSERT .. ON CONFLICT (key) DO UPDATE`` adding each counter to the stored one."""
+    make_insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    statement = make_insert(table)
+    keys = [column.name for column in table.primary_key]
+    added = {name: table.c[name] + statement.excluded[name] for name in VALUE_COLUMNS}
+    return statement.on_conflict_do_update(index_elements=keys, set_=added)
 
 
 def _is_data_error(exc: Exception) -> bool:
