@@ -3,6 +3,7 @@ against the same numbers computed from the records in Python."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import random
@@ -14,12 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.engine.limits import busy_reason, open_reason, rate_reason
-from gateway.stores.db import execution_hours, executions
+from gateway.stores.db import execution_hours, executions, migrate
 from gateway.stores.durations import RELATIVE_ERROR
 from gateway.stores.hourly_stats import backfill
 from gateway.stores.log_stats import Group, compute_overview, parse_window
 from gateway.stores.logs import OUTCOMES, ExecutionRecord, LogStore
 from gateway.stores.outcome_groups import FAILURES, REASON_PREFIXES, REFUSALS
+from tests.conftest import Database
 from tests.test_logstore import make_record
 
 NOW = datetime(2026, 12, 7, 12, 17, 23, tzinfo=UTC)
@@ -240,3 +242,27 @@ def test_the_reason_texts_are_the_engines() -> None:
     }
     for reason, prefix in REASON_PREFIXES["rejected"]:
         assert texts[reason].startswith(prefix), reason
+
+
+async def test_two_replicas_writing_at_once_keep_the_hours_exact(database: Database) -> None:
+    engines = [database.engine(), database.engine()]
+    await migrate(engines[0])
+    made = _made(1200, seed=11)
+    stores = [LogStore(engine, batch_size=50, linger_s=0) for engine in engines]
+    for store in stores:
+        await store.start()
+    for i, record in enumerate(made):  # the same hours, agents and actions from both
+        stores[i % 2].submit(record)
+        if i % 100 == 0:
+            await asyncio.sleep(0)
+    await asyncio.gather(*(store.flush() for store in stores))
+    for store in stores:
+        await store.close()
+    kept = await _hours(engines[0])
+    async with engines[0].begin() as connection:
+        await connection.run_sync(lambda c: backfill(c, executions, execution_hours))
+    assert kept == await _hours(engines[0])
+    stats = await compute_overview(engines[0], "7d", now=NOW)
+    _assert_matches(
+        stats.totals, _expected([r for r in made if r.timestamp >= NOW - timedelta(days=7)])
+    )

@@ -488,6 +488,10 @@ class LogStore:
     async def _execute(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             async with self._write_engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    # A prepared statement's generic plan, made while a new log was nearly
+                    # empty, scans the whole table for the ids below until the first ANALYZE.
+                    await connection.exec_driver_sql(_CUSTOM_PLANS)
                 # The hours move with the records, in the same transaction: a record stored
                 # again (its injected update) first takes its stored version off its hour.
                 stored = await connection.execute(
@@ -585,6 +589,7 @@ class LogStore:
         return None if row is None else ExecutionRecord.from_row(row)
 
 
+_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 _HOUR_FIELDS = ("timestamp", "agent_id", "action", "outcome", "error", "duration_ms", "injected")
 """What :func:`~gateway.stores.hourly_stats.contributions` reads of a stored record."""
 
