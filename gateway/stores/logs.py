@@ -7,6 +7,8 @@ single writer task drains the buffer in batches (one transaction each); when the
 unreachable it keeps the records and retries with exponential backoff. The buffer is bounded:
 on overflow the oldest waiting records are dropped, counted and logged, never silently.
 Submitting a record again with the same ``id`` updates it (an upsert), e.g. to set ``injected``.
+Each batch also adds its records to their hours in ``execution_hours`` (taking a stored
+version off first), in the same transaction (:mod:`gateway.stores.hourly_stats`).
 """
 
 from __future__ import annotations
