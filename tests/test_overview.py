@@ -142,3 +142,25 @@ async def test_the_stats_api_gives_the_pages_numbers(gw: Gateway) -> None:
     assert week["totals"]["executions"] == 3  # the record of 30 hours ago too
     nobody = (await gw.client.get("/api/stats?window=7d&agent=sales", headers=HEADERS)).json()
     assert nobody["totals"]["executions"] == 0 and nobody["agent"] == "sales"
+
+
+async def test_a_declined_confirmation_counts_as_a_refusal_with_its_reason(gw: Gateway) -> None:
+    call = {"name": "submit_refund", "arguments": {"order_number": "A-7"}, "id": "call_no"}
+    gw.upstream.script([{"tool_calls": [call]}])
+    conv = {"id": "c-declined", "lead": {"email": "j@x.io"}}
+    user = [{"role": "user", "content": "refund my order"}]
+    first = (await gw.chat(messages=user, conversation=conv)).json()
+    history = [
+        *user,
+        first["choices"][0]["message"],
+        {"role": "tool", "tool_call_id": "call_no", "content": '{"confirmed": false}'},
+    ]
+    gw.upstream.script([{"content": "OK, nothing was refunded."}])
+    await gw.chat(messages=history, conversation=conv)
+
+    stats = (await gw.client.get("/api/stats?window=1h", headers=HEADERS)).json()
+    (refund,) = [a for a in stats["per_action"] if a["key"] == "submit_refund"]
+    # The question to the customer is counted apart; the answer is the one execution.
+    assert refund["pending"] == 1 and refund["executions"] == 1 and refund["refusals"] == 1
+    assert refund["outcomes"] == {"declined": 1, "pending_confirmation": 1}
+    assert stats["refusals"] == [{"outcome": "declined", "reason": "customer_declined", "count": 1}]
