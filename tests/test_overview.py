@@ -113,6 +113,10 @@ async def test_an_unknown_window_is_a_400_naming_it(gw: Gateway) -> None:
     error = api.json()["error"]
     assert error["message"] == "unknown window '2h': use one of 1h, 24h, 7d"
     assert error["param"] == "window"
+    nul = await gw.client.get("/api/stats?agent=a%00b", headers=HEADERS)
+    assert nul.status_code == 400 and nul.json()["error"]["param"] == "agent"
+    page = await gw.client.get("/overview?agent=a%00b")
+    assert page.status_code == 400 and "agent contains a NUL character" in page.text
 
 
 @pytest.mark.parametrize("token", [None, "wrong", TOKEN + "x"])
