@@ -7,7 +7,9 @@ gateway only show in the totals, which are compared before and after.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
@@ -109,13 +111,33 @@ def test_a_bad_window_is_named_and_the_page_fits_1400_and_420_px(
     page: Page, live_gateway: LiveGateway
 ) -> None:
     long = "a_lookup_named_long_enough_to_push_a_narrow_layout_sideways_" * 2
-    live_gateway.services.runtime.logstore.submit(
+    store = live_gateway.services.runtime.logstore
+    store.submit(
         new_record(action=long, outcome="success", agent_id="support", request={}, duration_ms=80)
     )
+    # A week of traffic for one more action: one record every 2 hours, a few failing.
+    week = f"weekly_{uuid4().hex[:6]}"
+    now = datetime.now(UTC)
+    for i in range(84):
+        record = new_record(
+            action=week,
+            outcome="http_error" if i % 7 == 0 else "success",
+            agent_id="sales",
+            request={},
+            duration_ms=40.0 + i,
+        )
+        store.submit(dataclasses.replace(record, timestamp=now - timedelta(hours=2 * i + 1)))
     page.goto("/overview?window=2h")
     expect(page.get_by_role("alert")).to_have_text("unknown window '2h': use one of 1h, 24h, 7d")
     page.goto("/overview?window=7d")
     expect(page.get_by_role("img", name="Executions per 6 hours (UTC)")).to_be_visible()
+    row = page.get_by_role("table", name="Executions per action").get_by_role("row", name=week)
+    expect(row.locator("td[data-label=Executions]")).to_have_text("84")
+    expect(row.locator("td[data-label='Success rate']")).to_have_text("85.7 %")  # 72 of 84
+    # The week's records fill the slots of the series table, 3 a slot (6 h / 2 h).
+    page.get_by_text("Executions per 6 hours as a table").click()
+    slots = page.get_by_role("table", name="Executions per 6 hours").locator("tbody tr")
+    expect(slots).to_have_count(29)
     page.set_viewport_size({"width": 1400, "height": 900})
     _no_sideways_scroll(page)
     shot(page, "overview-7d-1400")
