@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.engine.limits import busy_reason, open_reason, rate_reason
-from gateway.stores.db import execution_hours, executions, migrate
+from gateway.stores.db import (
+    MIGRATIONS,
+    execution_hours,
+    executions,
+    migrate,
+    schema_migrations,
+)
 from gateway.stores.durations import RELATIVE_ERROR
 from gateway.stores.hourly_stats import backfill
 from gateway.stores.log_stats import Group, compute_overview, parse_window
@@ -266,3 +274,32 @@ async def test_two_replicas_writing_at_once_keep_the_hours_exact(database: Datab
     _assert_matches(
         stats.totals, _expected([r for r in made if r.timestamp >= NOW - timedelta(days=7)])
     )
+
+
+async def test_the_migration_sums_the_records_stored_before_it(database: Database) -> None:
+    engine = database.engine()
+    stamp = datetime.now(UTC)
+    made = _made(400, seed=3)
+
+    def log_of_migration_5(connection: Any) -> None:
+        schema_migrations.create(connection)
+        for fn in MIGRATIONS:
+            if fn.__name__ < "m006":
+                fn(connection)
+                connection.execute(
+                    insert(schema_migrations).values(name=fn.__name__, applied_at=stamp)
+                )
+        rows = [r.to_dict() | {"timestamp": r.timestamp} for r in made]
+        for row in rows:
+            row["request"] = json.dumps(row["request"])
+            row["response"] = json.dumps(row["response"])
+        connection.execute(insert(executions), rows)
+
+    async with engine.begin() as connection:
+        await connection.run_sync(log_of_migration_5)
+    applied = await migrate(engine)
+    assert applied[0] == "m006_execution_hours"
+    stats = await compute_overview(engine, "7d", now=NOW)
+    inside = [r for r in made if r.timestamp >= NOW - timedelta(days=7)]
+    _assert_matches(stats.totals, _expected(inside))
+    assert {(r.outcome, r.reason) for r in stats.refusals} >= {("rejected", "rate_limited")}

@@ -136,7 +136,7 @@ class Slot:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Refusals of one outcome and reason (see :data:`REASON_PREFIXES`)."""
+    """Refusals of one outcome and reason (see :mod:`gateway.stores.outcome_groups`)."""
 
     outcome: Outcome
     reason: str
