@@ -50,6 +50,7 @@ def new_action(gw: Gateway, **fields: Any) -> dict[str, Any]:
         ("POST", "/actions"),
         ("GET", "/agents"),
         ("GET", "/logs"),
+        ("GET", "/stats"),
         ("PUT", "/agents/support/actions/look_up_order"),
         ("GET", "/agents/support/tools"),
         ("POST", "/actions/look_up_order/test"),

@@ -200,8 +200,9 @@ async def test_migration_adds_versions_and_keeps_existing_conversations(
 
     async with engine.begin() as conn:
         await conn.run_sync(schema_of_migration_4)
-    # m005 and every later migration, which must not lose the row either.
-    assert await migrate(engine) == [m.__name__ for m in MIGRATIONS if m.__name__ >= "m005"]
+    applied = await migrate(engine)
+    assert applied == [m.__name__ for m in MIGRATIONS if m.__name__ >= "m005"]
+    assert applied[0] == "m005_conversation_versions"
     async with engine.connect() as conn:
         columns = await conn.run_sync(lambda c: inspect(c).get_columns("conversations"))
     assert "version" in {column["name"] for column in columns}

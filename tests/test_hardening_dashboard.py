@@ -351,7 +351,7 @@ async def test_login_backs_off_sharing_the_count_with_the_api(
         assert (await gw.client(ADMIN_ADDRESS).get("/actions")).status_code == 200
         gw.clock.now += 1.0
         done = await attacker.post("/login", data={"csrf": csrf, "token": TOKEN})
-        assert (done.status_code, done.headers["location"]) == (303, "/actions")
+        assert (done.status_code, done.headers["location"]) == (303, "/overview")
 
 
 def test_backoff_grows_to_its_cap_and_its_memory_is_bounded() -> None:

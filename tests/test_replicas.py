@@ -447,7 +447,7 @@ def dashboard_login(replica: GatewayProcess, token: str) -> httpx.Cookies:
         match = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert match, page.text
         done = browser.post("/login", data={"csrf": match.group(1), "token": token})
-        assert done.status_code == 303 and done.headers["location"] == "/actions", done.text
+        assert done.status_code == 303 and done.headers["location"] == "/overview", done.text
         assert browser.get("/actions").status_code == 200
         return browser.cookies
 

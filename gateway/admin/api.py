@@ -26,6 +26,7 @@ from gateway.admin.service import Admin
 from gateway.errors import RequestError
 from gateway.net.inbound import MAX_REQUEST_BYTES, bearer_token, read_body_bytes, replay_receive
 from gateway.stores.log_queries import LogFilter, query_page
+from gateway.stores.log_stats import compute_overview, parse_window
 from gateway.stores.logs import MAX_PAGE_SIZE, Outcome
 from gateway.stores.secrets import AdminToken
 
@@ -364,6 +365,23 @@ async def logs(
     except ValueError:
         raise RequestError(400, "invalid cursor", "invalid_cursor", "cursor") from None
     return {"items": [r.to_dict() for r in records], "next_cursor": next_cursor}
+
+
+@router.get("/stats")
+async def stats(
+    admin: AdminDep,
+    window: Annotated[str | None, Query(description="1h, 24h (the default) or 7d")] = None,
+    agent: str | None = None,
+) -> dict[str, Any]:
+    """The Overview's numbers: per agent and action, a time series and refusals by reason."""
+    _refuse_nul(window=window, agent=agent)
+    try:
+        chosen = parse_window(window)
+    except ValueError as e:
+        raise RequestError(400, str(e), "invalid_window", "window") from None
+    await admin.runtime.logstore.flush()
+    overview = await compute_overview(admin.runtime.engine, chosen, agent=agent or None)
+    return overview.to_dict()
 
 
 @router.get("/logs/{record_id}")

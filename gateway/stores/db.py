@@ -47,6 +47,8 @@ from sqlalchemy.types import TypeDecorator
 
 from gateway.errors import ConfigError
 from gateway.extras import require_extra
+from gateway.stores.hourly_stats import backfill as backfill_hours
+from gateway.stores.hourly_stats import define_table as define_execution_hours
 
 __all__ = [
     "MIGRATIONS",
@@ -58,6 +60,7 @@ __all__ = [
     "create_engine",
     "database_url",
     "eval_cases",
+    "execution_hours",
     "executions",
     "for_writes",
     "health_results",
@@ -449,6 +452,7 @@ _define_conversations_v2(metadata)  # m002_conversations_per_agent
 _define_responses_v3(metadata)  # m003_stored_responses
 _define_health_results_v4(metadata)  # m004_health_results
 metadata.tables["conversations"].append_column(_conversation_version_v5())  # m005
+define_execution_hours(metadata, UTCDateTime())  # m006_execution_hours
 _define_eval_cases_v7(metadata)  # m007_eval_cases
 
 executions = metadata.tables["executions"]
@@ -459,6 +463,7 @@ secrets = metadata.tables["secrets"]
 stored_responses = metadata.tables["responses"]
 health_results = metadata.tables["health_results"]
 eval_cases = metadata.tables["eval_cases"]
+execution_hours = metadata.tables["execution_hours"]
 
 schema_migrations = Table(
     "schema_migrations",
@@ -547,6 +552,19 @@ def m005_conversation_versions(connection: Connection) -> None:
     connection.execute(
         text("ALTER TABLE conversations ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
     )
+
+
+@migration
+def m006_execution_hours(connection: Connection) -> None:
+    """The log summed per hour, agent and action, for the Overview (``hourly_stats``).
+
+    Filled from the records already stored, in this transaction; the log writer keeps it up
+    to date from then on.
+    """
+    frozen = MetaData()
+    hours = define_execution_hours(frozen, UTCDateTime())
+    hours.create(connection)
+    backfill_hours(connection, executions, hours)
 
 
 @migration

@@ -11,7 +11,9 @@ records move, redacted, to the spill file when the store has one
 (:mod:`gateway.stores.log_spill`; ``serve`` gives one to a SQLite file database), which the
 writer stores from before anything newer, also after a restart. Without a spill, or once the
 spill is full, they are dropped, counted and logged, never silently. Submitting a record again
-with the same ``id`` updates it (an upsert), e.g. to set ``injected``.
+with the same ``id`` updates it (an upsert), e.g. to set ``injected``. Each batch also adds its
+records to their hours in ``execution_hours`` (taking a stored version off first), in the same
+transaction (:mod:`gateway.stores.hourly_stats`).
 """
 
 from __future__ import annotations
@@ -25,15 +27,24 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from sqlalchemy import String, literal, select, tuple_
+from sqlalchemy import Dialect, String, Table, literal, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Insert
 
 from gateway.redaction import Redactor
-from gateway.stores.db import UTCDateTime, executions, for_writes, upsert_statement
+from gateway.stores.db import (
+    UTCDateTime,
+    execution_hours,
+    executions,
+    for_writes,
+    upsert_statement,
+)
+from gateway.stores.hourly_stats import VALUE_COLUMNS, contributions
 from gateway.stores.log_records import (
     COLUMNS,
     OUTCOMES,
@@ -165,6 +176,7 @@ class LogStore:
                 process = column.type.dialect_impl(dialect).bind_processor(dialect)
                 if process is not None:
                     self._bind.append((index, process))
+        self._add_hours = _adding_upsert(execution_hours, dialect)
         self._redactor = Redactor() if redactor is None else redactor
         self._max_buffer = max_buffer
         self._batch_size = max(1, min(batch_size, max_buffer))
@@ -464,6 +476,20 @@ class LogStore:
         if not rows:
             return
         async with self._write_engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # A prepared statement's generic plan, made while a new log was nearly empty,
+                # scans the whole table for the ids below until the first ANALYZE.
+                await connection.exec_driver_sql(_CUSTOM_PLANS)
+            # The hours move with the records, in the same transaction: a record stored again
+            # (its injected update) first takes its stored version off its hour.
+            stored = await connection.execute(
+                select(*(executions.c[name] for name in _HOUR_FIELDS)).where(
+                    executions.c.id.in_([row[_ID] for row in rows])
+                )
+            )
+            changes = contributions(stored.mappings().all(), [_hour_fields(r) for r in rows])
+            if changes:
+                await connection.execute(self._add_hours, changes)
             if self._driver_sql is not None:
                 # The compiled upsert, parameters already converted (_to_row), many rows per
                 # statement: SQLAlchemy's per-row parameter processing cost more than SQLite's
@@ -668,6 +694,35 @@ class LogStore:
             )
             row = result.mappings().first()
         return None if row is None else ExecutionRecord.from_row(row)
+
+
+_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
+_HOUR_FIELDS = ("timestamp", "agent_id", "action", "outcome", "error", "duration_ms", "injected")
+"""What :func:`~gateway.stores.hourly_stats.contributions` reads of a stored record."""
+_ID = COLUMNS.index("id")
+_HOUR_INDEXES = tuple((name, COLUMNS.index(name)) for name in _HOUR_FIELDS)
+
+
+def _hour_fields(row: tuple[Any, ...]) -> dict[str, Any]:
+    """What :func:`~gateway.stores.hourly_stats.contributions` reads of a row being written.
+
+    On SQLite the row's values are already the driver's (the timestamp as SQLAlchemy's UTC
+    text, ``injected`` as 0/1): the timestamp is read back into an aware datetime.
+    """
+    fields = {name: row[index] for name, index in _HOUR_INDEXES}
+    stamp = fields["timestamp"]
+    if isinstance(stamp, str):
+        fields["timestamp"] = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+    return fields
+
+
+def _adding_upsert(table: Table, dialect: Dialect) -> Insert:
+    """``INSERT .. ON CONFLICT (key) DO UPDATE`` adding each counter to the stored one."""
+    make_insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    statement = make_insert(table)
+    keys = [column.name for column in table.primary_key]
+    added = {name: table.c[name] + statement.excluded[name] for name in VALUE_COLUMNS}
+    return statement.on_conflict_do_update(index_elements=keys, set_=added)
 
 
 def _is_data_error(exc: Exception) -> bool:

@@ -229,13 +229,13 @@ def shot(page: Page, name: str) -> None:
 
 
 def login(page: Page, gw: LiveGateway) -> None:
-    """Log in with the admin token."""
+    """Log in with the admin token (the dashboard lands on the Overview)."""
     page.goto(f"{gw.base_url}/login")
     page.get_by_label("Admin token").fill(ADMIN_TOKEN)
     page.get_by_role("button", name="Log in").click()
     from playwright.sync_api import expect
 
-    expect(page.get_by_role("heading", name="Custom Actions")).to_be_visible()
+    expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()
 
 
 @pytest.fixture(autouse=True)

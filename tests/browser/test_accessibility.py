@@ -98,7 +98,20 @@ def _path(path: str) -> Callable[[LiveGateway], str]:
     return lambda _gw: path
 
 
+def _with_records(path: str) -> Callable[[LiveGateway], str]:
+    """``path``, once the log holds a record of :data:`TOOL` (so the tables and bars show)."""
+
+    def made(gw: LiveGateway) -> str:
+        _record_id(gw)
+        return path
+
+    return made
+
+
 SCREENS = [
+    Screen("overview", _path("/overview")),
+    Screen("overview, 7 days", _with_records("/overview?window=7d")),
+    Screen("overview with a bad window", _path("/overview?window=2h")),
     Screen("actions list", _path("/actions")),
     Screen("new action wizard", _path("/actions/new")),
     Screen("action page", _path(f"/actions/{TOOL}")),

@@ -56,6 +56,7 @@ def test_login_requires_the_token_and_csrf(browser: Browser, live_gateway: LiveG
 
 
 def test_create_http_action_with_the_wizard(page: Page, live_gateway: LiveGateway) -> None:
+    page.get_by_role("link", name="Custom Actions").click()
     page.get_by_role("link", name="Create Action").click()
     page.get_by_label("HTTP Request", exact=True).check()
     shot(page, "wizard-1-type")

@@ -1,4 +1,4 @@
-"""The operator dashboard: Custom Actions, Agents, Logs and the Playground.
+"""The operator dashboard: the Overview, Custom Actions, Agents, Logs and the Playground.
 
 What it offers and how it is secured: README, "Admin API and dashboard".
 """

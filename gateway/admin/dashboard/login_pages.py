@@ -26,7 +26,10 @@ from gateway.admin.dashboard.pages import (
 )
 from gateway.admin.dashboard.session import COOKIE
 
-__all__ = ["pages"]
+__all__ = ["LANDING", "pages"]
+
+LANDING = "/overview"
+"""Where logging in leads (and ``/``, see :mod:`.overview_pages`)."""
 
 pages = PageTable()
 
@@ -54,11 +57,6 @@ async def login_form(request: Request, dash: Dash) -> Posted:
 LoginForm = Annotated[Posted, Depends(login_form)]
 
 
-@pages.get("/")
-async def home() -> Response:
-    return RedirectResponse("/actions", status_code=303)
-
-
 @pages.get("/login")
 async def login_page(request: Request, dash: Dash) -> Response:
     session = dash.session(request) or dash.signer(request).new(admin=False)
@@ -76,7 +74,7 @@ async def login(request: Request, dash: Dash, posted: LoginForm) -> Response:
             backoff.failed(address)
         return dash.render(request, "login.html", posted.session, 401, error="Wrong admin token.")
     backoff.succeeded(address)
-    response = RedirectResponse("/actions", status_code=303)
+    response = RedirectResponse(LANDING, status_code=303)
     dash.set_cookie(request, response, dash.signer(request).new(admin=True))
     return response
 

@@ -18,6 +18,7 @@ from gateway.admin.dashboard import (
     guardrail_pages,
     log_pages,
     login_pages,
+    overview_pages,
     playground,
     secret_pages,
     wizard_pages,
@@ -29,6 +30,7 @@ __all__ = ["build_dashboard", "mount_static"]
 
 _PAGES = (
     login_pages.pages,
+    overview_pages.pages,
     # Before action_pages: /actions/new must answer before /actions/{tool_name} does.
     wizard_pages.pages,
     action_pages.pages,
