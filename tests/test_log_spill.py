@@ -357,3 +357,36 @@ async def test_spilled_records_are_redacted_on_disk(tmp_path: Path) -> None:
     assert b"sk-live-abcdef123456" not in raw  # the Authorization header, by name
     await store.close(timeout_s=0.05)
     await engine.dispose()
+
+
+@sqlite_only
+async def test_spilled_records_reach_the_hourly_sums_once(
+    db_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # The Overview reads whole hours from execution_hours, which the writer keeps: records
+    # that waited in the spill (and their injected updates) must be summed there exactly once.
+    from datetime import timedelta
+
+    from gateway.stores.log_stats import compute_overview
+
+    store = LogStore(db_engine, spill_path=tmp_path / "log-spill.jsonl", max_buffer=2_000)
+    await store.start()
+    earlier = refusal(0).timestamp - timedelta(hours=3)  # a whole hour, read from the sums
+    records = [
+        dataclasses.replace(refusal(i), timestamp=earlier) if i % 2 else refusal(i)
+        for i in range(12_000)
+    ]
+    for record in records:
+        store.submit(record)
+    assert store.stats()["spilled"] > 0
+    await store.flush()
+    for record in records:  # the updates of stored records, through the spill too
+        store.submit(injected(record))
+    assert store.stats()["spilled"] > 0
+    await store.flush()
+    await store.close()
+    assert await rows(db_engine) == (12_000, 12_000)
+    overview = await compute_overview(db_engine, "24h")
+    assert overview.totals.refusals == overview.totals.executions == 12_000
+    assert overview.totals.injected == 12_000  # each update moved its record, not added one
+    assert sum(slot.refusals for slot in overview.series) == 12_000
