@@ -47,7 +47,7 @@ def _insert(page: Page, field: str, variable: str) -> None:
 def _configure(page: Page, gw: LiveGateway) -> None:
     """Step 2 with the editors only: URL, a query row, two header rows, four arguments, a body."""
     page.get_by_label("Name", exact=True).fill("Order Lookup")
-    page.get_by_label("Method").select_option("POST")
+    page.get_by_label("Method", exact=True).select_option("POST")
     page.get_by_label("URL", exact=True).fill(f"{gw.api.base_url}/echo/orders/")
     page.get_by_label("Query 1 name", exact=True).fill("email")
     _insert(page, "Query 1 value", "lead.email")
@@ -81,7 +81,7 @@ def _configure(page: Page, gw: LiveGateway) -> None:
         f"{gw.api.base_url}/echo/orders/{{{{args.order_id}}}}"
     )
 
-    body = page.get_by_label("Body (JSON)")
+    body = page.get_by_label("Body (JSON)", exact=True)
     body.fill('{"qty": ')
     expect(page.locator("#body-check")).to_contain_text("Not valid JSON")
     expect(body).to_have_attribute("aria-invalid", "true")
@@ -136,7 +136,7 @@ def test_create_an_action_with_the_editors_only(page: Page, live_gateway: LiveGa
     shot(page, "editors-2-configure")
 
     page.get_by_role("button", name="Next").click()
-    expect(page.get_by_label("Authentication")).to_have_value("none")
+    expect(page.get_by_label("Authentication", exact=True)).to_have_value("none")
     shot(page, "editors-3-credentials")
     page.get_by_role("button", name="Next").click()
     page.get_by_label("Description", exact=True).fill(DESCRIPTION)
