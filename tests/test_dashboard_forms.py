@@ -20,6 +20,7 @@ from gateway.admin.dashboard.testinputs import (
     preview,
 )
 from gateway.admin.dashboard.views import step_of
+from gateway.admin.service import MASK, mask, unmask
 from gateway.definitions.config import parse_action
 from gateway.definitions.tools import to_tool_definition
 from gateway.errors import RequestError
@@ -106,6 +107,7 @@ def test_rows_become_headers_query_and_arguments() -> None:
         ({"param-0-name": "n", "param-0-type": "date"}, "parameters", "row 1 (n): type must be"),
         ({"param-0-description": "nameless"}, "parameters", "row 1: the name is empty"),
         ({"body": "{not json"}, "body", "Body: not valid JSON"),
+        ({"url": "api.example.com/x"}, "url", "URL: 'api.example.com/x' does not start with"),
         (
             {"health_on": "on", "health_expect_status": "ok"},
             "health_expect_status",
@@ -449,3 +451,18 @@ def test_a_saved_definition_error_is_shown_at_its_editor_field(
 ) -> None:
     assert editor_field(param) == field
     assert step_of(editor_field(param)) == step
+
+
+def test_a_masked_credential_in_a_request_editor_is_kept_on_save() -> None:
+    literal = {"type": "bearer", "token": "literal-TOKEN-1"}
+    stored = _stored(
+        {
+            **RESEND_BUTTON,
+            "on_click": {"http": {**RESEND_BUTTON["on_click"]["http"], "auth": literal}},
+        }
+    )
+    shown = mask(stored)
+    form = definition_form(shown)
+    assert form["button_auth_token"] == MASK  # the page never holds the credential
+    # Saving the page as it is sends the mask back, which the service trades for the stored value.
+    assert _stored(unmask(merge_edit(shown, parse_definition(form)), stored)) == stored
