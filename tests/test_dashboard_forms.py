@@ -7,12 +7,8 @@ from typing import Any
 import pytest
 
 from gateway.admin.dashboard.editors import MAX_ROWS, editor_rows
-from gateway.admin.dashboard.forms import (
-    definition_form,
-    editor_field,
-    merge_edit,
-    parse_definition,
-)
+from gateway.admin.dashboard.forms import definition_form, merge_edit, parse_definition
+from gateway.admin.dashboard.request_fields import editor_field
 from gateway.admin.dashboard.testinputs import (
     captured_lead_fields,
     panel_inputs,

@@ -1,35 +1,37 @@
 """The Create/Edit Action wizard's fields to a definition, and a definition back to them.
 
-Every parse error is a :class:`~gateway.errors.RequestError` (422) whose ``param`` names the form
-field, so the page can show it next to that field without losing what was typed.
+The request editors' fields (an HTTP action's, a form's submit, a button's request) are read
+and filled by :mod:`.request_fields`; this module adds what only one kind has. Every parse
+error is a :class:`~gateway.errors.RequestError` (422) whose ``param`` names the form field, so
+the page can show it next to that field without losing what was typed.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from typing import Any, get_args
-
-import orjson
+from typing import Any
 
 from gateway.admin.dashboard.editors import (
-    REQUEST_EDITORS,
     field_rows,
     form_fields_of,
-    pair_rows,
-    pairs_of,
     parameter_rows,
     parameters_of,
     rows_form,
 )
-from gateway.definitions.actions import Method
+from gateway.admin.dashboard.request_fields import (
+    definition_text,
+    kept_request,
+    parse_json,
+    parse_optional_request,
+    parse_request,
+    request_form,
+)
 from gateway.errors import RequestError
 
 __all__ = [
     "FormData",
     "definition_form",
     "definition_text",
-    "editor_field",
     "merge_edit",
     "parse_definition",
     "parse_json",
@@ -40,60 +42,6 @@ FormData = Mapping[str, str]
 
 def _fail(param: str, message: str) -> RequestError:
     return RequestError(422, message, code="invalid_definition", param=param)
-
-
-def parse_json(form: FormData, field: str, label: str) -> Any:
-    """The JSON in one textarea, or None when it is blank."""
-    text = form.get(field, "").strip()
-    if not text:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as e:
-        raise _fail(field, f"{label}: not valid JSON ({e})") from None
-
-
-def _named(owner: str, title: str) -> str:
-    """One editor's label for a part of its request: "Headers", or "Submit request headers"."""
-    if not owner:
-        return title
-    return f"{owner} {title if title[:2].isupper() else title.lower()}"
-
-
-def _auth(form: FormData, prefix: str = "", owner: str = "") -> dict[str, Any] | None:
-    """The Credentials step's fields (``auth_*``, or one request editor's ``submit_auth_*``)."""
-    kind = form.get(f"{prefix}auth_type", "none")
-
-    def get(key: str, default: str = "") -> str:
-        return form.get(f"{prefix}auth_{key}", default)
-
-    if kind == "bearer":
-        return {"type": "bearer", "token": get("token")}
-    if kind == "basic":
-        return {"type": "basic", "username": get("username"), "password": get("password")}
-    if kind == "api_key":
-        return {
-            "type": "api_key",
-            "name": get("name"),
-            "in": get("in", "header"),
-            "value": get("value"),
-        }
-    if kind in ("oauth2_client_credentials", "oauth2_refresh_token"):
-        auth = {"type": kind, "token_url": get("token_url"), "client_id": get("client_id")}
-        secret = get("client_secret")
-        if secret.strip() or kind == "oauth2_client_credentials":
-            auth["client_secret"] = secret  # a refresh-token app may be a public client
-        if kind == "oauth2_refresh_token":
-            auth["refresh_token"] = get("refresh_token").strip()
-        if get("scope").strip():
-            auth["scope"] = get("scope").strip()
-        return auth
-    if kind == "headers":
-        headers = pairs_of(
-            form, f"{prefix}authheader", f"{prefix}auth", _named(owner, "Auth headers")
-        )
-        return {"type": "headers", "headers": headers}
-    return None
 
 
 def _statuses(text: str) -> int | list[int] | None:
@@ -134,54 +82,11 @@ def _response(form: FormData) -> dict[str, Any]:
     return response
 
 
-METHODS: tuple[str, ...] = get_args(Method)
-_WEB_URL = re.compile(r"^https?://", re.IGNORECASE)
-
-
-def _request(form: FormData, prefix: str = "", owner: str = "") -> dict[str, Any]:
-    """One request editor's fields (the HTTP action's, or a prefixed one) as a request."""
-    method = form.get(f"{prefix}method", "GET")
-    if method not in METHODS:
-        message = f"{_named(owner, 'Method')}: {method!r} is not one of {', '.join(METHODS)}"
-        raise _fail(f"{prefix}method", message)
-    url = form.get(f"{prefix}url", "").strip()
-    if url and not _WEB_URL.match(url):
-        message = f"{_named(owner, 'URL')}: {url!r} does not start with http:// or https://"
-        raise _fail(f"{prefix}url", message)
-    request: dict[str, Any] = {"method": method, "url": url}
-    for key, kind, title in (("headers", "header", "Headers"), ("query", "query", "Query")):
-        pairs = pairs_of(form, f"{prefix}{kind}", f"{prefix}{key}", _named(owner, title))
-        if pairs:
-            request[key] = pairs
-    body = parse_json(form, f"{prefix}body", _named(owner, "Body"))
-    if body is not None:
-        request["body"] = body
-    auth = _auth(form, prefix, owner)
-    if auth is not None:
-        request["auth"] = auth
-    return request
-
-
 def _http(form: FormData) -> dict[str, Any]:
-    request = _request(form)
+    request = parse_request(form)
     response = _response(form)
     if response:
         request["response"] = response
-    return request
-
-
-def _optional_request(form: FormData, prefix: str, *, wanted: bool) -> dict[str, Any] | None:
-    """A prefixed editor's request, or None when it is not ``wanted`` and nothing is filled in.
-
-    A request with anything filled in needs its URL, so a forgotten one is named rather than
-    the whole request silently left out.
-    """
-    owner = REQUEST_EDITORS[prefix]
-    request = _request(form, prefix, owner)
-    if not wanted and set(request) <= {"method", "url"} and not request["url"]:
-        return None
-    if not request["url"]:
-        raise _fail(f"{prefix}url", f"{_named(owner, 'URL')}: the URL is empty")
     return request
 
 
@@ -192,7 +97,7 @@ def _on_click(form: FormData) -> dict[str, Any]:
         # A post from before the choice existed: a request only when no link is given.
         click = "http" if form.get("button_url", "").strip() and not navigate else "navigate"
     if click == "http":
-        return {"http": _optional_request(form, "button_", wanted=True)}
+        return {"http": parse_optional_request(form, "button_", wanted=True)}
     return {"navigate": navigate}
 
 
@@ -226,7 +131,7 @@ def parse_definition(form: FormData) -> dict[str, Any]:
     elif kind == "form":
         data["title"] = form.get("form_title", "").strip()
         data["fields"] = form_fields_of(form)
-        submit = _optional_request(form, "submit_", wanted=False)
+        submit = parse_optional_request(form, "submit_", wanted=False)
         if submit is not None:
             data["submit"] = submit
     elif kind == "button":
@@ -235,25 +140,6 @@ def parse_definition(form: FormData) -> dict[str, Any]:
     else:
         raise _fail("type", "choose HTTP Request, Form Collection or Button Trigger")
     return data
-
-
-def definition_text(value: Any) -> str:
-    """A definition (or part of one) as the indented JSON the advanced view shows."""
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
-
-
-_AUTH_FIELDS = frozenset(
-    {"token", "username", "password", "name", "in", "value"}
-    | {"token_url", "client_id", "client_secret", "scope", "refresh_token"}
-)
-
-
-def _auth_form(auth: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    out = {f"{prefix}auth_type": str(auth.get("type", "none"))}
-    out |= {f"{prefix}auth_{k}": str(v) for k, v in auth.items() if k in _AUTH_FIELDS}
-    if isinstance(auth.get("headers"), Mapping):
-        out |= rows_form(f"{prefix}authheader", pair_rows(auth["headers"]))
-    return out
 
 
 def _health_form(check: Mapping[str, Any]) -> dict[str, str]:
@@ -268,21 +154,9 @@ def _health_form(check: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def _request_form(request: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """One request editor's fields for a stored request: the inverse of :func:`_request`."""
-    form = {
-        f"{prefix}method": str(request.get("method", "GET")),
-        f"{prefix}url": str(request.get("url", "")),
-        f"{prefix}body": definition_text(request["body"]) if "body" in request else "",
-    }
-    form |= rows_form(f"{prefix}header", pair_rows(request.get("headers") or {}))
-    form |= rows_form(f"{prefix}query", pair_rows(request.get("query") or {}))
-    return form | _auth_form(request.get("auth") or {}, prefix)
-
-
 def _http_form(definition: Mapping[str, Any]) -> dict[str, str]:
     response = definition.get("response") or {}
-    form = _request_form(definition) | {
+    form = request_form(definition) | {
         "response_select": str(response.get("select") or ""),
         "response_max_chars": str(response.get("max_chars") or ""),
     }
@@ -307,33 +181,15 @@ def definition_form(definition: Mapping[str, Any]) -> dict[str, str]:
         form["form_title"] = str(definition.get("title", ""))
         form |= rows_form("field", field_rows(definition.get("fields") or []))
         if isinstance(definition.get("submit"), Mapping):
-            form |= _request_form(definition["submit"], "submit_")
+            form |= request_form(definition["submit"], "submit_")
     elif kind == "button":
         form["button_label"] = str(definition.get("label", ""))
         click = definition.get("on_click") or {}
         form["button_navigate"] = str(click.get("navigate") or "")
         form["button_click"] = "navigate"
         if isinstance(click.get("http"), Mapping):
-            form |= _request_form(click["http"], "button_") | {"button_click": "http"}
+            form |= request_form(click["http"], "button_") | {"button_click": "http"}
     return form
-
-
-def editor_field(param: str | None) -> str | None:
-    """The wizard field an error's ``param`` is about: itself, or a request editor's field.
-
-    Saving names a definition path (``submit.url``, ``on_click.http.headers.X-Key``); the page
-    shows that error at the prefixed editor's field (``submit_url``, ``button_headers``).
-    """
-    if not param:
-        return None
-    parts = [p for p in param.split(".") if p not in ("HttpClick", "NavigateClick")]
-    if parts[0] == "submit" and len(parts) > 1:
-        return f"submit_{parts[1]}"
-    if parts[:2] == ["on_click", "http"] and len(parts) > 2:
-        return f"button_{parts[2]}"
-    if parts[:2] == ["on_click", "navigate"]:
-        return "button_navigate"
-    return parts[0]
 
 
 # Keys the wizard shows; an edit replaces them and keeps every other stored setting.
@@ -370,23 +226,6 @@ def _kept_part(old: Any, new: Any, shown: tuple[str, ...]) -> Any:
     return {k: v for k, v in old.items() if k not in shown} | new
 
 
-_REQUEST_KEYS = ("method", "url", "headers", "query", "body", "auth")
-"""Parts of a form's submit or a button's request its editor shows."""
-
-
-def _kept_request(old: Any, new: Any) -> Any:
-    """A request editor's request over what the stored one had beyond the editor's fields.
-
-    Its timeout, retries, response trimming and trace setting stay in the raw definition.
-    """
-    if not isinstance(old, Mapping) or not isinstance(new, dict):
-        return new
-    kept = {k: v for k, v in old.items() if k not in _REQUEST_KEYS}
-    if new.get("method", "GET") != old.get("method", "GET"):
-        kept.pop("retries", None)  # as for an HTTP action: the new method's default applies
-    return kept | new
-
-
 def merge_edit(
     old: Mapping[str, Any], new: Mapping[str, Any], *, raw: bool = False
 ) -> dict[str, Any]:
@@ -403,12 +242,12 @@ def merge_edit(
         kept.pop("retries", None)
     merged: dict[str, Any] = {**kept, **new, "type": old.get("type", "http")}
     if merged["type"] == "form" and "submit" in merged:
-        merged["submit"] = _kept_request(old.get("submit"), merged["submit"])
+        merged["submit"] = kept_request(old.get("submit"), merged["submit"])
     click = merged.get("on_click")
     if merged["type"] == "button" and isinstance(click, dict) and "http" in click:
         stored = old.get("on_click")
         before = stored.get("http") if isinstance(stored, Mapping) else None
-        merged["on_click"] = {**click, "http": _kept_request(before, click["http"])}
+        merged["on_click"] = {**click, "http": kept_request(before, click["http"])}
     if merged["type"] != "http":
         return merged
     if "parameters" in merged:

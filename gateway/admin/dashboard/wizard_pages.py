@@ -28,7 +28,6 @@ from gateway.admin.dashboard.forms import (
     FormData,
     definition_form,
     definition_text,
-    editor_field,
     merge_edit,
     parse_definition,
 )
@@ -42,6 +41,7 @@ from gateway.admin.dashboard.pages import (
     Posted,
     definition_error,
 )
+from gateway.admin.dashboard.request_fields import editor_field
 from gateway.admin.dashboard.session import Session
 from gateway.admin.dashboard.testinputs import (
     SEED_VARIABLES,
