@@ -8,12 +8,15 @@ import pytest
 
 from gateway.admin.dashboard.editors import MAX_ROWS, editor_rows
 from gateway.admin.dashboard.forms import definition_form, merge_edit, parse_definition
+from gateway.admin.dashboard.request_fields import editor_field
 from gateway.admin.dashboard.testinputs import (
     captured_lead_fields,
     panel_inputs,
     parse_test_form,
     preview,
 )
+from gateway.admin.dashboard.views import step_of
+from gateway.admin.service import MASK, mask, unmask
 from gateway.definitions.config import parse_action
 from gateway.definitions.tools import to_tool_definition
 from gateway.errors import RequestError
@@ -100,6 +103,7 @@ def test_rows_become_headers_query_and_arguments() -> None:
         ({"param-0-name": "n", "param-0-type": "date"}, "parameters", "row 1 (n): type must be"),
         ({"param-0-description": "nameless"}, "parameters", "row 1: the name is empty"),
         ({"body": "{not json"}, "body", "Body: not valid JSON"),
+        ({"url": "api.example.com/x"}, "url", "URL: 'api.example.com/x' does not start with"),
         (
             {"health_on": "on", "health_expect_status": "ok"},
             "health_expect_status",
@@ -277,3 +281,184 @@ def test_a_refresh_token_auth_round_trips_through_the_credentials_step(secret: s
     again = parse_definition(definition_form(definition))
     assert again["auth"] == auth
     assert parse_action(merge_edit(definition, again)) == parse_action(definition)
+
+
+RETURN_FORM: dict[str, Any] = {
+    "name": "Start a return",
+    "type": "form",
+    "title": "Return",
+    "fields": [{"name": "email", "type": "email"}, {"name": "order", "type": "text"}],
+    "submit": {
+        "method": "POST",
+        "url": "https://shop.example.com/returns/{{form.order}}",
+        "headers": {"X-Api-Key": "{{secrets.SHOP}}", "X-Channel": "chat"},
+        "query": {"source": "{{conversation.channel}}"},
+        "body": {"email": "{{form.email}}", "order": "{{form.order}}"},
+        "auth": {"type": "basic", "username": "shop", "password": "{{secrets.SHOP}}"},
+    },
+}
+
+RESEND_BUTTON: dict[str, Any] = {
+    "name": "Resend the invoice",
+    "type": "button",
+    "label": "Resend invoice",
+    "on_click": {
+        "http": {
+            "method": "PUT",
+            "url": "https://billing.example.com/invoices/resend",
+            "headers": {"Content-Type": "application/json"},
+            "body": {"to": "{{lead.email}}"},
+            "auth": {"type": "headers", "headers": {"X-Billing-Token": "{{secrets.BILLING}}"}},
+        }
+    },
+}
+
+
+def _stored(definition: dict[str, Any]) -> dict[str, Any]:
+    """``definition`` as the admin API returns it: every default spelled out."""
+    return parse_action(definition).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def test_a_form_submit_request_fills_its_own_editors_and_round_trips() -> None:
+    form = definition_form(RETURN_FORM)
+    # The HTTP action's editors, prefixed: no JSON but the body's.
+    assert form["submit_method"] == "POST"
+    assert form["submit_url"] == RETURN_FORM["submit"]["url"]
+    assert (form["submit_header-1-name"], form["submit_header-1-value"]) == ("X-Channel", "chat")
+    assert form["submit_query-0-value"] == "{{conversation.channel}}"
+    assert (form["submit_auth_type"], form["submit_auth_username"]) == ("basic", "shop")
+    assert "form_submit" not in form and "method" not in form and "auth_type" not in form
+    assert parse_definition(form) == RETURN_FORM
+
+
+def test_a_button_http_request_fills_its_own_editors_and_round_trips() -> None:
+    form = definition_form(RESEND_BUTTON)
+    assert form["button_click"] == "http"
+    assert (form["button_method"], form["button_url"]) == (
+        "PUT",
+        "https://billing.example.com/invoices/resend",
+    )
+    assert form["button_authheader-0-name"] == "X-Billing-Token"
+    assert parse_definition(form) == RESEND_BUTTON
+    # Choosing "Open a link" sends no request, whatever the request editor still holds.
+    link = form | {"button_click": "navigate", "button_navigate": "https://shop.example.com/help"}
+    assert parse_definition(link)["on_click"] == {"navigate": "https://shop.example.com/help"}
+    navigate = {**RESEND_BUTTON, "on_click": {"navigate": "https://shop.example.com/help"}}
+    assert definition_form(navigate)["button_click"] == "navigate"
+    assert parse_definition(definition_form(navigate)) == navigate
+
+
+@pytest.mark.parametrize("definition", [RETURN_FORM, RESEND_BUTTON], ids=["form", "button"])
+def test_saving_an_unchanged_request_editor_keeps_every_stored_setting(
+    definition: dict[str, Any],
+) -> None:
+    request = definition.get("submit") or definition["on_click"]["http"]
+    tuned = {**request, "timeout_s": 3.5, "retries": 4, "propagate_trace": True}
+    tuned["response"] = {"select": "id", "redact": ["card"], "max_chars": 900}
+    if "submit" in definition:
+        stored = _stored({**definition, "submit": tuned})
+    else:
+        stored = _stored({**definition, "on_click": {"http": tuned}})
+    merged = merge_edit(stored, parse_definition(definition_form(stored)))
+    assert _stored(merged) == stored
+    # A changed method gets that method's default retries, as for an HTTP action.
+    prefix = "submit_" if "submit" in definition else "button_"
+    form = definition_form(stored) | {f"{prefix}method": "GET"}
+    changed = _stored(merge_edit(stored, parse_definition(form)))
+    sent = changed.get("submit") or changed["on_click"]["http"]
+    assert (sent["method"], sent["retries"], sent["timeout_s"]) == ("GET", 2, 3.5)
+
+
+def test_a_form_without_a_submit_url_or_anything_else_sends_nothing() -> None:
+    form = definition_form(RETURN_FORM)
+    empty = {k: v for k, v in form.items() if not k.startswith("submit_")}
+    assert "submit" not in parse_definition(empty | {"submit_method": "POST"})
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "message"),
+    [
+        (
+            {"submit_url": "ftp://shop.example.com/returns"},
+            "submit_url",
+            "Submit request URL: 'ftp://shop.example.com/returns' does not start with http://",
+        ),
+        ({"submit_method": "FETCH"}, "submit_method", "Submit request method: 'FETCH' is not"),
+        (
+            {"submit_url": "", "submit_header-0-name": "X-A", "submit_header-0-value": "1"},
+            "submit_url",
+            "Submit request URL: the URL is empty",
+        ),
+        (
+            {"submit_header-2-name": "", "submit_header-2-value": "orphan"},
+            "submit_headers",
+            "Submit request headers, row 3: the name is empty",
+        ),
+        ({"submit_body": "{not json"}, "submit_body", "Submit request body: not valid JSON"),
+    ],
+)
+def test_a_bad_submit_request_field_is_named(
+    fields: dict[str, str], param: str, message: str
+) -> None:
+    with pytest.raises(RequestError) as caught:
+        parse_definition(definition_form(RETURN_FORM) | fields)
+    assert caught.value.param == param
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "message"),
+    [
+        ({"button_url": "www.example.com"}, "button_url", "Button request URL: 'www.example.com'"),
+        ({"button_url": " "}, "button_url", "Button request URL: the URL is empty"),
+        ({"button_method": "get"}, "button_method", "Button request method: 'get' is not"),
+        (
+            {"button_auth_type": "headers", "button_authheader-0-name": ""},
+            "button_auth",
+            "Button request auth headers, row 1: the name is empty",
+        ),
+    ],
+)
+def test_a_bad_button_request_field_is_named(
+    fields: dict[str, str], param: str, message: str
+) -> None:
+    with pytest.raises(RequestError) as caught:
+        parse_definition(definition_form(RESEND_BUTTON) | fields)
+    assert caught.value.param == param
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("param", "field", "step"),
+    [
+        ("submit.url", "submit_url", 2),
+        ("submit.headers.X-Key", "submit_headers", 2),
+        ("submit.auth.token_url", "submit_auth", 3),
+        ("on_click.http.body", "button_body", 2),
+        ("on_click.HttpClick.http.auth.bearer.token", "button_auth", 3),
+        ("on_click.navigate", "button_navigate", 2),
+        ("submit_auth_type", "submit_auth_type", 3),
+        ("headers.X-Key", "headers", 2),
+        ("auth.token_url", "auth", 3),
+    ],
+)
+def test_a_saved_definition_error_is_shown_at_its_editor_field(
+    param: str, field: str, step: int
+) -> None:
+    assert editor_field(param) == field
+    assert step_of(editor_field(param)) == step
+
+
+def test_a_masked_credential_in_a_request_editor_is_kept_on_save() -> None:
+    literal = {"type": "bearer", "token": "literal-TOKEN-1"}
+    stored = _stored(
+        {
+            **RESEND_BUTTON,
+            "on_click": {"http": {**RESEND_BUTTON["on_click"]["http"], "auth": literal}},
+        }
+    )
+    shown = mask(stored)
+    form = definition_form(shown)
+    assert form["button_auth_token"] == MASK  # the page never holds the credential
+    # Saving the page as it is sends the mask back, which the service trades for the stored value.
+    assert _stored(unmask(merge_edit(shown, parse_definition(form)), stored)) == stored

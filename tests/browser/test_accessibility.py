@@ -94,6 +94,24 @@ def _guardrail_report(page: Page, gw: LiveGateway, upstream: ScriptedUpstream) -
     expect(page.get_by_role("table", name=re.compile("^Result"))).to_be_visible()
 
 
+def _form_submit_request(page: Page, gw: LiveGateway, upstream: ScriptedUpstream) -> None:
+    """The wizard's Configure step for a form: its field rows and its submit request editor."""
+    page.get_by_label("Form Collection", exact=True).check()
+    page.get_by_role("button", name="Next").click()
+    expect(page.get_by_label("Submit request URL", exact=True)).to_be_visible()
+
+
+def _button_request_credentials(page: Page, gw: LiveGateway, upstream: ScriptedUpstream) -> None:
+    """The Credentials step for a button that sends a request, with credential header rows."""
+    page.get_by_label("Button Trigger", exact=True).check()
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Send an HTTP request", exact=True).check()
+    expect(page.get_by_label("Button request URL", exact=True)).to_be_visible()
+    page.get_by_role("link", name="3. Credentials").click()
+    page.get_by_label("Button request authentication", exact=True).select_option("headers")
+    expect(page.get_by_label("Button request auth header 1 name", exact=True)).to_be_visible()
+
+
 def _path(path: str) -> Callable[[LiveGateway], str]:
     return lambda _gw: path
 
@@ -114,6 +132,10 @@ SCREENS = [
     Screen("overview with a bad window", _path("/overview?window=2h")),
     Screen("actions list", _path("/actions")),
     Screen("new action wizard", _path("/actions/new")),
+    Screen("wizard, a form's submit request", _path("/actions/new"), _form_submit_request),
+    Screen(
+        "wizard, a button request's credentials", _path("/actions/new"), _button_request_credentials
+    ),
     Screen("action page", _path(f"/actions/{TOOL}")),
     Screen("action logs tab", _path(f"/actions/{TOOL}/logs")),
     Screen("action guardrail check tab", _path(f"/actions/{TOOL}/guardrails")),

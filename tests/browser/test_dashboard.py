@@ -69,7 +69,7 @@ def test_create_http_action_with_the_wizard(page: Page, live_gateway: LiveGatewa
     page.get_by_label("Header 1 name", exact=True).fill("Authorization")
     page.get_by_label("Header 1 value", exact=True).fill("Bearer {{secrets.CRM}}")
     # A mistake first: the server's error shows, and nothing typed is lost.
-    page.get_by_label("Body (JSON)").fill("{not json")
+    page.get_by_label("Body (JSON)", exact=True).fill("{not json")
     shot(page, "wizard-2-configure")
     page.get_by_role("button", name="Next").click()
     page.get_by_role("button", name="Next").click()
@@ -80,7 +80,7 @@ def test_create_http_action_with_the_wizard(page: Page, live_gateway: LiveGatewa
     page.get_by_role("button", name="Test", exact=True).click()
     expect(page.locator("#err-body")).to_contain_text("Body: not valid JSON")
     expect(page.get_by_label("URL", exact=True)).to_have_value(re.compile(r"\{\{lead\.email\}\}$"))
-    page.get_by_label("Body (JSON)").fill("")
+    page.get_by_label("Body (JSON)", exact=True).fill("")
     page.get_by_role("link", name="5. Test").click()
     page.get_by_label("lead.email", exact=True).fill("jane@example.com")
 

@@ -58,7 +58,7 @@ def test_edit_an_action_keeps_its_masked_credential(
     expect(page.get_by_role("heading", name=re.compile("Edit Action"))).to_be_visible()
     # The wizard opens on Configure, prefilled; the credential stays masked.
     expect(page.get_by_label("Name", exact=True)).to_have_value("Billing Lookup")
-    expect(page.get_by_label("Authentication")).to_have_value("bearer")
+    expect(page.get_by_label("Authentication", exact=True)).to_have_value("bearer")
     token = page.get_by_label("Token", exact=True)
     expect(token).to_have_value("********")
     expect(token).to_have_accessible_description(re.compile("leave \\*{8} to keep"))

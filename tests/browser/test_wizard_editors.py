@@ -1,7 +1,8 @@
 """The wizard's editors, variable picker, live preview and advanced view, and the per-variable
 Test panel, in a real browser: an action is created with headers, arguments and a body using
-only the editors, then run from its page. The tests run in file order (the second runs what
-the first created); the module deletes that action when it is done.
+only the editors, then run from its page; so are a form with a submit request and a button
+with an HTTP request. The tests run in file order (the second runs what the first created);
+the module deletes those actions when it is done.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -24,13 +26,15 @@ TOOL = "order_lookup"
 GUARDRAIL = "Never for refunds: send those to a human."
 DESCRIPTION = "Look up one order of the customer's."
 EDITED = "Look up one order of the customer's, by its number."
+FORM_TOOL = "request_a_callback"
+BUTTON_TOOL = "resend_the_invoice"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup(live_gateway: LiveGateway) -> Iterator[None]:
     yield
     admin = live_gateway.services.admin
-    for tool in (TOOL,):
+    for tool in (TOOL, FORM_TOOL, BUTTON_TOOL):
         if any(a["tool_name"] == tool for a in admin.list_actions()):
             live_gateway.run(admin.delete_action(tool))
 
@@ -47,7 +51,7 @@ def _insert(page: Page, field: str, variable: str) -> None:
 def _configure(page: Page, gw: LiveGateway) -> None:
     """Step 2 with the editors only: URL, a query row, two header rows, four arguments, a body."""
     page.get_by_label("Name", exact=True).fill("Order Lookup")
-    page.get_by_label("Method").select_option("POST")
+    page.get_by_label("Method", exact=True).select_option("POST")
     page.get_by_label("URL", exact=True).fill(f"{gw.api.base_url}/echo/orders/")
     page.get_by_label("Query 1 name", exact=True).fill("email")
     _insert(page, "Query 1 value", "lead.email")
@@ -81,7 +85,7 @@ def _configure(page: Page, gw: LiveGateway) -> None:
         f"{gw.api.base_url}/echo/orders/{{{{args.order_id}}}}"
     )
 
-    body = page.get_by_label("Body (JSON)")
+    body = page.get_by_label("Body (JSON)", exact=True)
     body.fill('{"qty": ')
     expect(page.locator("#body-check")).to_contain_text("Not valid JSON")
     expect(body).to_have_attribute("aria-invalid", "true")
@@ -136,7 +140,7 @@ def test_create_an_action_with_the_editors_only(page: Page, live_gateway: LiveGa
     shot(page, "editors-2-configure")
 
     page.get_by_role("button", name="Next").click()
-    expect(page.get_by_label("Authentication")).to_have_value("none")
+    expect(page.get_by_label("Authentication", exact=True)).to_have_value("none")
     shot(page, "editors-3-credentials")
     page.get_by_role("button", name="Next").click()
     page.get_by_label("Description", exact=True).fill(DESCRIPTION)
@@ -261,15 +265,20 @@ def test_an_edit_in_the_advanced_view_keeps_every_stored_setting(
     assert after == {**before, "timeout_s": 20.0}
 
 
+def _unlabelled(page: Page) -> list[str]:
+    """The page's fields (hidden ones too) that have no label."""
+    found: list[str] = page.evaluate(
+        """() => Array.from(document.querySelectorAll(
+                 'main input:not([type=hidden]), main select, main textarea'))
+             .filter((el) => el.labels.length === 0).map((el) => el.id || el.name)"""
+    )
+    return found
+
+
 def test_every_control_is_labelled_and_reachable_by_keyboard(page: Page) -> None:
     for path in ("/actions/new", f"/actions/{TOOL}", f"/actions/{TOOL}/edit"):
         page.goto(path)
-        unlabelled = page.evaluate(
-            """() => Array.from(document.querySelectorAll(
-                     'main input:not([type=hidden]), main select, main textarea'))
-                 .filter((el) => el.labels.length === 0).map((el) => el.id || el.name)"""
-        )
-        assert unlabelled == [], path
+        assert _unlabelled(page) == [], path
     page.goto("/actions/new")
     page.get_by_role("button", name="Next").focus()
     page.keyboard.press("Enter")
@@ -335,3 +344,166 @@ def test_the_preview_endpoint_needs_the_form_token(page: Page) -> None:
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
     )
     assert api.status == 403
+
+
+def _stored(page: Page, tool: str) -> dict[str, Any]:
+    """The definition the admin API returns for ``tool``."""
+    r = page.request.get(f"/api/actions/{tool}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert r.ok, r.status
+    data: dict[str, Any] = r.json()
+    return data
+
+
+def _save(page: Page, button: str, status: str) -> None:
+    page.get_by_role("link", name="6. Enable").click()
+    page.get_by_role("button", name=button).click()
+    expect(page.get_by_role("status")).to_have_text(status)
+
+
+def _run_test_panel(page: Page, tool: str, values: dict[str, str]) -> None:
+    page.goto(f"/actions/{tool}")
+    panel = page.locator("#test-form")
+    expect(panel).to_have_attribute("data-ready", "true")
+    for name, value in values.items():
+        panel.get_by_label(name, exact=True).fill(value)
+    panel.get_by_role("button", name="Run test").click()
+    expect(page.get_by_role("region", name="Test result")).to_contain_text("Result: success")
+
+
+def test_create_a_form_with_a_submit_request_using_the_editors_only(
+    page: Page, live_gateway: LiveGateway
+) -> None:
+    api = live_gateway.api.base_url
+    page.goto("/actions/new")
+    page.get_by_label("Form Collection", exact=True).check()
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Name", exact=True).fill("Request a Callback")
+    page.get_by_label("Form title").fill("We call you back")
+    page.get_by_label("Field 1 name", exact=True).fill("email")
+    page.get_by_label("Field 1 type", exact=True).select_option("email")
+    page.get_by_role("button", name="Add field").click()
+    page.get_by_label("Field 2 name", exact=True).fill("phone")
+    page.get_by_label("Field 2 type", exact=True).select_option("phone")
+    # The HTTP action's editors are not on the page for a form; its submit request has its own.
+    expect(page.get_by_label("Method", exact=True)).to_be_hidden()
+    page.get_by_label("Submit request method", exact=True).select_option("POST")
+    page.get_by_label("Submit request URL", exact=True).fill(f"{api}/echo/callbacks")
+    page.get_by_label("Submit request query 1 name", exact=True).fill("phone")
+    # The form's own fields are offered as {{form.NAME}} as soon as they are typed.
+    _insert(page, "Submit request query 1 value", "form.phone")
+    expect(page.get_by_label("Submit request query 1 value", exact=True)).to_have_value(
+        "{{form.phone}}"
+    )
+    page.get_by_label("Submit request header 1 name", exact=True).fill("X-Source")
+    page.get_by_label("Submit request header 1 value", exact=True).fill("chat")
+    body = page.get_by_label("Submit request body (JSON)", exact=True)
+    body.fill('{"email": ')
+    expect(page.locator("#submit_body-check")).to_contain_text("Not valid JSON")
+    body.fill('{"email": "{{form.email}}"}')
+    expect(page.locator("#submit_body-check")).to_have_text("Valid JSON.")
+    shot(page, "editors-form-submit")
+
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Submit request authentication", exact=True).select_option("bearer")
+    expect(page.get_by_label("Token", exact=True)).to_be_hidden()
+    _insert(page, "Submit request token", "secrets.CRM")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Description", exact=True).fill("Ask for a callback.")
+    _save(page, "Save action", "Action created.")
+
+    submit = _stored(page, FORM_TOOL)["submit"]
+    assert {k: submit[k] for k in ("method", "url", "headers", "query", "body", "auth")} == {
+        "method": "POST",
+        "url": f"{api}/echo/callbacks",
+        "headers": {"X-Source": "chat"},
+        "query": {"phone": "{{form.phone}}"},
+        "body": {"email": "{{form.email}}"},
+        "auth": {"type": "bearer", "token": "{{secrets.CRM}}"},
+    }
+    # The submit request as the customer's submission would send it, from the Test panel.
+    _run_test_panel(page, FORM_TOOL, {"form.email": "jo@example.com", "form.phone": "+4912"})
+    sent = live_gateway.api.last()
+    assert (sent.method, sent.path, sent.query_string) == (
+        "POST",
+        "/echo/callbacks",
+        "phone=%2B4912",
+    )
+    assert json.loads(sent.body) == {"email": "jo@example.com"}
+    assert sent.headers["Authorization"] == f"Bearer {CRM_SECRET}"
+    assert sent.headers["X-Source"] == "chat"
+    assert CRM_SECRET not in page.content()
+
+
+def test_create_a_button_with_an_http_request_using_the_editors_only(
+    page: Page, live_gateway: LiveGateway
+) -> None:
+    api = live_gateway.api.base_url
+    page.goto("/actions/new")
+    page.get_by_label("Button Trigger", exact=True).check()
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Name", exact=True).fill("Resend the Invoice")
+    page.get_by_label("Button label").fill("Resend invoice")
+    expect(page.get_by_label("Button request URL", exact=True)).to_be_hidden()
+    page.get_by_label("Send an HTTP request", exact=True).check()
+    expect(page.get_by_label("Navigate URL")).to_be_hidden()
+    page.get_by_label("Button request method", exact=True).select_option("PUT")
+    # A private address the egress policy refuses: saving names the field, on its step.
+    page.get_by_label("Button request URL", exact=True).fill("http://10.20.30.40/invoices/resend")
+    page.get_by_label("Button request header 1 name", exact=True).fill("Content-Type")
+    page.get_by_label("Button request header 1 value", exact=True).fill("application/json")
+    page.get_by_label("Button request body (JSON)", exact=True).fill('{"to": "{{lead.email}}"}')
+    expect(page.locator("#button_body-check")).to_have_text("Valid JSON.")
+    shot(page, "editors-button-request")
+
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Button request authentication", exact=True).select_option("headers")
+    page.get_by_label("Button request auth header 1 name", exact=True).fill("X-Billing-Token")
+    _insert(page, "Button request auth header 1 value", "secrets.CRM")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Description", exact=True).fill("Send the invoice again.")
+    page.get_by_role("link", name="6. Enable").click()
+    page.get_by_role("button", name="Save action").click()
+    expect(page.locator("#err-button_url")).to_contain_text("on_click.http.url")
+    url = page.get_by_label("Button request URL", exact=True)
+    expect(url).to_be_visible()
+    expect(url).to_have_value("http://10.20.30.40/invoices/resend")
+    expect(page.get_by_label("Button request header 1 name", exact=True)).to_have_value(
+        "Content-Type"
+    )
+    url.fill(f"{api}/echo/invoices/resend")
+    _save(page, "Save action", "Action created.")
+
+    stored = _stored(page, BUTTON_TOOL)
+    http = stored["on_click"]["http"]
+    assert {k: http[k] for k in ("method", "url", "headers", "body", "auth")} == {
+        "method": "PUT",
+        "url": f"{api}/echo/invoices/resend",
+        "headers": {"Content-Type": "application/json"},
+        "body": {"to": "{{lead.email}}"},
+        "auth": {"type": "headers", "headers": {"X-Billing-Token": "{{secrets.CRM}}"}},
+    }
+    _run_test_panel(page, BUTTON_TOOL, {"lead.email": "jo@example.com"})
+    sent = live_gateway.api.last()
+    assert (sent.method, sent.path) == ("PUT", "/echo/invoices/resend")
+    assert json.loads(sent.body) == {"to": "jo@example.com"}
+    assert sent.headers["X-Billing-Token"] == CRM_SECRET
+    assert CRM_SECRET not in page.content()
+
+
+@pytest.mark.parametrize(
+    ("tool", "field", "value"),
+    [
+        (FORM_TOOL, "Submit request header 1 name", "X-Source"),
+        (BUTTON_TOOL, "Button request method", "PUT"),
+    ],
+)
+def test_an_unchanged_edit_of_a_request_editor_keeps_the_definition(
+    page: Page, tool: str, field: str, value: str
+) -> None:
+    before = _stored(page, tool)
+    page.goto(f"/actions/{tool}/edit")
+    # The stored request fills the editors; saving them as they are changes nothing.
+    expect(page.get_by_label(field, exact=True)).to_have_value(value)
+    assert _unlabelled(page) == []
+    _save(page, "Save changes", "Action saved.")
+    assert _stored(page, tool) == before

@@ -1,5 +1,6 @@
 """The wizard's row editors: headers, query parameters, model arguments, form fields and the
-Guardrail check cases (read by :mod:`.case_rows`).
+Guardrail check cases (read by :mod:`.case_rows`). A form's submit request and a button's HTTP
+request have header and query rows of their own (:data:`REQUEST_EDITORS`).
 
 Each row is a group of form fields named ``KIND-INDEX-FIELD`` (``header-0-name``,
 ``param-2-required``), so a row survives a post-back without JavaScript, an unticked checkbox
@@ -22,6 +23,7 @@ __all__ = [
     "FIELD_TYPES",
     "MAX_ROWS",
     "PARAM_TYPES",
+    "REQUEST_EDITORS",
     "ROW_FIELDS",
     "editor_rows",
     "field_rows",
@@ -43,6 +45,15 @@ ROW_FIELDS: dict[str, tuple[str, ...]] = {
     "case": ("message", "expect", "variables", "arguments", "delete"),
 }
 """Each row kind's fields, in the order the page shows them."""
+REQUEST_EDITORS: dict[str, str] = {"submit_": "Submit request", "button_": "Button request"}
+"""The request editors beyond the HTTP action's own, by field prefix: a form's submit request
+and a button's HTTP request. Each has the HTTP action's fields, prefixed (``submit_url``,
+``submit_header-0-name``), and the name its labels and errors use."""
+ROW_FIELDS |= {
+    f"{prefix}{kind}": ("name", "value")
+    for prefix in REQUEST_EDITORS
+    for kind in ("header", "query", "authheader")
+}
 
 _CHOICES = ("type", "required", "expect", "delete")
 """Fields with a default (a select, a checkbox): they alone do not make a row filled."""

@@ -1,7 +1,9 @@
 """The Create/Edit Action wizard's fields to a definition, and a definition back to them.
 
-Every parse error is a :class:`~gateway.errors.RequestError` (422) whose ``param`` names the form
-field, so the page can show it next to that field without losing what was typed.
+The request editors' fields (an HTTP action's, a form's submit, a button's request) are read
+and filled by :mod:`.request_fields`; this module adds what only one kind has. Every parse
+error is a :class:`~gateway.errors.RequestError` (422) whose ``param`` names the form field, so
+the page can show it next to that field without losing what was typed.
 """
 
 from __future__ import annotations
@@ -9,16 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from gateway.admin.dashboard.editors import (
     field_rows,
     form_fields_of,
-    pair_rows,
-    pairs_of,
     parameter_rows,
     parameters_of,
     rows_form,
+)
+from gateway.admin.dashboard.request_fields import (
+    definition_text,
+    kept_request,
+    parse_json,
+    parse_optional_request,
+    parse_request,
+    request_form,
 )
 from gateway.errors import RequestError
 
@@ -36,54 +42,6 @@ FormData = Mapping[str, str]
 
 def _fail(param: str, message: str) -> RequestError:
     return RequestError(422, message, code="invalid_definition", param=param)
-
-
-def parse_json(form: FormData, field: str, label: str) -> Any:
-    """The JSON in one textarea, or None when it is blank."""
-    text = form.get(field, "").strip()
-    if not text:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as e:
-        raise _fail(field, f"{label}: not valid JSON ({e})") from None
-
-
-def _auth(form: FormData) -> dict[str, Any] | None:
-    kind = form.get("auth_type", "none")
-    get = form.get
-    if kind == "bearer":
-        return {"type": "bearer", "token": get("auth_token", "")}
-    if kind == "basic":
-        return {
-            "type": "basic",
-            "username": get("auth_username", ""),
-            "password": get("auth_password", ""),
-        }
-    if kind == "api_key":
-        return {
-            "type": "api_key",
-            "name": get("auth_name", ""),
-            "in": get("auth_in", "header"),
-            "value": get("auth_value", ""),
-        }
-    if kind in ("oauth2_client_credentials", "oauth2_refresh_token"):
-        auth = {
-            "type": kind,
-            "token_url": get("auth_token_url", ""),
-            "client_id": get("auth_client_id", ""),
-        }
-        secret = get("auth_client_secret", "")
-        if secret.strip() or kind == "oauth2_client_credentials":
-            auth["client_secret"] = secret  # a refresh-token app may be a public client
-        if kind == "oauth2_refresh_token":
-            auth["refresh_token"] = get("auth_refresh_token", "").strip()
-        if get("auth_scope", "").strip():
-            auth["scope"] = get("auth_scope", "").strip()
-        return auth
-    if kind == "headers":
-        return {"type": "headers", "headers": pairs_of(form, "authheader", "auth", "Auth headers")}
-    return None
 
 
 def _statuses(text: str) -> int | list[int] | None:
@@ -125,24 +83,22 @@ def _response(form: FormData) -> dict[str, Any]:
 
 
 def _http(form: FormData) -> dict[str, Any]:
-    request: dict[str, Any] = {
-        "method": form.get("method", "GET"),
-        "url": form.get("url", "").strip(),
-    }
-    for key, kind, label in (("headers", "header", "Headers"), ("query", "query", "Query")):
-        pairs = pairs_of(form, kind, key, label)
-        if pairs:
-            request[key] = pairs
-    body = parse_json(form, "body", "Body")
-    if body is not None:
-        request["body"] = body
-    auth = _auth(form)
-    if auth is not None:
-        request["auth"] = auth
+    request = parse_request(form)
     response = _response(form)
     if response:
         request["response"] = response
     return request
+
+
+def _on_click(form: FormData) -> dict[str, Any]:
+    navigate = form.get("button_navigate", "").strip()
+    click = form.get("button_click", "")
+    if click not in ("navigate", "http"):
+        # A post from before the choice existed: a request only when no link is given.
+        click = "http" if form.get("button_url", "").strip() and not navigate else "navigate"
+    if click == "http":
+        return {"http": parse_optional_request(form, "button_", wanted=True)}
+    return {"navigate": navigate}
 
 
 def _raw(form: FormData) -> dict[str, Any]:
@@ -175,39 +131,15 @@ def parse_definition(form: FormData) -> dict[str, Any]:
     elif kind == "form":
         data["title"] = form.get("form_title", "").strip()
         data["fields"] = form_fields_of(form)
-        submit = parse_json(form, "form_submit", "Submit request")
+        submit = parse_optional_request(form, "submit_", wanted=False)
         if submit is not None:
             data["submit"] = submit
     elif kind == "button":
         data["label"] = form.get("button_label", "").strip()
-        navigate = form.get("button_navigate", "").strip()
-        http = parse_json(form, "button_http", "HTTP request")
-        if http is not None and not navigate:
-            data["on_click"] = {"http": http}
-        else:
-            data["on_click"] = {"navigate": navigate}
+        data["on_click"] = _on_click(form)
     else:
         raise _fail("type", "choose HTTP Request, Form Collection or Button Trigger")
     return data
-
-
-def definition_text(value: Any) -> str:
-    """A definition (or part of one) as the indented JSON the advanced view shows."""
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
-
-
-_AUTH_FIELDS = frozenset(
-    {"token", "username", "password", "name", "in", "value"}
-    | {"token_url", "client_id", "client_secret", "scope", "refresh_token"}
-)
-
-
-def _auth_form(auth: Mapping[str, Any]) -> dict[str, str]:
-    out = {"auth_type": str(auth.get("type", "none"))}
-    out |= {f"auth_{key}": str(value) for key, value in auth.items() if key in _AUTH_FIELDS}
-    if isinstance(auth.get("headers"), Mapping):
-        out |= rows_form("authheader", pair_rows(auth["headers"]))
-    return out
 
 
 def _health_form(check: Mapping[str, Any]) -> dict[str, str]:
@@ -224,19 +156,14 @@ def _health_form(check: Mapping[str, Any]) -> dict[str, str]:
 
 def _http_form(definition: Mapping[str, Any]) -> dict[str, str]:
     response = definition.get("response") or {}
-    form = {
-        "method": str(definition.get("method", "GET")),
-        "url": str(definition.get("url", "")),
-        "body": definition_text(definition["body"]) if "body" in definition else "",
+    form = request_form(definition) | {
         "response_select": str(response.get("select") or ""),
         "response_max_chars": str(response.get("max_chars") or ""),
     }
-    form |= rows_form("header", pair_rows(definition.get("headers") or {}))
-    form |= rows_form("query", pair_rows(definition.get("query") or {}))
     form |= rows_form("param", parameter_rows(definition.get("parameters") or {}))
     if definition.get("health_check"):
         form |= _health_form(definition["health_check"])
-    return form | _auth_form(definition.get("auth") or {})
+    return form
 
 
 def definition_form(definition: Mapping[str, Any]) -> dict[str, str]:
@@ -253,15 +180,15 @@ def definition_form(definition: Mapping[str, Any]) -> dict[str, str]:
     elif kind == "form":
         form["form_title"] = str(definition.get("title", ""))
         form |= rows_form("field", field_rows(definition.get("fields") or []))
-        if definition.get("submit"):
-            form["form_submit"] = definition_text(definition["submit"])
+        if isinstance(definition.get("submit"), Mapping):
+            form |= request_form(definition["submit"], "submit_")
     elif kind == "button":
         form["button_label"] = str(definition.get("label", ""))
         click = definition.get("on_click") or {}
-        if click.get("navigate"):
-            form["button_navigate"] = str(click["navigate"])
-        if click.get("http"):
-            form["button_http"] = definition_text(click["http"])
+        form["button_navigate"] = str(click.get("navigate") or "")
+        form["button_click"] = "navigate"
+        if isinstance(click.get("http"), Mapping):
+            form |= request_form(click["http"], "button_") | {"button_click": "http"}
     return form
 
 
@@ -314,6 +241,13 @@ def merge_edit(
         # Retries default by method (none for POST); a changed method gets its own default.
         kept.pop("retries", None)
     merged: dict[str, Any] = {**kept, **new, "type": old.get("type", "http")}
+    if merged["type"] == "form" and "submit" in merged:
+        merged["submit"] = kept_request(old.get("submit"), merged["submit"])
+    click = merged.get("on_click")
+    if merged["type"] == "button" and isinstance(click, dict) and "http" in click:
+        stored = old.get("on_click")
+        before = stored.get("http") if isinstance(stored, Mapping) else None
+        merged["on_click"] = {**click, "http": kept_request(before, click["http"])}
     if merged["type"] != "http":
         return merged
     if "parameters" in merged:

@@ -156,8 +156,15 @@ def template_parts(text: str) -> list[tuple[str, bool]]:
 
 
 def step_of(param: str | None) -> int:
-    """The wizard step holding the field an error names (2, Configure, by default)."""
+    """The wizard step holding the field an error names (2, Configure, by default).
+
+    A form's or a button's request editor (``submit_auth_type``) is on the same steps as the
+    HTTP action's (``auth_type``).
+    """
+    head = (param or "").split(".")[0]
+    for prefix in ("submit_", "button_"):
+        head = head.removeprefix(prefix)
     for step, names in _STEP_FIELDS.items():
-        if param and param.split(".")[0] in names:
+        if head in names:
             return step
     return 2

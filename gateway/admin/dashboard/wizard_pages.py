@@ -41,6 +41,7 @@ from gateway.admin.dashboard.pages import (
     Posted,
     definition_error,
 )
+from gateway.admin.dashboard.request_fields import editor_field
 from gateway.admin.dashboard.session import Session
 from gateway.admin.dashboard.testinputs import (
     SEED_VARIABLES,
@@ -116,7 +117,7 @@ def _step(form: FormData, error: RequestError | None, result: Any, step: int | N
         return 1
     if result is not None:
         return 5
-    return step_of(error.param if error else None)
+    return step_of(editor_field(error.param if error else None))
 
 
 async def _wizard(
@@ -145,6 +146,7 @@ async def _wizard(
         status,
         form=form,
         error=error,
+        error_at=editor_field(error.param if error else None),
         result=result,
         agents=admin.list_agents(),
         checked=checked_agents or [],
@@ -193,7 +195,7 @@ async def _redisplay(
     again: dict[str, Any] = {"checked_agents": posted.lists.get("agent", []), "editing": editing}
     kind = intent.removeprefix("add:")
     if intent.startswith("add:") and kind in ROW_FIELDS:
-        step = {"authheader": 3, "case": 4}.get(kind, 2)
+        step = 3 if kind.endswith("authheader") else 4 if kind == "case" else 2
         return await _wizard(request, dash, posted.session, form, step=step, add=kind, **again)
     if intent.startswith("show:") and intent[5:].isdigit():
         return await _wizard(request, dash, posted.session, form, step=int(intent[5:]), **again)

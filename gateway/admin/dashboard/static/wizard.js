@@ -31,9 +31,17 @@
     form.querySelectorAll(".kind").forEach((d) => { d.hidden = d.dataset.kind !== kind; });
   }
 
-  function syncAuth() {
-    const select = document.getElementById("auth_type");
-    form.querySelectorAll(".auth").forEach((d) => { d.hidden = !d.dataset.auth.split(" ").includes(select.value); });
+  // Each request editor (the HTTP action's, a form's submit, a button's) has its own auth select.
+  function syncAuth(select) {
+    select.closest(".auth-editor").querySelectorAll(".auth").forEach((d) => {
+      d.hidden = !d.dataset.auth.split(" ").includes(select.value);
+    });
+  }
+
+  function syncClick() {
+    const checked = form.querySelector('input[name="button_click"]:checked');
+    const click = checked ? checked.value : "navigate";
+    form.querySelectorAll(".click").forEach((d) => { d.hidden = d.dataset.click !== click; });
   }
 
   // --- rows -----------------------------------------------------------------------------------
@@ -111,17 +119,22 @@
     pickerStatus.textContent = `Inserted ${text} into ${label ? label.textContent : "the field"}.`;
   }
 
-  function syncArguments(names) {
-    let group = picker.querySelector('optgroup[label="Arguments"]');
+  // The draft's own names: its arguments ({{args.NAME}}) and a form's fields ({{form.NAME}}).
+  function syncGroup(label, names) {
+    let group = picker.querySelector(`optgroup[label="${label}"]`);
+    if (!names.length) {
+      if (group) group.remove();
+      return;
+    }
     if (!group) {
       group = document.createElement("optgroup");
-      group.label = "Arguments";
+      group.label = label;
       picker.appendChild(group);
     }
     const selected = picker.value;
     group.replaceChildren(...names.map((n) => {
       const option = document.createElement("option");
-      option.value = option.textContent = `args.${n}`;
+      option.value = option.textContent = n;
       return option;
     }));
     if (selected) picker.value = selected;
@@ -229,7 +242,8 @@
     previewStatus.textContent = body.ok ? "Up to date." : `Not ready: ${body.error}`;
     if (body.ok) {
       renderInputs(body.inputs);
-      syncArguments(body.arguments);
+      syncGroup("Arguments", body.arguments.map((n) => `args.${n}`));
+      syncGroup("Form fields", body.form_fields.map((n) => `form.${n}`));
     }
     const raw = document.getElementById("definition_json");
     if (body.definition && !rawEdited && !document.getElementById("use_raw").checked) {
@@ -248,9 +262,11 @@
   form.querySelectorAll("[data-go]").forEach((b) => b.addEventListener("click", () => show(b.dataset.go, true)));
   links.forEach((a) => a.addEventListener("click", (event) => { event.preventDefault(); show(a.dataset.go, true); }));
   form.querySelectorAll('input[name="type"]').forEach((r) => r.addEventListener("change", syncKind));
-  document.getElementById("auth_type").addEventListener("change", syncAuth);
+  form.querySelectorAll('input[name="button_click"]').forEach((r) => r.addEventListener("change", syncClick));
+  const authTypes = form.querySelectorAll("select.auth-type");
+  authTypes.forEach((select) => select.addEventListener("change", () => syncAuth(select)));
   form.querySelectorAll("fieldset.rows").forEach(enableRows);
-  ["body", "form_submit", "button_http", "definition_json"].forEach((id) => {
+  ["body", "submit_body", "button_body", "definition_json"].forEach((id) => {
     const area = document.getElementById(id);
     area.addEventListener("input", () => checkJson(area));
     if (area.value.trim()) checkJson(area);
@@ -266,7 +282,8 @@
   document.querySelectorAll(".refresh-preview, .refresh-inputs").forEach((b) => { b.hidden = true; });
   steps.forEach((s) => s.querySelector("h2").setAttribute("tabindex", "-1"));
   syncKind();
-  syncAuth();
+  syncClick();
+  authTypes.forEach(syncAuth);
   show(form.dataset.step || "1", false);
   refresh();
 })();
