@@ -31,7 +31,8 @@ from typing import Any
 import orjson
 
 from gateway.stores.conversations import ConversationStore, StateChange
-from gateway.stores.db import conversations, create_engine, migrate, upsert_statement
+from gateway.stores.db import conversations, migrate
+from gateway.stores.engines import create_engine, upsert_statement
 
 STATE: dict[str, Any] = {
     "lead": {"email": "jo@example.com", "name": "Jo"},

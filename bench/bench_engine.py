@@ -64,7 +64,8 @@ from gateway.engine.limits import Limits, LimitsConfig
 from gateway.net.egress import EgressPolicy
 from gateway.net.outbound import USER_AGENT, Outbound
 from gateway.redaction import Redactor
-from gateway.stores.db import create_engine, executions, migrate
+from gateway.stores.db import executions, migrate
+from gateway.stores.engines import create_engine
 from gateway.stores.logs import LogStore, LogStoreStats
 
 SECRETS = {"CRM_TOKEN": "crm-SECRET-4c1f8a0e9b7d"}

@@ -53,7 +53,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.redaction import Redactor
-from gateway.stores.db import create_engine, executions, migrate
+from gateway.stores.db import executions, migrate
+from gateway.stores.engines import create_engine
 from gateway.stores.logs import ExecutionRecord, LogStore, new_record
 
 _ERROR = "rate limit exceeded for get_customer_account: 10 calls per 60 s (retry in 41 s)"

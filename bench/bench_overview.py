@@ -37,7 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.stores.db import create_engine, execution_hours, executions, migrate  # noqa: E402
+from gateway.stores.db import execution_hours, executions, migrate  # noqa: E402
+from gateway.stores.engines import create_engine  # noqa: E402
 from gateway.stores.hourly_stats import backfill  # noqa: E402
 from gateway.stores.log_stats import WINDOWS, compute_overview  # noqa: E402
 

@@ -25,7 +25,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.stores.db import create_engine, migrate
+from gateway.stores.db import migrate
+from gateway.stores.engines import create_engine
 
 pytest_plugins = ["pytester"]  # tests of the pytest plugins run pytest in a subprocess
 

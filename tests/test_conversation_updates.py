@@ -35,7 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.app import create_app
 from gateway.definitions.config import parse_config
 from gateway.stores.conversations import NO_ROW, ConversationStore, StateChange
-from gateway.stores.db import MIGRATIONS, create_engine, migrate, schema_migrations
+from gateway.stores.db import MIGRATIONS, migrate, schema_migrations
+from gateway.stores.engines import create_engine
 from tests.conftest import Database
 
 WRITERS = 8

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.definitions.config import parse_config
 from gateway.engine.runtime import open_runtime
 from gateway.errors import ConfigError
-from gateway.stores.db import create_engine
+from gateway.stores.engines import create_engine
 
 
 def test_the_pool_is_sized_as_configured() -> None:

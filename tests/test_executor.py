@@ -20,7 +20,8 @@ from gateway.engine.executor import Execution, Executor
 from gateway.net.egress import EgressPolicy
 from gateway.net.outbound import Outbound
 from gateway.redaction import Redactor
-from gateway.stores.db import create_engine, migrate
+from gateway.stores.db import migrate
+from gateway.stores.engines import create_engine
 from gateway.stores.logs import LogStore
 from tests.support.action_api import ActionAPI, body_json, running_api
 

@@ -10,7 +10,7 @@ import pytest
 from gateway.cli.main import main
 from gateway.engine import context
 from gateway.extras import MissingExtra
-from gateway.stores.db import create_engine
+from gateway.stores.engines import create_engine
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -25,7 +25,8 @@ import pytest
 import yaml
 
 from gateway.cli.main import main
-from gateway.stores.db import create_engine, migrate
+from gateway.stores.db import migrate
+from gateway.stores.engines import create_engine
 from gateway.stores.logs import ExecutionRecord, LogStore
 from tests.support.action_api import ActionAPI, running_api
 

@@ -20,7 +20,8 @@ from gateway.errors import ConfigError, DefinitionError, EgressBlocked
 from gateway.net.egress import EgressPolicy, Lookup
 from gateway.net.outbound import Outbound
 from gateway.redaction import Redactor
-from gateway.stores.db import create_engine, migrate
+from gateway.stores.db import migrate
+from gateway.stores.engines import create_engine
 from gateway.stores.logs import LogStore
 from tests.support.action_api import running_api
 from tests.support.gateway import Gateway, running_gateway

@@ -29,7 +29,8 @@ from gateway.errors import EgressBlocked
 from gateway.net.egress import EgressPolicy
 from gateway.net.outbound import MAX_CONTENT_CODINGS, ConnectFailed, Outbound
 from gateway.redaction import CREDENTIAL_PARAMS, REDACTED, Redactor
-from gateway.stores.db import create_engine, migrate
+from gateway.stores.db import migrate
+from gateway.stores.engines import create_engine
 from gateway.stores.logs import LogStore
 from tests.support.action_api import GZIP_BOMB
 

@@ -257,7 +257,7 @@ async def test_a_replica_skips_the_tick_while_another_holds_the_schedule(
     import uuid
 
     from gateway.stores import health as health_module
-    from gateway.stores.db import create_engine
+    from gateway.stores.engines import create_engine
 
     schema = f"actiongate_test_{uuid.uuid4().hex[:16]}"
     admin = create_engine(pg_url)

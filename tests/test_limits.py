@@ -16,7 +16,8 @@ from gateway.engine.executor import Executor
 from gateway.engine.limits import Limits, LimitsConfig, Permit
 from gateway.net.egress import EgressPolicy
 from gateway.net.outbound import Outbound
-from gateway.stores.db import create_engine, migrate
+from gateway.stores.db import migrate
+from gateway.stores.engines import create_engine
 from gateway.stores.logs import LogStore
 from tests.support.action_api import ActionAPI, running_api
 

@@ -15,7 +15,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.redaction import Redactor
-from gateway.stores.db import create_engine, executions
+from gateway.stores.db import executions
+from gateway.stores.engines import create_engine
 from gateway.stores.log_records import COLUMNS, redacted_row
 from gateway.stores.log_spill import LogSpill
 from gateway.stores.logs import ExecutionRecord, LogStore, new_record

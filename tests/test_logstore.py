@@ -18,14 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ConfigError
 from gateway.redaction import Redactor
-from gateway.stores.db import (
-    MIGRATIONS,
-    create_engine,
-    database_url,
-    executions,
-    migrate,
-    schema_migrations,
-)
+from gateway.stores.db import MIGRATIONS, executions, migrate, schema_migrations
+from gateway.stores.engines import create_engine, database_url
 from gateway.stores.logs import (
     OUTCOMES,
     ExecutionRecord,

@@ -35,7 +35,7 @@ from gateway.app import Services, create_app
 from gateway.definitions.config import load_config
 from gateway.definitions.tools import to_tool_definitions
 from gateway.mcp.http import McpHttp
-from gateway.stores.db import create_engine
+from gateway.stores.engines import create_engine
 from gateway.stores.logs import ExecutionRecord, LogStore
 from tests.support.action_api import ActionAPI, running_api
 from tests.support.gateway import CRM_SECRET, actions

@@ -47,7 +47,8 @@ import gateway.stores.definitions
 from examples.scripted_upstream import ScriptedUpstream, running_upstream
 from gateway.app import create_app
 from gateway.definitions.config import parse_config
-from gateway.stores.db import create_engine, migrate
+from gateway.stores.db import migrate
+from gateway.stores.engines import create_engine
 from tests.support.gateway import actions as echo_actions
 from tests.support.serve import (
     ACTIONGATE,

@@ -32,7 +32,7 @@ from examples.scripted_upstream import FIXED_TEXT, ScriptedUpstream, running_ups
 from gateway.app import create_app
 from gateway.definitions.config import parse_config
 from gateway.stores.conversations import ConversationStore
-from gateway.stores.db import create_engine
+from gateway.stores.engines import create_engine
 from tests.support.gateway import running_gateway
 from tests.support.serve import GatewayProcess, start_gateway
 

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.definitions.config import DEFAULT_DATABASE
-from gateway.stores.db import create_engine, migrate
+from gateway.stores.db import migrate
+from gateway.stores.engines import create_engine
 from gateway.stores.logs import ExecutionRecord, LogStore
 
 __all__ = ["format_line", "json_line", "show_logs", "terminal_text"]

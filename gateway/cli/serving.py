@@ -110,7 +110,7 @@ def _reason(error: BaseException, password: str | None) -> str:
 
 
 async def _connect(url: str) -> None:
-    from gateway.stores.db import create_engine
+    from gateway.stores.engines import create_engine
 
     engine = create_engine(url)
     try:

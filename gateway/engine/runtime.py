@@ -18,7 +18,8 @@ from gateway.engine.redis_limits import RedisLimits
 from gateway.net.egress import EgressPolicy
 from gateway.net.outbound import Outbound
 from gateway.redaction import Redactor
-from gateway.stores.db import create_engine, migrate, sqlite_file
+from gateway.stores.db import migrate
+from gateway.stores.engines import create_engine, sqlite_file
 from gateway.stores.health import HealthStore
 from gateway.stores.log_spill import SPILL_SLOTS, spill_path_for
 from gateway.stores.logs import LogStore

@@ -40,7 +40,8 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.stores.db import conversations, for_writes, upsert_statement
+from gateway.stores.db import conversations
+from gateway.stores.engines import for_writes, upsert_statement
 
 __all__ = ["NO_ROW", "ConversationStore", "Snapshot", "StateChange"]
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.stores.db import actions as actions_table
 from gateway.stores.db import agents as agents_table
 from gateway.stores.db import secrets as secrets_table
-from gateway.stores.db import upsert_statement
+from gateway.stores.engines import upsert_statement
 
 __all__ = ["TOMBSTONE", "DefinitionStore"]
 

@@ -14,7 +14,8 @@ import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.stores.db import eval_cases, upsert_statement
+from gateway.stores.db import eval_cases
+from gateway.stores.engines import upsert_statement
 
 __all__ = ["EvalCaseStore"]
 

@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import Row, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.stores.db import for_writes, health_results
+from gateway.stores.db import health_results
+from gateway.stores.engines import for_writes
 
 __all__ = ["KEEP_RESULTS", "HealthResult", "HealthStore"]
 

@@ -37,13 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
 from gateway.redaction import Redactor
-from gateway.stores.db import (
-    UTCDateTime,
-    execution_hours,
-    executions,
-    for_writes,
-    upsert_statement,
-)
+from gateway.stores.db import UTCDateTime, execution_hours, executions
+from gateway.stores.engines import for_writes, upsert_statement
 from gateway.stores.hourly_stats import VALUE_COLUMNS, contributions
 from gateway.stores.log_records import (
     COLUMNS,

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.errors import RequestError
 from gateway.redaction import MIN_SECRET_LENGTH
 from gateway.stores.db import secrets as secrets_table
-from gateway.stores.db import upsert_statement
+from gateway.stores.engines import upsert_statement
 
 __all__ = [
     "NAME_PATTERN",
