@@ -210,12 +210,14 @@ def for_writes(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
 
 
-def upsert_statement(table: Table, dialect: Dialect) -> Insert:
+def upsert_statement(table: Table, dialect: Dialect, *, adding: bool = False) -> Insert:
     """``INSERT .. ON CONFLICT (primary key) DO UPDATE`` setting every other column.
 
     Args:
         table: A table with a primary key.
         dialect: The engine's dialect (``sqlite`` or ``postgresql``).
+        adding: Add each value to the stored one instead of replacing it (a table of counters,
+            such as ``execution_hours``): one atomic statement however many writers there are.
 
     Returns:
         A statement for ``execute(statement, rows)``; several rows in one call must not share a
@@ -224,5 +226,9 @@ def upsert_statement(table: Table, dialect: Dialect) -> Insert:
     make_insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
     statement = make_insert(table)
     keys = [column.name for column in table.primary_key]
-    updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+    updates = {
+        c.name: c + statement.excluded[c.name] if adding else statement.excluded[c.name]
+        for c in table.columns
+        if c.name not in keys
+    }
     return statement.on_conflict_do_update(index_elements=keys, set_=updates)

@@ -2,10 +2,10 @@
 
 :class:`LogFilter` is every filter the Logs page and ``GET /api/logs`` offer: exact action,
 agent, conversation and outcome, and a time range (``since`` inclusive, ``until`` exclusive, so
-consecutive ranges never count a record twice). Pages are newest first and keyset-paged with the
-same cursors as :meth:`~gateway.stores.logs.LogStore.query`, so a cursor from either works in
-the other; each filter index ends in ``(timestamp, id)``, so a page stays one index range scan
-whatever the filter.
+consecutive ranges never count a record twice). Pages are newest first and keyset-paged (the
+cursor is a record's timestamp and id; :meth:`~gateway.stores.logs.LogStore.query` is this with
+exact filters only); each filter index ends in ``(timestamp, id)``, so a page stays one index
+range scan whatever the filter.
 
 :func:`iter_records` walks every matching record page by page, each page its own short query,
 so an export of a large log never holds a connection (or the whole result) for its duration.
@@ -13,6 +13,7 @@ so an export of a large log never holds a connection (or the whole result) for i
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,18 +23,38 @@ from sqlalchemy import Select, String, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.stores.db import UTCDateTime, executions
-from gateway.stores.logs import (
-    MAX_PAGE_SIZE,
-    ExecutionRecord,
-    Outcome,
-    _decode_cursor,
-    _encode_cursor,
-)
+from gateway.stores.log_records import ExecutionRecord, Outcome, isoformat
 
-__all__ = ["EXPORT_PAGE_SIZE", "LogFilter", "iter_records", "query_page"]
+__all__ = [
+    "EXPORT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "LogFilter",
+    "get_record",
+    "iter_records",
+    "query_page",
+]
 
+MAX_PAGE_SIZE = 1000
+"""The largest page a query returns; a larger ``limit`` is capped."""
 EXPORT_PAGE_SIZE = 500
 """Records read per query by :func:`iter_records`."""
+
+
+def _encode_cursor(record: ExecutionRecord) -> str:
+    raw = f"{isoformat(record.timestamp)}|{record.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, record_id = raw.partition("|")
+        moment = datetime.fromisoformat(stamp)
+    except ValueError as e:  # also binascii.Error and UnicodeDecodeError
+        raise ValueError("invalid cursor") from e
+    if not record_id or moment.tzinfo is None:
+        raise ValueError("invalid cursor")
+    return moment, record_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,7 +102,7 @@ async def query_page(
     Args:
         engine: The (migrated) database holding the ``executions`` table.
         where: The filter.
-        limit: Page size, clamped to 1..:data:`~gateway.stores.logs.MAX_PAGE_SIZE`.
+        limit: Page size, clamped to 1..:data:`MAX_PAGE_SIZE`.
         cursor: ``next_cursor`` of the previous page.
 
     Returns:
@@ -120,3 +141,11 @@ async def iter_records(
             yield record
         if cursor is None:
             return
+
+
+async def get_record(engine: AsyncEngine, record_id: str) -> ExecutionRecord | None:
+    """The stored record with this id, or None."""
+    async with engine.connect() as connection:
+        result = await connection.execute(select(executions).where(executions.c.id == record_id))
+        row = result.mappings().first()
+    return None if row is None else ExecutionRecord.from_row(row)

@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 import orjson
-from sqlalchemy import Dialect, RowMapping
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy import RowMapping
 
 from gateway.redaction import Redactor
 from gateway.stores.db import executions
@@ -26,7 +25,6 @@ __all__ = [
     "OUTCOMES",
     "ExecutionRecord",
     "Outcome",
-    "driver_upsert",
     "isoformat",
     "new_execution_id",
     "new_record",
@@ -193,14 +191,3 @@ def _no_nul(value: Any) -> Any:
     if isinstance(value, str) and "\x00" in value:
         return value.replace("\x00", "\ufffd")
     return value
-
-
-def driver_upsert(dialect: Dialect, statement: Insert) -> str | None:
-    """The upsert as SQL text for positional parameters in :data:`COLUMNS` order, or None when
-    the dialect's driver does not take ``?`` parameters (PostgreSQL keeps SQLAlchemy's path)."""
-    if dialect.name != "sqlite":
-        return None
-    compiled = statement.compile(dialect=dialect)
-    if compiled.positiontup != list(COLUMNS):
-        return None
-    return str(compiled)

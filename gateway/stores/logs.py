@@ -4,55 +4,45 @@ The record's fields are listed in the README's "Execution engine" section
 (:mod:`gateway.stores.log_records`).
 
 The request path only calls :meth:`LogStore.submit`, which never waits for the database. A
-single writer task drains the buffer in batches (one transaction each; on SQLite one
-``executemany`` of the compiled upsert); when the database is unreachable it keeps the records
-and retries with exponential backoff. The buffer is bounded: on overflow the oldest waiting
-records move, redacted, to the spill file when the store has one
-(:mod:`gateway.stores.log_spill`; ``serve`` gives one to a SQLite file database), which the
-writer stores from before anything newer, also after a restart. Without a spill, or once the
-spill is full, they are dropped, counted and logged, never silently. Submitting a record again
-with the same ``id`` updates it (an upsert), e.g. to set ``injected``. Each batch also adds its
-records to their hours in ``execution_hours`` (taking a stored version off first), in the same
-transaction (:mod:`gateway.stores.hourly_stats`).
+single writer task drains the buffer in batches, one transaction each
+(:mod:`gateway.stores.log_writes`: multi-row upserts on SQLite, the hourly sums moved with
+them); when the database is unreachable it keeps the records and retries with exponential
+backoff. The buffer is bounded: on overflow the oldest waiting records move, redacted, to the
+spill file when the store has one (:mod:`gateway.stores.log_spill`; ``serve`` gives one to a
+SQLite file database), which the writer stores from before anything newer, also after a
+restart. Without a spill, or once the spill is full, they are dropped, counted and logged,
+never silently. Submitting a record again with the same ``id`` updates it (an upsert), e.g. to
+set ``injected``. Reading is :mod:`gateway.stores.log_queries`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import os
 import random
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypedDict
 
-from sqlalchemy import Dialect, String, Table, literal, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql.dml import Insert
 
 from gateway.redaction import Redactor
-from gateway.stores.db import UTCDateTime, execution_hours, executions
-from gateway.stores.engines import for_writes, upsert_statement
-from gateway.stores.hourly_stats import VALUE_COLUMNS, contributions
+from gateway.stores.log_queries import MAX_PAGE_SIZE, LogFilter, get_record, query_page
 from gateway.stores.log_records import (
     COLUMNS,
     OUTCOMES,
     TIMESTAMP,
     ExecutionRecord,
     Outcome,
-    driver_upsert,
-    isoformat,
     new_execution_id,
     new_record,
-    redacted_row,
 )
 from gateway.stores.log_spill import DEFAULT_SPILL_MAX_BYTES, LogSpill
+from gateway.stores.log_writes import BatchWriter
 from gateway.telemetry import metrics
 
 __all__ = [
@@ -67,26 +57,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("actiongate.logs")
-
-MAX_PAGE_SIZE = 1000
-_ROWS_PER_STATEMENT = 250  # 3,250 parameters: under SQLite's limit (32,766 since 3.32)
-
-
-def _encode_cursor(record: ExecutionRecord) -> str:
-    raw = f"{isoformat(record.timestamp)}|{record.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, record_id = raw.partition("|")
-        moment = datetime.fromisoformat(stamp)
-    except ValueError as e:  # also binascii.Error and UnicodeDecodeError
-        raise ValueError("invalid cursor") from e
-    if not record_id or moment.tzinfo is None:
-        raise ValueError("invalid cursor")
-    return moment, record_id
 
 
 class LogStoreStats(TypedDict):
@@ -158,21 +128,7 @@ class LogStore:
         if max_buffer < 1:
             raise ValueError("max_buffer must be at least 1")
         self._engine = engine
-        self._write_engine = for_writes(engine)
-        dialect = engine.dialect
-        self._upsert = upsert_statement(executions, dialect)
-        self._driver_sql = driver_upsert(dialect, self._upsert)
-        self._sql_by_rows: dict[int, str] = {}
-        # SQLAlchemy's own conversions (e.g. the timestamp's text form on SQLite), done in
-        # _to_row so that the driver gets final values.
-        self._bind: list[tuple[int, Callable[[Any], Any]]] = []
-        if self._driver_sql is not None:
-            for index, column in enumerate(executions.columns):
-                process = column.type.dialect_impl(dialect).bind_processor(dialect)
-                if process is not None:
-                    self._bind.append((index, process))
-        self._add_hours = _adding_upsert(execution_hours, dialect)
-        self._redactor = Redactor() if redactor is None else redactor
+        self._writer = BatchWriter(engine, Redactor() if redactor is None else redactor)
         self._max_buffer = max_buffer
         self._batch_size = max(1, min(batch_size, max_buffer))
         self._retry_initial_s = retry_initial_s
@@ -426,7 +382,7 @@ class LogStore:
             _, entry = self._pending.popitem(last=False)
             try:
                 assert entry.record is not None  # only rows read back from the spill lack one
-                entry.row = self._to_row(entry.record)
+                entry.row = self._writer.row(entry.record)
             except Exception:
                 self._drop(1)
                 logger.exception("execution %s cannot be stored; dropped", entry.id)
@@ -436,7 +392,7 @@ class LogStore:
 
     async def _write_batch(self) -> None:
         try:
-            await self._execute([entry.row for entry in self._batch if entry.row is not None])
+            await self._writer.write([entry.row for entry in self._batch if entry.row is not None])
         except Exception as exc:
             if not _is_data_error(exc):
                 raise
@@ -455,7 +411,7 @@ class LogStore:
 
     async def _write_single(self, entry: _Entry) -> None:
         try:
-            await self._execute([entry.row] if entry.row is not None else [])
+            await self._writer.write([entry.row] if entry.row is not None else [])
         except Exception as exc:
             if not _is_data_error(exc):
                 raise
@@ -466,61 +422,6 @@ class LogStore:
             )
         else:
             self._written += 1
-
-    async def _execute(self, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        async with self._write_engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                # A prepared statement's generic plan, made while a new log was nearly empty,
-                # scans the whole table for the ids below until the first ANALYZE.
-                await connection.exec_driver_sql(_CUSTOM_PLANS)
-            # The hours move with the records, in the same transaction: a record stored again
-            # (its injected update) first takes its stored version off its hour.
-            stored = await connection.execute(
-                select(*(executions.c[name] for name in _HOUR_FIELDS)).where(
-                    executions.c.id.in_([row[_ID] for row in rows])
-                )
-            )
-            changes = contributions(stored.mappings().all(), [_hour_fields(r) for r in rows])
-            if changes:
-                await connection.execute(self._add_hours, changes)
-            if self._driver_sql is not None:
-                # The compiled upsert, parameters already converted (_to_row), many rows per
-                # statement: SQLAlchemy's per-row parameter processing cost more than SQLite's
-                # own insert, and the driver's thread takes the GIL back after every step, which
-                # waits out a busy event loop's switch interval (5 ms) each time.
-                for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-                    chunk = rows[start : start + _ROWS_PER_STATEMENT]
-                    params = tuple(value for row in chunk for value in row)
-                    await connection.exec_driver_sql(self._many_rows_sql(len(chunk)), params)
-            else:
-                await connection.execute(
-                    self._upsert, [dict(zip(COLUMNS, r, strict=True)) for r in rows]
-                )
-
-    def _many_rows_sql(self, count: int) -> str:
-        sql = self._sql_by_rows.get(count)
-        if sql is None:
-            assert self._driver_sql is not None
-            head, _, tail = self._driver_sql.partition(" VALUES ")
-            placeholders, _, rest = tail.partition(")")
-            sql = f"{head} VALUES {','.join([placeholders + ')'] * count)}{rest}"
-            if len(self._sql_by_rows) < 64:  # a full chunk and the odd remainders
-                self._sql_by_rows[count] = sql
-        return sql
-
-    def _to_row(self, record: ExecutionRecord) -> tuple[Any, ...]:
-        """The record as the upsert's parameters, in :data:`COLUMNS` order, redacted."""
-        return self._bound(self._redacted(record))
-
-    def _bound(self, row: list[Any]) -> tuple[Any, ...]:
-        for index, process in self._bind:
-            row[index] = process(row[index])
-        return tuple(row)
-
-    def _redacted(self, record: ExecutionRecord) -> list[Any]:
-        return redacted_row(record, self._redactor)
 
     # --- the spill file -------------------------------------------------------------------
 
@@ -552,7 +453,7 @@ class LogStore:
         for entry in entries:
             try:
                 assert entry.record is not None
-                rows.append(dict(zip(COLUMNS, self._redacted(entry.record), strict=True)))
+                rows.append(dict(zip(COLUMNS, self._writer.redacted(entry.record), strict=True)))
             except Exception:
                 self._drop(1)
                 logger.exception("execution %s cannot be stored; dropped", entry.id)
@@ -596,7 +497,7 @@ class LogStore:
                 assert data is not None
                 values = [data[name] for name in COLUMNS]
                 values[TIMESTAMP] = datetime.fromisoformat(values[TIMESTAMP])
-                entry = _Entry(first_seq, None, self._bound(values))
+                entry = _Entry(first_seq, None, self._writer.bound(values))
             except Exception:
                 self._drop(1)
                 logger.error("unreadable row in the log spill file %s; dropped", self._spill.path)
@@ -637,87 +538,26 @@ class LogStore:
         action: str | None = None,
         agent: str | None = None,
         conversation_id: str | None = None,
-        outcome: str | None = None,
+        outcome: Outcome | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[ExecutionRecord], str | None]:
         """Stored records, newest first, filtered by any combination of fields.
 
-        Args:
-            action: Only this tool name.
-            agent: Only this agent id.
-            conversation_id: Only this conversation.
-            outcome: Only this outcome.
-            limit: Page size, clamped to 1..:data:`MAX_PAGE_SIZE`.
-            cursor: ``next_cursor`` of the previous page.
-
-        Returns:
-            The page and the cursor of the next one (None on the last page).
+        A shorthand for :func:`gateway.stores.log_queries.query_page` (which also filters by
+        time), with the same cursors.
 
         Raises:
-            ValueError: If ``cursor`` is not one this method returned.
+            ValueError: If ``cursor`` is not one a log query returned.
         """
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
-        table = executions
-        statement = select(table)
-        filters = (
-            (table.c.action, action),
-            (table.c.agent_id, agent),
-            (table.c.conversation_id, conversation_id),
-            (table.c.outcome, outcome),
+        where = LogFilter(
+            action=action, agent=agent, conversation_id=conversation_id, outcome=outcome
         )
-        for column, value in filters:
-            if value is not None:
-                statement = statement.where(column == value)
-        if cursor is not None:
-            moment, last_id = _decode_cursor(cursor)
-            # A row-value comparison is one range on the (…, timestamp, id) indexes.
-            after = tuple_(literal(moment, UTCDateTime()), literal(last_id, String()))
-            statement = statement.where(tuple_(table.c.timestamp, table.c.id) < after)
-        statement = statement.order_by(table.c.timestamp.desc(), table.c.id.desc())
-        async with self._engine.connect() as connection:
-            result = await connection.execute(statement.limit(limit + 1))
-            rows = result.mappings().all()
-        records = [ExecutionRecord.from_row(row) for row in rows[:limit]]
-        return records, _encode_cursor(records[-1]) if len(rows) > limit else None
+        return await query_page(self._engine, where, limit=limit, cursor=cursor)
 
     async def get(self, record_id: str) -> ExecutionRecord | None:
         """The stored record with this id, or None."""
-        async with self._engine.connect() as connection:
-            result = await connection.execute(
-                select(executions).where(executions.c.id == record_id)
-            )
-            row = result.mappings().first()
-        return None if row is None else ExecutionRecord.from_row(row)
-
-
-_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
-_HOUR_FIELDS = ("timestamp", "agent_id", "action", "outcome", "error", "duration_ms", "injected")
-"""What :func:`~gateway.stores.hourly_stats.contributions` reads of a stored record."""
-_ID = COLUMNS.index("id")
-_HOUR_INDEXES = tuple((name, COLUMNS.index(name)) for name in _HOUR_FIELDS)
-
-
-def _hour_fields(row: tuple[Any, ...]) -> dict[str, Any]:
-    """What :func:`~gateway.stores.hourly_stats.contributions` reads of a row being written.
-
-    On SQLite the row's values are already the driver's (the timestamp as SQLAlchemy's UTC
-    text, ``injected`` as 0/1): the timestamp is read back into an aware datetime.
-    """
-    fields = {name: row[index] for name, index in _HOUR_INDEXES}
-    stamp = fields["timestamp"]
-    if isinstance(stamp, str):
-        fields["timestamp"] = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
-    return fields
-
-
-def _adding_upsert(table: Table, dialect: Dialect) -> Insert:
-    """``INSERT .. ON CONFLICT (key) DO UPDATE`` adding each counter to the stored one."""
-    make_insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-    statement = make_insert(table)
-    keys = [column.name for column in table.primary_key]
-    added = {name: table.c[name] + statement.excluded[name] for name in VALUE_COLUMNS}
-    return statement.on_conflict_do_update(index_elements=keys, set_=added)
+        return await get_record(self._engine, record_id)
 
 
 def _is_data_error(exc: Exception) -> bool:
