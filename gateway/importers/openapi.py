@@ -54,6 +54,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from gateway.definitions.config import parse_config
 from gateway.errors import ConfigError
+from gateway.importers.openapi_bodies import ActionParts, add_body, arg
 from gateway.importers.openapi_fetch import (
     MAX_SPEC_BYTES,
     OpenAPIImportError,
@@ -63,11 +64,8 @@ from gateway.importers.openapi_fetch import (
 from gateway.importers.openapi_report import ImportResult
 from gateway.importers.openapi_schema import (
     SCALARS,
-    ActionParts,
     Resolver,
     SchemaError,
-    add_body,
-    arg,
     as_dict,
     clean_text,
     code_flow_token_url,
