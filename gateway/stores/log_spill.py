@@ -216,14 +216,7 @@ class LogSpill:
             OSError: Writing failed (e.g. a full disk); nothing of this call is in the file.
         """
         file = self._require()
-        lines = [orjson.dumps(row) + b"\n" for row in rows]
-        room = self.max_bytes - self._end
-        fitting = 0
-        for line in lines:
-            if len(line) > room:
-                break
-            room -= len(line)
-            fitting += 1
+        lines, fitting = _fitting_lines(rows, self.max_bytes - self._end)
         if fitting:
             data = b"".join(lines[:fitting])
             file.seek(self._end)
@@ -250,14 +243,7 @@ class LogSpill:
         file = self._require()
         file.seek(self._stored_to)
         tail = file.read()
-        lines = [orjson.dumps(row) + b"\n" for row in rows]
-        room = self.max_bytes - _HEADER_SIZE - len(tail)
-        fitting = 0
-        for line in lines:
-            if len(line) > room:
-                break
-            room -= len(line)
-            fitting += 1
+        lines, fitting = _fitting_lines(rows, self.max_bytes - _HEADER_SIZE - len(tail))
         if fitting:
             data = _HEADER % _HEADER_SIZE + b"".join(lines[:fitting]) + tail
             fresh = self.path.with_name(self.path.name + ".new")
@@ -340,3 +326,15 @@ class LogSpill:
         if self._file is None:
             raise RuntimeError("the log spill file is not open")
         return self._file
+
+
+def _fitting_lines(rows: Iterable[dict[str, Any]], room: int) -> tuple[list[bytes], int]:
+    """Each row as a JSON line, and how many of them, from the first, fit in ``room`` bytes."""
+    lines = [orjson.dumps(row) + b"\n" for row in rows]
+    fitting = 0
+    for line in lines:
+        if len(line) > room:
+            break
+        room -= len(line)
+        fitting += 1
+    return lines, fitting

@@ -19,14 +19,15 @@ from gateway.admin.dashboard.editors import (
     rows_form,
 )
 from gateway.admin.dashboard.request_fields import (
+    FormData,
     definition_text,
+    invalid,
     kept_request,
     parse_json,
     parse_optional_request,
     parse_request,
     request_form,
 )
-from gateway.errors import RequestError
 
 __all__ = [
     "FormData",
@@ -37,19 +38,13 @@ __all__ = [
     "parse_json",
 ]
 
-FormData = Mapping[str, str]
-
-
-def _fail(param: str, message: str) -> RequestError:
-    return RequestError(422, message, code="invalid_definition", param=param)
-
 
 def _statuses(text: str) -> int | list[int] | None:
     try:
         codes = [int(part) for part in text.replace(",", " ").split()]
     except ValueError:
         message = "Expected status: whole numbers such as 200, 204"
-        raise _fail("health_expect_status", message) from None
+        raise invalid("health_expect_status", message) from None
     if not codes:
         return None
     return codes[0] if len(codes) == 1 else codes
@@ -78,7 +73,7 @@ def _response(form: FormData) -> dict[str, Any]:
         try:
             response["max_chars"] = int(form.get("response_max_chars", ""))
         except ValueError:
-            raise _fail("response_max_chars", "Max characters: expected a number") from None
+            raise invalid("response_max_chars", "Max characters: expected a number") from None
     return response
 
 
@@ -104,7 +99,7 @@ def _on_click(form: FormData) -> dict[str, Any]:
 def _raw(form: FormData) -> dict[str, Any]:
     data = parse_json(form, "definition_json", "Raw definition")
     if not isinstance(data, dict):
-        raise _fail("definition_json", "Raw definition: expected a JSON object of fields")
+        raise invalid("definition_json", "Raw definition: expected a JSON object of fields")
     return data
 
 
@@ -138,7 +133,7 @@ def parse_definition(form: FormData) -> dict[str, Any]:
         data["label"] = form.get("button_label", "").strip()
         data["on_click"] = _on_click(form)
     else:
-        raise _fail("type", "choose HTTP Request, Form Collection or Button Trigger")
+        raise invalid("type", "choose HTTP Request, Form Collection or Button Trigger")
     return data
 
 

@@ -21,8 +21,10 @@ from gateway.errors import RequestError
 
 __all__ = [
     "METHODS",
+    "FormData",
     "definition_text",
     "editor_field",
+    "invalid",
     "kept_request",
     "parse_json",
     "parse_optional_request",
@@ -33,7 +35,8 @@ __all__ = [
 FormData = Mapping[str, str]
 
 
-def _fail(param: str, message: str) -> RequestError:
+def invalid(param: str, message: str) -> RequestError:
+    """The 422 for a wizard field: ``param`` names the form field the page shows it next to."""
     return RequestError(422, message, code="invalid_definition", param=param)
 
 
@@ -45,7 +48,7 @@ def parse_json(form: FormData, field: str, label: str) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as e:
-        raise _fail(field, f"{label}: not valid JSON ({e})") from None
+        raise invalid(field, f"{label}: not valid JSON ({e})") from None
 
 
 def _named(owner: str, title: str) -> str:
@@ -100,11 +103,11 @@ def parse_request(form: FormData, prefix: str = "", owner: str = "") -> dict[str
     method = form.get(f"{prefix}method", "GET")
     if method not in METHODS:
         message = f"{_named(owner, 'Method')}: {method!r} is not one of {', '.join(METHODS)}"
-        raise _fail(f"{prefix}method", message)
+        raise invalid(f"{prefix}method", message)
     url = form.get(f"{prefix}url", "").strip()
     if url and not _WEB_URL.match(url):
         message = f"{_named(owner, 'URL')}: {url!r} does not start with http:// or https://"
-        raise _fail(f"{prefix}url", message)
+        raise invalid(f"{prefix}url", message)
     request: dict[str, Any] = {"method": method, "url": url}
     for key, kind, title in (("headers", "header", "Headers"), ("query", "query", "Query")):
         pairs = pairs_of(form, f"{prefix}{kind}", f"{prefix}{key}", _named(owner, title))
@@ -130,7 +133,7 @@ def parse_optional_request(form: FormData, prefix: str, *, wanted: bool) -> dict
     if not wanted and set(request) <= {"method", "url"} and not request["url"]:
         return None
     if not request["url"]:
-        raise _fail(f"{prefix}url", f"{_named(owner, 'URL')}: the URL is empty")
+        raise invalid(f"{prefix}url", f"{_named(owner, 'URL')}: the URL is empty")
     return request
 
 
