@@ -20,6 +20,7 @@ from gateway.stores.engines import create_engine
 from gateway.stores.log_records import COLUMNS, redacted_row
 from gateway.stores.log_spill import LogSpill
 from gateway.stores.logs import ExecutionRecord, LogStore, new_record
+from tests.test_logstore import EventOnLog
 
 # The spill is for SQLite files (where a flood outruns the writer); PostgreSQL has none.
 sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
@@ -43,19 +44,6 @@ def refusal(index: int) -> ExecutionRecord:
         },
         error="rate limit exceeded: 10 calls per 60 s",
     )
-
-
-class EventOnLog(logging.Handler):
-    """Sets an event when the log store logs a message containing ``needle``."""
-
-    def __init__(self, needle: str) -> None:
-        super().__init__(logging.WARNING)
-        self.needle = needle
-        self.seen = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.needle in record.getMessage():
-            self.seen.set()
 
 
 def injected(record: ExecutionRecord) -> ExecutionRecord:
