@@ -1,4 +1,4 @@
-"""Choose the outbound HTTP client: httpx, httpx over aiohttp, or aiohttp directly.
+"""Choose the outbound HTTP client: httpx, httpx over aiohttp, aiohttp, or the gateway's own.
 
 Each client sends ``GET /item`` (a ~300-byte JSON document) to the same local aiohttp.web
 server, running in a separate process (see :mod:`harness` for placement), from 1 and from 32
@@ -12,7 +12,9 @@ Clients (``--clients``, comma-separated):
   that package is installed (``pip install httpx-aiohttp``; it is not a project dependency),
   otherwise over the minimal in-script transport below;
 - ``httpx-inline``: ``httpx.AsyncClient`` over the minimal in-script aiohttp transport;
-- ``aiohttp``: ``aiohttp.ClientSession`` directly.
+- ``aiohttp``: ``aiohttp.ClientSession`` directly;
+- ``http1``: the gateway's own keep-alive client (:mod:`gateway.net.http1`, httptools' parser),
+  which the upstream and action calls use.
 
 Every client gets the same pool size (``--pool``, kept connections included) and ignores proxy
 settings from the environment, so the comparison is of the client code, not of its defaults.
@@ -50,7 +52,7 @@ from harness import (
 Fetch = Callable[[], Awaitable[None]]
 ClientFactory = Callable[[str, int], AbstractAsyncContextManager[Fetch]]
 
-DEFAULT_CLIENTS = ("httpx", "httpx-aiohttp", "aiohttp")
+DEFAULT_CLIENTS = ("httpx", "httpx-aiohttp", "aiohttp", "http1")
 
 
 def _check(status: int, body: bytes) -> None:
@@ -137,6 +139,26 @@ async def aiohttp_direct(url: str, pool: int) -> AsyncIterator[Fetch]:
         yield fetch
 
 
+@asynccontextmanager
+async def gateway_http1(url: str, pool: int) -> AsyncIterator[Fetch]:
+    """:class:`gateway.net.http1.Http1Pool`, as the upstream and action calls use it."""
+    from gateway.net.http1 import Http1Pool
+
+    client = Http1Pool(max_connections=pool)
+
+    async def fetch() -> None:
+        response = await client.request("GET", url, {}, None)
+        try:
+            _check(response.status, await response.read(1 << 20))
+        finally:
+            response.release()
+
+    try:
+        yield fetch
+    finally:
+        await client.close()
+
+
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -157,9 +179,12 @@ def resolve_clients(names: list[str]) -> list[tuple[str, ClientFactory]]:
             resolved.append(("httpx.AsyncClient + in-script aiohttp transport", httpx_inline))
         elif name == "aiohttp":
             resolved.append(("aiohttp.ClientSession", aiohttp_direct))
+        elif name == "http1":
+            resolved.append(("gateway.net.http1.Http1Pool", gateway_http1))
         else:
             raise SystemExit(
-                f"unknown client {name!r}; choose from httpx, httpx-aiohttp, httpx-inline, aiohttp"
+                f"unknown client {name!r}; choose from httpx, httpx-aiohttp, httpx-inline, "
+                "aiohttp, http1"
             )
     return resolved
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-import socket
 from collections.abc import AsyncIterator, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -15,11 +14,11 @@ from gateway.errors import ConfigError, EgressBlocked
 from gateway.net.egress import (
     DENY_TABLE,
     EgressPolicy,
-    GuardedResolver,
     IPLiteral,
     Lookup,
     parse_ip_literal,
 )
+from gateway.net.outbound import ConnectFailed, Outbound, OutboundCall, OutboundResponse
 
 POLICY = EgressPolicy()
 
@@ -357,36 +356,16 @@ async def test_literal_resolves_to_itself_without_lookup() -> None:
     assert calls == []
 
 
-async def test_guarded_resolver_returns_only_checked_addresses() -> None:
-    lookup, _ = answering(["93.184.216.34", "2606:2800:220:1::1", "93.184.216.34"])
-    resolver = GuardedResolver(EgressPolicy(), lookup)
-    results = await resolver.resolve("example.test", 443, socket.AF_UNSPEC)
-    assert [(r["host"], r["family"], r["port"]) for r in results] == [
-        ("93.184.216.34", socket.AF_INET, 443),
-        ("2606:2800:220:1::1", socket.AF_INET6, 443),
-    ]
-    assert all(r["flags"] & socket.AI_NUMERICHOST for r in results)
-    only_v6 = await resolver.resolve("example.test", 443, socket.AF_INET6)
-    assert [r["host"] for r in only_v6] == ["2606:2800:220:1::1"]
-    with pytest.raises(OSError, match="no AF_INET6 address"):
-        await GuardedResolver(EgressPolicy(), answering(["1.1.1.1"])[0]).resolve(
-            "v4only.test", 443, socket.AF_INET6
-        )
-    await resolver.close()
-
-
 async def test_system_lookup_resolves_localhost_names() -> None:
     # "localhost" is refused by name; the default lookup is only reached for other names.
     with pytest.raises(EgressBlocked, match="internal host name"):
-        await GuardedResolver(EgressPolicy()).resolve("localhost", 80, socket.AF_UNSPEC)
-    results = await GuardedResolver(EgressPolicy(allow=["localhost"])).resolve(
-        "localhost", 80, socket.AF_UNSPEC
-    )
-    assert results
-    assert all(ip_address(r["host"]).is_loopback for r in results)
+        await EgressPolicy().resolve("localhost", 80)
+    addresses = await EgressPolicy(allow=["localhost"]).resolve("localhost", 80)
+    assert addresses
+    assert all(address.is_loopback for address in addresses)
 
 
-# --- end to end: a real aiohttp client against a real loopback server --------------------------
+# --- end to end: the outbound client against a real loopback server ----------------------------
 
 
 @pytest.fixture
@@ -410,9 +389,12 @@ async def server() -> AsyncIterator[tuple[int, list[str]]]:
         await runner.cleanup()
 
 
-def guarded_session(policy: EgressPolicy, lookup: Lookup) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(resolver=GuardedResolver(policy, lookup))
-    return aiohttp.ClientSession(connector=connector)
+async def get(outbound: Outbound, url: str) -> OutboundResponse:
+    deadline = asyncio.get_running_loop().time() + 5
+    try:
+        return await outbound.send(OutboundCall("GET", url, {}, None, deadline))
+    finally:
+        await outbound.close()
 
 
 async def test_end_to_end_rebinding_to_loopback_is_blocked(
@@ -420,11 +402,10 @@ async def test_end_to_end_rebinding_to_loopback_is_blocked(
 ) -> None:
     port, received = server
     lookup, calls = answering(["127.0.0.1"])
-    async with guarded_session(EgressPolicy(), lookup) as session:
-        with pytest.raises(EgressBlocked, match="loopback"):
-            await session.get(f"http://rebind.test:{port}/")
-        with pytest.raises(EgressBlocked, match="non-canonical"):
-            await session.get(f"http://0x7f000001:{port}/")
+    with pytest.raises(EgressBlocked, match="loopback"):
+        await get(Outbound(EgressPolicy(), lookup=lookup), f"http://rebind.test:{port}/")
+    with pytest.raises(EgressBlocked, match="non-canonical"):
+        await get(Outbound(EgressPolicy(), lookup=lookup), f"http://0x7f000001:{port}/")
     assert calls == ["rebind.test"]
     assert received == []
 
@@ -432,10 +413,27 @@ async def test_end_to_end_rebinding_to_loopback_is_blocked(
 async def test_end_to_end_allowed_address_goes_through(server: tuple[int, list[str]]) -> None:
     port, received = server
     lookup, _ = answering(["127.0.0.1"])
-    async with (
-        guarded_session(EgressPolicy(allow=["127.0.0.1"]), lookup) as session,
-        session.get(f"http://rebind.test:{port}/") as response,
-    ):
-        assert response.status == 200
-        assert await response.text() == "inside"
+    outbound = Outbound(EgressPolicy(allow=["127.0.0.1"]), lookup=lookup)
+    response = await get(outbound, f"http://rebind.test:{port}/")
+    assert (response.status, response.body) == (200, b"inside")
     assert received == ["/"]
+
+
+async def test_end_to_end_connects_to_the_checked_addresses_in_order(
+    server: tuple[int, list[str]],
+) -> None:
+    # Nothing listens on 127.0.0.2: the client moves on to the next checked address, and never
+    # to an address the lookup did not give (the host name is not looked up again).
+    port, received = server
+    lookup, calls = answering(["127.0.0.2", "127.0.0.1"])
+    outbound = Outbound(EgressPolicy(allow=["127.0.0.0/8"]), lookup=lookup)
+    response = await get(outbound, f"http://rebind.test:{port}/")
+    assert (response.status, response.body) == (200, b"inside")
+    assert received == ["/"]
+    assert calls == ["rebind.test"]
+    lookup, _ = answering(["127.0.0.2"])
+    with pytest.raises(ConnectFailed, match=r"cannot connect to rebind\.test"):
+        await get(
+            Outbound(EgressPolicy(allow=["127.0.0.0/8"]), lookup=lookup),
+            f"http://rebind.test:{port}/",
+        )

@@ -9,8 +9,8 @@ connect), and IP literals have spellings that parsers read differently (``213070
 - every address a host resolves to is checked against :data:`DENY_TABLE`, with IPv4 addresses
   embedded in IPv6 forms (mapped, compatible, NAT64, 6to4, Teredo) unpacked and checked too;
 - a host with *any* denied address is blocked as a whole (a mixed answer is an attack signal);
-- :class:`GuardedResolver` hands aiohttp only the addresses it checked, so the socket connects to
-  exactly those (no second lookup to rebind);
+- :meth:`EgressPolicy.resolve` gives the outbound client (:mod:`gateway.net.outbound`) only the
+  addresses it checked, and the socket connects to exactly those (no second lookup to rebind);
 - numeric host spellings other than a canonical dotted quad are refused outright;
 - well-known internal names (:data:`DENIED_NAMES`, :data:`DENIED_SUFFIXES`) are refused before
   any lookup;
@@ -32,7 +32,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
-from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from gateway.errors import ConfigError, EgressBlocked
@@ -43,7 +42,6 @@ __all__ = [
     "DENIED_SUFFIXES",
     "DENY_TABLE",
     "EgressPolicy",
-    "GuardedResolver",
     "IPAddress",
     "IPLiteral",
     "Lookup",
@@ -341,8 +339,8 @@ class EgressPolicy:
     def check_host_name(self, host: str, port: int | None = None) -> None:
         """Refuse a URL host before any lookup: denied names, odd numerals, denied IP literals.
 
-        Call this for every request (:meth:`check_url` does): aiohttp does not consult its
-        resolver for IP literals. With ``port``, the port list applies to an IP literal here;
+        Call this for every request (:meth:`check_url` does): an IP literal is never looked
+        up. With ``port``, the port list applies to an IP literal here;
         for a name it applies once its addresses are known (:meth:`resolve`), since an
         ``egress.allow`` network may open that port for them.
 
@@ -519,8 +517,8 @@ async def system_lookup(host: str, port: int) -> list[str]:
     Raises:
         OSError: The lookup failed (``socket.gaierror``).
     """
-    # No AI_ADDRCONFIG: it hides "localhost" on hosts without a non-loopback address, and aiohttp
-    # moves on quickly from an address family the host cannot reach.
+    # No AI_ADDRCONFIG: it hides "localhost" on hosts without a non-loopback address, and the
+    # client moves on quickly from an address family the host cannot reach.
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     answers: list[str] = []
     for family, _, _, _, sockaddr in infos:
@@ -530,51 +528,3 @@ async def system_lookup(host: str, port: int) -> list[str]:
             address, scope = str(sockaddr[0]), sockaddr[3]
             answers.append(f"{address}%{scope}" if scope and "%" not in address else address)
     return answers
-
-
-class GuardedResolver(AbstractResolver):
-    """An aiohttp resolver that only ever returns addresses the policy checked.
-
-    Pass it to ``aiohttp.TCPConnector(resolver=...)``. The connector connects to the returned
-    addresses as numeric hosts, so nothing is looked up twice and a rebinding DNS answer cannot
-    slip in between check and connect. aiohttp skips resolvers for IP-literal hosts; call
-    :meth:`EgressPolicy.check_url` before each request for those (and for the port list).
-
-    Args:
-        policy: The egress policy.
-        lookup: The underlying name lookup; default :func:`system_lookup`.
-    """
-
-    def __init__(self, policy: EgressPolicy, lookup: Lookup | None = None) -> None:
-        self.policy = policy
-        self._lookup = lookup
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """Resolve and check ``host``; see :meth:`EgressPolicy.resolve`.
-
-        Raises:
-            EgressBlocked: The policy refused the host.
-            OSError: The lookup failed, or the host has no address of ``family``.
-        """
-        addresses = await self.policy.resolve(host, port, lookup=self._lookup)
-        results = [
-            ResolveResult(
-                hostname=host,
-                host=str(address),
-                port=port,
-                family=socket.AF_INET if address.version == 4 else socket.AF_INET6,
-                proto=0,
-                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-            )
-            for address in addresses
-        ]
-        if family != socket.AF_UNSPEC:
-            results = [result for result in results if result["family"] == family]
-        if not results:
-            raise OSError(f"{host!r} has no {family.name} address")
-        return results
-
-    async def close(self) -> None:
-        """Nothing to release."""

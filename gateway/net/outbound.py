@@ -1,8 +1,9 @@
 """The one outbound HTTP client every outgoing call goes through (actions, token refresh, tests).
 
-Built on aiohttp (``bench/bench_client.py`` measures it against httpx under concurrency) with:
+Built on :mod:`gateway.net.http1` (keep-alive HTTP/1.1 over httptools; ``bench/bench_client.py``
+measures it against aiohttp and httpx under concurrency) with:
 
-- the egress guard's resolver, so sockets connect only to addresses that were checked;
+- the egress guard's resolution, so sockets connect only to addresses that were checked;
 - an overall deadline per call (retries and body reading included: a server that drips bytes
   cannot outlive it) and a separate connect timeout;
 - retries for idempotent methods on connection errors, 429 and 502/503/504, with full-jitter
@@ -33,10 +34,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-import aiohttp
 from yarl import URL
 
-from gateway.net.egress import EgressPolicy, GuardedResolver, Lookup
+from gateway.net.egress import EgressPolicy, Lookup
+from gateway.net.http1 import Http1ConnectError, Http1Error, Http1Pool
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -184,7 +185,7 @@ def _decode(raw: bytes, status: int, header: str, cap: int) -> tuple[bytes, bool
 
 
 class Outbound:
-    """Shared aiohttp session with the guard, deadlines, retries and size caps."""
+    """Shared connection pool with the guard, deadlines, retries and size caps."""
 
     def __init__(
         self,
@@ -200,37 +201,25 @@ class Outbound:
         self._connect_timeout = connect_timeout_s
         self._max_connections = max_connections
         self._lookup = lookup
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Http1Pool | None = None
         self.hook: OutboundHook | None = None
         """Recording or replay interception (:mod:`gateway.replay.recording`,
         :mod:`gateway.replay.run`)."""
 
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                resolver=GuardedResolver(self.policy, self._lookup),
-                limit=self._max_connections,
-                ttl_dns_cache=10,
-                enable_cleanup_closed=False,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-                auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self._connect_timeout, sock_connect=self._connect_timeout
-                ),
-                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
-                skip_auto_headers=("Content-Type",),
-            )
-        return self._session
+    def _ensure_pool(self) -> Http1Pool:
+        if self._pool is None:
+            self._pool = Http1Pool(max_connections=self._max_connections, resolve=self._checked)
+        return self._pool
+
+    async def _checked(self, host: str, port: int) -> list[str]:
+        """The addresses the guard allows for ``host``; the pool connects to nothing else."""
+        return [str(a) for a in await self.policy.resolve(host, port, lookup=self._lookup)]
 
     async def close(self) -> None:
-        """Close the session and its connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the pool and its connections."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     async def send(self, call: OutboundCall) -> OutboundResponse:
         """Send a request, retrying within ``call.deadline`` (an event-loop time).
@@ -256,12 +245,12 @@ class Outbound:
             try:
                 async with asyncio.timeout_at(deadline):
                     response = await self._once(call)
-            except aiohttp.ClientConnectorError as e:
+            except Http1ConnectError as e:
                 # Never connected: the server cannot have seen the request, any method may retry.
                 if last or not await self._backoff(attempt, deadline, None):
-                    raise ConnectFailed(f"cannot connect to {host}: {e.os_error or e}") from e
+                    raise ConnectFailed(str(e)) from e
                 continue
-            except (aiohttp.ClientError, ConnectionError) as e:
+            except (Http1Error, ConnectionError) as e:
                 if last or not idempotent or not await self._backoff(attempt, deadline, None):
                     raise ConnectFailed(f"connection to {host} failed: {type(e).__name__}") from e
                 continue
@@ -283,18 +272,22 @@ class Outbound:
         return True
 
     async def _once(self, call: OutboundCall) -> OutboundResponse:
-        session = self._ensure_session()
         cap = self.max_body_bytes
-        async with session.request(
-            call.method,
-            URL(call.url, encoded=True),
-            headers=dict(call.headers),
-            data=call.body,
-            allow_redirects=False,
-        ) as resp:
+        try:
+            resp = await self._ensure_pool().request(
+                call.method,
+                call.url,
+                call.headers,
+                call.body,
+                connect_timeout=self._connect_timeout,
+                decode=False,
+            )
+        except ValueError as e:  # a rendered header or URL that cannot go on the wire
+            raise ConnectFailed(f"the request to {call.host} cannot be sent: {e}") from None
+        try:
             raw = bytearray()
             truncated = False
-            async for chunk in resp.content.iter_any():
+            while chunk := await resp.read_some():
                 room = cap - len(raw)
                 if len(chunk) > room:
                     raw += chunk[:room]
@@ -302,10 +295,10 @@ class Outbound:
                     resp.close()  # do not read (or reuse) the rest of an oversized stream
                     break
                 raw += chunk
-            headers_out = {k.lower(): v for k, v in resp.headers.items()}
-            encoding = headers_out.get("content-encoding", "")
-            data, cut = _decode(bytes(raw), resp.status, encoding, cap)
-            return OutboundResponse(resp.status, headers_out, data, truncated or cut, 1)
+        finally:
+            resp.release()
+        data, cut = _decode(bytes(raw), resp.status, resp.headers.get("content-encoding", ""), cap)
+        return OutboundResponse(resp.status, dict(resp.headers), data, truncated or cut, 1)
 
     async def post_form(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         """POST a form (OAuth token requests) through the same guard, with a 10 s deadline."""

@@ -22,17 +22,19 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 
 from gateway.errors import UpstreamError
 from gateway.net import dialects
+from gateway.net.http1 import BodyTooLarge, Http1Error, Http1Pool, Http1Response
 from gateway.net.sse import LineSplitter, LineTooLong, malformed
 
 __all__ = ["Upstream", "UpstreamHook", "UpstreamTarget", "completion_message"]
 
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_LINE = 4 << 20
+_MAX_BODY = 64 << 20
+"""Most bytes of one non-streamed completion (decoded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,35 +145,40 @@ class UpstreamHook(Protocol):
 
 
 class Upstream:
-    """One aiohttp session for every upstream call of this process."""
+    """One keep-alive connection pool (:mod:`gateway.net.http1`) for every upstream call."""
 
     def __init__(self, *, max_connections: int = 500) -> None:
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._http: Http1Pool | None = None
         self.hook: UpstreamHook | None = None
         """Recording or replay interception (:mod:`gateway.replay.recording`,
         :mod:`gateway.replay.run`)."""
 
-    def _ensure(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=60),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-            )
-        return self._session
+    def _ensure(self) -> Http1Pool:
+        if self._http is None:
+            self._http = Http1Pool(max_connections=self._max_connections)
+        return self._http
 
     async def close(self) -> None:
-        """Close the session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the pool's connections."""
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def _send(self, target: UpstreamTarget, payload: dict[str, Any]) -> Http1Response:
+        try:
+            return await self._ensure().request(
+                "POST", target.url, self._headers(target), target.body(payload)
+            )
+        except ValueError as e:  # a header or URL that cannot go on the wire; never the key
+            raise UpstreamError(
+                502, f"the upstream request cannot be sent: {e}", "upstream_unreachable"
+            ) from None
 
     @staticmethod
     @functools.lru_cache(maxsize=256)
     def _headers(target: UpstreamTarget) -> dict[str, str]:
-        # Built once per target; aiohttp copies the mapping, so sharing it is safe.
+        # Built once per target; the pool only reads it, so sharing it is safe.
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if target.api == "anthropic":
             headers["anthropic-version"] = dialects.ANTHROPIC_VERSION
@@ -181,10 +188,12 @@ class Upstream:
             headers["Authorization"] = f"Bearer {target.api_key}"
         return headers
 
-    async def _raise_for(self, resp: aiohttp.ClientResponse, target: UpstreamTarget) -> None:
+    async def _raise_for(self, resp: Http1Response, target: UpstreamTarget) -> None:
         if resp.status < 400:
             return
-        body = await resp.content.read(_MAX_ERROR_BODY)
+        body = b""
+        while len(body) < _MAX_ERROR_BODY and (data := await resp.read_some()):
+            body += data
         message, kind = _error_message(body, resp.status, target)
         if resp.status >= 500:
             raise UpstreamError(502, f"upstream error: {message}", "upstream_error")
@@ -206,19 +215,23 @@ class Upstream:
 
     async def _complete(self, target: UpstreamTarget, payload: dict[str, Any]) -> dict[str, Any]:
         try:
-            async with self._ensure().post(
-                target.url,
-                data=target.body(payload),
-                headers=self._headers(target),
-                timeout=aiohttp.ClientTimeout(total=target.timeout_s, sock_connect=10),
-            ) as resp:
-                await self._raise_for(resp, target)
-                data = orjson.loads(await resp.read())
+            async with asyncio.timeout(target.timeout_s):
+                resp = await self._send(target, payload)
+                try:
+                    await self._raise_for(resp, target)
+                    raw = await resp.read(_MAX_BODY)
+                finally:
+                    resp.release()
+            data = orjson.loads(raw)
         except TimeoutError:
             raise UpstreamError(
                 504, "the upstream did not answer in time", "upstream_timeout"
             ) from None
-        except (aiohttp.ClientError, ConnectionError, orjson.JSONDecodeError) as e:
+        except BodyTooLarge:
+            raise UpstreamError(
+                502, f"the upstream's completion is larger than {_MAX_BODY >> 20} MiB"
+            ) from None
+        except (Http1Error, ConnectionError, orjson.JSONDecodeError) as e:
             raise UpstreamError(
                 502,
                 f"the upstream could not be reached ({type(e).__name__})",
@@ -238,18 +251,16 @@ class Upstream:
         # The deadline is checked around each read, never across a ``yield``: a timeout scope
         # spanning a yield would cancel whichever task is consuming the stream at that moment.
         deadline = asyncio.get_running_loop().time() + target.timeout_s
-        resp: aiohttp.ClientResponse | None = None
+        resp: Http1Response | None = None
         try:
             async with asyncio.timeout_at(deadline):
-                resp = await self._ensure().post(
-                    target.url, data=target.body(payload), headers=self._headers(target)
-                )
+                resp = await self._send(target, payload)
                 await self._raise_for(resp, target)
             lines = LineSplitter(_MAX_LINE)
             translate = _translator(target)
             while True:
                 async with asyncio.timeout_at(deadline):
-                    data = await resp.content.readany()
+                    data = await resp.read_some()
                 for line in lines.feed(data) if data else lines.finish():
                     chunk = _event(line, target)
                     if chunk is _END:
@@ -273,7 +284,7 @@ class Upstream:
             raise UpstreamError(
                 504, "the upstream did not finish in time", "upstream_timeout"
             ) from None
-        except (aiohttp.ClientError, ConnectionError, ValueError) as e:
+        except (Http1Error, ConnectionError, ValueError) as e:
             raise UpstreamError(
                 502, f"the upstream stream broke ({type(e).__name__})", "upstream_unreachable"
             ) from None
