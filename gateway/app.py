@@ -34,6 +34,7 @@ from gateway.errors import RequestError, UpstreamError
 from gateway.fronts import anthropic as fronts_anthropic
 from gateway.fronts import chat as fronts_chat
 from gateway.fronts import responses as fronts_responses
+from gateway.fronts.routing import FrontRoutes
 from gateway.mcp.mount import LazyMcp
 from gateway.net.browser import (
     BrowserGuard,
@@ -365,6 +366,14 @@ def create_app(
     app.include_router(build_router())
     app.include_router(build_dashboard(services_of))
     mount_static(app)
+    # Innermost: the fronts answered without the framework's routing (the routes above still
+    # answer every other method on their paths).
+    fronts = {
+        "/v1/chat/completions": chat_completions,
+        fronts_anthropic.PATH: anthropic_messages,
+        fronts_responses.PATH: responses_create,
+    }
+    app.add_middleware(FrontRoutes, routes=fronts, handlers=app.exception_handlers)
     policy = browser_policy(config, bind_host, lambda: app.state.services)
     app.add_middleware(BrowserGuard, policy=lambda: policy)
     # Outermost: refusals by the guard get a request id too.
