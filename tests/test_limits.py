@@ -95,6 +95,29 @@ async def api() -> AsyncIterator[ActionAPI]:
         yield state
 
 
+
+async def test_conversations_idle_for_a_whole_window_are_forgotten_and_the_rest_kept() -> None:
+    # A busy gateway sees a new conversation id on almost every request: the windows of those
+    # that went quiet must not pile up (they did, ~940 bytes each, until the 100,000 cap).
+    clock = Clock()
+    limits = Limits(LimitsConfig(rate=2, per_s=60), clock=clock)
+    for n in range(1000):
+        permit = await limits.acquire("api", f"old-{n}")
+        assert isinstance(permit, Permit)
+        await limits.release(permit, failed=False)
+    clock.now += 30
+    assert isinstance(await limits.acquire("api", "busy"), Permit)
+    clock.now += 1
+    assert isinstance(await limits.acquire("api", "busy"), Permit)  # its window: 2 in 60 s
+    clock.now += 30  # every "old-" window has expired; both of "busy"'s calls have not
+    for n in range(400):  # each new key forgets up to four expired ones
+        permit = await limits.acquire("api", f"new-{n}")
+        assert isinstance(permit, Permit)
+        await limits.release(permit, failed=False)
+    assert len(limits._calls) == 401  # noqa: SLF001 - the memory is what this test is about
+    refused = await limits.acquire("api", "busy")
+    assert isinstance(refused, str) and "2 action calls in 60 s" in refused
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[LogStore]:
     engine = create_engine(f"sqlite:///{tmp_path / 'l.db'}")

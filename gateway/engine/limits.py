@@ -21,10 +21,10 @@ await, so each check-and-count stays atomic on the event loop.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Generic, Literal, Protocol, TypeVar
 
 from gateway.definitions.config import LimitsConfig
 from gateway.telemetry import metrics
@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 _MAX_CONVERSATIONS = 100_000
+K = TypeVar("K", bound=Hashable)
 
 Backend = Literal["local", "redis", "local-fallback"]
 """Where limits are counted: this process, Redis, or this process while Redis is unreachable."""
@@ -126,7 +127,7 @@ class Limits:
         self.config = config or LimitsConfig()
         self._clock = clock
         self._actions: dict[str, _Action] = {}
-        self._calls: OrderedDict[str, deque[float]] = OrderedDict()
+        self._calls: SlidingWindow[str] = SlidingWindow(clock=clock)
 
     @property
     def backend(self) -> Backend:
@@ -150,19 +151,11 @@ class Limits:
             trial = True
         if state.running >= cfg.concurrency:
             return busy_reason()
-        if conversation_id is not None:
-            window = self._calls.get(conversation_id)
-            if window is None:
-                window = self._calls[conversation_id] = deque()
-                if len(self._calls) > _MAX_CONVERSATIONS:
-                    self._calls.popitem(last=False)
-            else:
-                self._calls.move_to_end(conversation_id)
-            while window and window[0] <= now - cfg.per_s:
-                window.popleft()
-            if len(window) >= cfg.rate:
-                return rate_reason(cfg)
-            window.append(now)
+        if (
+            conversation_id is not None
+            and self._calls.admit(conversation_id, cfg.rate, cfg.per_s, now) is not None
+        ):
+            return rate_reason(cfg)
         state.running += 1
         if trial:
             breaker.trial_running = True
@@ -199,29 +192,58 @@ class Limits:
         }
 
 
-class SlidingWindow:
+class SlidingWindow(Generic[K]):
     """At most ``requests`` events per key in any ``per_s`` seconds (per process).
 
-    Used for browser requests to an agent with a ``widget_rate``, keyed by client address.
+    Used for action calls per conversation (:class:`Limits`) and for browser requests to an
+    agent with a ``widget_rate``, keyed by client address. Memory follows the keys active in
+    the last window, not every key ever seen: keys are kept in order of last use, and those
+    whose every event has expired are dropped from the front as new events come (a busy
+    gateway sees a new conversation id on almost every request). At most
+    :data:`_MAX_CONVERSATIONS` keys are kept in any case.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._events: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self._events: OrderedDict[K, list[float]] = OrderedDict()
+        self._longest = 0.0
 
-    def admit(self, key: tuple[str, str], requests: int, per_s: float) -> float | None:
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def admit(
+        self, key: K, requests: int, per_s: float, now: float | None = None
+    ) -> float | None:
         """Record one event for ``key``; None if admitted, else the seconds until one would be."""
-        now = self._clock()
-        window = self._events.get(key)
+        now = self._clock() if now is None else now
+        self._longest = max(self._longest, per_s)
+        events = self._events
+        window = events.get(key)
         if window is None:
-            window = self._events[key] = deque()
-            if len(self._events) > _MAX_CONVERSATIONS:
-                self._events.popitem(last=False)
+            self._forget_expired(now)
+            window = events[key] = []
+            if len(events) > _MAX_CONVERSATIONS:
+                events.popitem(last=False)
         else:
-            self._events.move_to_end(key)
-        while window and window[0] <= now - per_s:
-            window.popleft()
+            events.move_to_end(key)
+            expired = 0
+            while expired < len(window) and window[expired] <= now - per_s:
+                expired += 1
+            if expired:
+                del window[:expired]
         if len(window) >= requests:
             return window[0] + per_s - now
         window.append(now)
         return None
+
+    def _forget_expired(self, now: float) -> None:
+        # The front key is the least recently used; its newest event is its last. Keys are
+        # checked against the longest window any caller used, so none is forgotten early.
+        events, horizon = self._events, now - self._longest
+        for _ in range(4):  # amortised: a few per new key keep up with one new key per event
+            if not events:
+                return
+            key, window = next(iter(events.items()))
+            if window and window[-1] > horizon:
+                return
+            del events[key]

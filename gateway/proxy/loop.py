@@ -72,7 +72,7 @@ class Proxy:
         self.executor = executor
         self.upstream = upstream
         self.states = states
-        self.widget_window = SlidingWindow()
+        self.widget_window: SlidingWindow[tuple[str, str]] = SlidingWindow()
 
     # --- entry points ---------------------------------------------------------------------
 
