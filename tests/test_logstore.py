@@ -18,8 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ConfigError
 from gateway.redaction import Redactor
-from gateway.stores.db import MIGRATIONS, executions, migrate, schema_migrations
+from gateway.stores.db import MIGRATIONS, execution_hours, executions, migrate, schema_migrations
 from gateway.stores.engines import create_engine, database_url
+from gateway.stores.hourly_stats import COUNT_COLUMNS
+from gateway.stores.log_writes import ROWS_PER_STATEMENT, BatchWriter, chunk_sizes
 from gateway.stores.logs import (
     OUTCOMES,
     ExecutionRecord,
@@ -521,3 +523,47 @@ async def test_sqlite_queries_use_an_index_without_sorting(database: Database) -
             )
         assert "USING INDEX ix_executions_" in plan, (filters, plan)
         assert "TEMP B-TREE" not in plan, (filters, plan)
+
+
+def test_chunk_sizes_cover_every_row_in_at_most_nine_statement_shapes() -> None:
+    shapes: set[int] = set()
+    for count in range(0, 1200):
+        sizes = chunk_sizes(count)
+        assert sum(sizes) == count
+        assert sizes == sorted(sizes, reverse=True)
+        shapes.update(sizes)
+    assert shapes == {ROWS_PER_STATEMENT, 128, 64, 32, 16, 8, 4, 2, 1}
+
+
+async def test_batches_of_any_size_store_each_row_once_with_exact_hourly_sums(
+    db_engine: AsyncEngine,
+) -> None:
+    # Odd batch sizes go out as several statements (and several IN lists for the stored
+    # hours); re-stored records (their injected update) must still move hours exactly once.
+    writer = BatchWriter(db_engine, Redactor())
+    when = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    records = [make_record(i, timestamp=when, injected=False) for i in range(641)]
+    start = 0
+    for size in (1, 137, 3, 250, 250):
+        await writer.write([writer.row(r) for r in records[start : start + size]])
+        start += size
+    again = [dataclasses.replace(r, injected=True) for r in records[100:483]]
+    await writer.write([writer.row(r) for r in again])
+    async with db_engine.connect() as connection:
+        stored = await connection.scalar(select(func.count()).select_from(executions))
+        injected = await connection.scalar(
+            select(func.count()).select_from(executions).where(executions.c.injected)
+        )
+        hours = (
+            await connection.execute(
+                select(
+                    func.sum(sum(execution_hours.c[c] for c in COUNT_COLUMNS)),
+                    func.sum(execution_hours.c.injected),
+                )
+            )
+        ).one()
+    assert (stored, injected) == (641, 383)
+    # The hours count a result that reached the model, never a pending confirmation.
+    counted = sum(r.outcome != "pending_confirmation" for r in again)
+    assert counted < 383
+    assert tuple(hours) == (641, counted)

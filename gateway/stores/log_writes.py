@@ -27,10 +27,23 @@ from gateway.stores.engines import for_writes, upsert_statement
 from gateway.stores.hourly_stats import contributions
 from gateway.stores.log_records import COLUMNS, ExecutionRecord, redacted_row
 
-__all__ = ["ROWS_PER_STATEMENT", "BatchWriter"]
+__all__ = ["ROWS_PER_STATEMENT", "BatchWriter", "chunk_sizes"]
 
 ROWS_PER_STATEMENT = 250
 """Rows per SQLite statement: 3,250 parameters, under SQLite's limit (32,766 since 3.32)."""
+
+
+def chunk_sizes(count: int) -> list[int]:
+    """Rows per statement for ``count`` rows: full statements, the rest in powers of two.
+
+    The driver keeps each distinct statement it prepared (128 per connection), at about 2.5 KB
+    per row slot of a multi-row upsert: one statement per batch size came to ~40 MB of a busy
+    gateway's memory. These sizes make at most nine distinct texts (~1.3 MB).
+    """
+    sizes = [ROWS_PER_STATEMENT] * (count // ROWS_PER_STATEMENT)
+    rest = count % ROWS_PER_STATEMENT
+    sizes += [1 << bit for bit in range(rest.bit_length() - 1, -1, -1) if rest >> bit & 1]
+    return sizes
 
 _CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 _HOUR_FIELDS = ("timestamp", "agent_id", "action", "outcome", "error", "duration_ms", "injected")
@@ -50,6 +63,7 @@ class BatchWriter:
         self._add_hours = upsert_statement(execution_hours, dialect, adding=True)
         self._driver_sql = _driver_upsert(dialect, self._upsert)
         self._sql_by_rows: dict[int, str] = {}
+        self._stored_hours = select(*(executions.c[name] for name in _HOUR_FIELDS))
         # SQLAlchemy's own conversions (e.g. the timestamp's text form on SQLite), done in
         # row() so that the driver gets final values.
         self._bind: list[tuple[int, Callable[[Any], Any]]] = []
@@ -82,12 +96,18 @@ class BatchWriter:
                 # A prepared statement's generic plan, made while a new log was nearly empty,
                 # scans the whole table for the ids below until the first ANALYZE.
                 await connection.exec_driver_sql(_CUSTOM_PLANS)
-            stored = await connection.execute(
-                select(*(executions.c[name] for name in _HOUR_FIELDS)).where(
-                    executions.c.id.in_([row[_ID] for row in rows])
+            ids = [row[_ID] for row in rows]
+            # One IN list per chunk size on SQLite (each length is another prepared statement).
+            sizes = [len(ids)] if self._driver_sql is None else chunk_sizes(len(ids))
+            stored: list[Any] = []
+            start = 0
+            for size in sizes:
+                found = await connection.execute(
+                    self._stored_hours.where(executions.c.id.in_(ids[start : start + size]))
                 )
-            )
-            changes = contributions(stored.mappings().all(), [_hour_fields(r) for r in rows])
+                stored += found.mappings().all()
+                start += size
+            changes = contributions(stored, [_hour_fields(r) for r in rows])
             if changes:
                 await connection.execute(self._add_hours, changes)
             if self._driver_sql is None:
@@ -95,10 +115,12 @@ class BatchWriter:
                     self._upsert, [dict(zip(COLUMNS, r, strict=True)) for r in rows]
                 )
                 return
-            for start in range(0, len(rows), ROWS_PER_STATEMENT):
-                chunk = rows[start : start + ROWS_PER_STATEMENT]
+            start = 0
+            for size in chunk_sizes(len(rows)):
+                chunk = rows[start : start + size]
                 params = tuple(value for row in chunk for value in row)
-                await connection.exec_driver_sql(self._many_rows_sql(len(chunk)), params)
+                await connection.exec_driver_sql(self._many_rows_sql(size), params)
+                start += size
 
     def _many_rows_sql(self, count: int) -> str:
         sql = self._sql_by_rows.get(count)
@@ -107,8 +129,7 @@ class BatchWriter:
             head, _, tail = self._driver_sql.partition(" VALUES ")
             placeholders, _, rest = tail.partition(")")
             sql = f"{head} VALUES {','.join([placeholders + ')'] * count)}{rest}"
-            if len(self._sql_by_rows) < 64:  # a full chunk and the odd remainders
-                self._sql_by_rows[count] = sql
+            self._sql_by_rows[count] = sql  # chunk_sizes: at most nine
         return sql
 
 
