@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -71,7 +72,7 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection; ``begin`` resets it for the next exchange."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reusable = False
@@ -106,7 +107,7 @@ class _Connection(asyncio.Protocol):
 
     async def wait(self) -> None:
         """Until something new arrived (head, body, end or error)."""
-        waiter = self._waiter = self._loop.create_future()
+        waiter = self._waiter = self.loop.create_future()
         try:
             await waiter
         finally:
@@ -436,7 +437,7 @@ class Http1Pool:
         # A body left unread cannot be reused: its bytes would open the next response.
         reusable = conn.complete and conn.reusable and not conn.unread and not conn.closed
         if reusable and not self._closed:
-            conn.idle_since = asyncio.get_running_loop().time()
+            conn.idle_since = conn.loop.time()
             self._idle.setdefault(key, []).append(conn)
             return
         conn.close()
@@ -457,9 +458,9 @@ _CLIENT_HEADERS: Final = frozenset({"host", "content-length", "transfer-encoding
 _NO_BODY_METHODS: Final = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 
 
-def _request_head(
-    method: str, url: str, headers: Mapping[str, str], body: bytes | None
-) -> tuple[tuple[str, str, int], bytes]:
+@functools.lru_cache(maxsize=1024)
+def _start(method: str, url: str) -> tuple[tuple[str, str, int], str]:
+    """The pool key and the request line with ``Host`` (the same URLs come again and again)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     try:
@@ -480,7 +481,14 @@ def _request_head(
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if any(c <= " " or c == "\x7f" for c in target) or not method.isalpha():
         raise ValueError(f"the request line would not be valid: {method} {target!r}")
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}"]
+    return (scheme, host, port), f"{method} {target} HTTP/1.1\r\nHost: {authority}"
+
+
+def _request_head(
+    method: str, url: str, headers: Mapping[str, str], body: bytes | None
+) -> tuple[tuple[str, str, int], bytes]:
+    key, start = _start(method, url)
+    lines = [start]
     names = set()
     for name, value in headers.items():
         if _BAD_HEADER_CHARS.intersection(name) or _BAD_HEADER_CHARS.intersection(value):
@@ -504,4 +512,4 @@ def _request_head(
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     except UnicodeEncodeError:
         raise ValueError("a header holds characters outside Latin-1") from None
-    return (scheme, host, port), head
+    return key, head
