@@ -95,7 +95,6 @@ async def api() -> AsyncIterator[ActionAPI]:
         yield state
 
 
-
 async def test_conversations_idle_for_a_whole_window_are_forgotten_and_the_rest_kept() -> None:
     # A busy gateway sees a new conversation id on almost every request: the windows of those
     # that went quiet must not pile up (they did, ~940 bytes each, until the 100,000 cap).
@@ -114,9 +113,10 @@ async def test_conversations_idle_for_a_whole_window_are_forgotten_and_the_rest_
         permit = await limits.acquire("api", f"new-{n}")
         assert isinstance(permit, Permit)
         await limits.release(permit, failed=False)
-    assert len(limits._calls) == 401  # noqa: SLF001 - the memory is what this test is about
+    assert len(limits._calls) == 401  # the memory is what this test is about
     refused = await limits.acquire("api", "busy")
     assert isinstance(refused, str) and "2 action calls in 60 s" in refused
+
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[LogStore]:

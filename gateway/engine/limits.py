@@ -211,9 +211,7 @@ class SlidingWindow(Generic[K]):
     def __len__(self) -> int:
         return len(self._events)
 
-    def admit(
-        self, key: K, requests: int, per_s: float, now: float | None = None
-    ) -> float | None:
+    def admit(self, key: K, requests: int, per_s: float, now: float | None = None) -> float | None:
         """Record one event for ``key``; None if admitted, else the seconds until one would be."""
         now = self._clock() if now is None else now
         self._longest = max(self._longest, per_s)

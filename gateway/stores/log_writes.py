@@ -45,6 +45,7 @@ def chunk_sizes(count: int) -> list[int]:
     sizes += [1 << bit for bit in range(rest.bit_length() - 1, -1, -1) if rest >> bit & 1]
     return sizes
 
+
 _CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 _HOUR_FIELDS = ("timestamp", "agent_id", "action", "outcome", "error", "duration_ms", "injected")
 """What :func:`~gateway.stores.hourly_stats.contributions` reads of a record."""
