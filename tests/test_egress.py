@@ -437,3 +437,23 @@ async def test_end_to_end_connects_to_the_checked_addresses_in_order(
             Outbound(EgressPolicy(allow=["127.0.0.0/8"]), lookup=lookup),
             f"http://rebind.test:{port}/",
         )
+
+
+def test_check_url_remembers_each_origins_verdict_within_a_bound() -> None:
+    policy = EgressPolicy(allow=["127.0.0.1"])
+    for _ in range(3):  # the remembered verdict is the first one, refusal and reason included
+        policy.check_url("http://127.0.0.1:8092/orders/1?email=a%40b.c")
+        with pytest.raises(EgressBlocked, match="loopback"):
+            policy.check_url("http://127.0.0.2:8092/orders/1")
+        with pytest.raises(EgressBlocked, match="non-canonical"):
+            policy.check_url("http://0x7f000001/")
+        with pytest.raises(EgressBlocked, match="malformed URL"):
+            policy.check_url("ftp://127.0.0.1/")
+    # The path and query are not part of the verdict; the port is.
+    policy.check_url("http://127.0.0.1:8092/other")
+    with pytest.raises(EgressBlocked, match="port 8092 is not allowed"):
+        EgressPolicy().check_url("http://93.184.216.34:8092/")
+    many = EgressPolicy()
+    for n in range(6000):
+        many.check_url(f"https://api{n}.example.com/")
+    assert len(many._verdicts) <= 4096  # the bound is the point

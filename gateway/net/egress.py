@@ -261,7 +261,7 @@ class EgressPolicy:
             port), or a port is not a number from 1 to 65535.
     """
 
-    __slots__ = ("_named", "_networks", "enabled", "ports")
+    __slots__ = ("_named", "_networks", "_verdicts", "enabled", "ports")
 
     def __init__(
         self,
@@ -288,6 +288,8 @@ class EgressPolicy:
                 named[target] = ports_of | {port}
         self._named = {k: None if v is None else frozenset(v) for k, v in named.items()}
         self._networks = tuple(networks)
+        # check_url's verdict by "scheme://authority": the same few hosts come on every call.
+        self._verdicts: dict[str, tuple[str, str | None]] = {}
 
     def _name_opens(self, name: str, port: int | None) -> bool:
         if name not in self._named:
@@ -379,14 +381,31 @@ class EgressPolicy:
         """
         head = url.split("://", 1)
         authority = re.split(r"[/?#]", head[-1], maxsplit=1)[0]
+        origin = f"{head[0]}://{authority}" if len(head) == 2 else url
+        verdict = self._verdicts.get(origin)
+        if verdict is None:
+            verdict = self._verdict(origin, authority)
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[origin] = verdict
+        host, reason = verdict
+        if reason is not None:
+            raise EgressBlocked(host, reason)
+
+    def _verdict(self, origin: str, authority: str) -> tuple[str, str | None]:
+        """``(host, reason)`` for a URL's ``scheme://authority``; reason None when allowed."""
         try:
-            parsed = URL(url)
+            parsed = URL(origin)
             host, port, scheme = parsed.raw_host, parsed.port, parsed.scheme
         except (TypeError, ValueError) as e:
-            raise EgressBlocked(authority, f"malformed URL ({e})") from None
+            return authority, f"malformed URL ({e})"
         if scheme not in {"http", "https"} or not host:
-            raise EgressBlocked(authority, "malformed URL (expected http(s)://host/...)")
-        self.check_host_name(host, port)
+            return authority, "malformed URL (expected http(s)://host/...)"
+        try:
+            self.check_host_name(host, port)
+        except EgressBlocked as e:
+            return e.host, e.reason
+        return host, None
 
     def save_time_refusal(self, host: str, port: int) -> str | None:
         """Why a URL with this fixed host and port will be refused, as far as is known before
@@ -450,6 +469,9 @@ class EgressPolicy:
                 if port_reason is not None:
                     raise EgressBlocked(host, port_reason)
         return addresses
+
+
+_MAX_VERDICTS = 4096
 
 
 def _parse_ports(ports: Iterable[int]) -> frozenset[int]:
