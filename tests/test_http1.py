@@ -443,3 +443,56 @@ async def test_tls_verifies_the_certificate_and_the_host_name(
         await default.close()
     assert server.requests[0].startswith(b"GET / HTTP/1.1")
     assert len(server.requests) == 1
+
+
+async def test_a_deadline_bounds_the_head_and_frees_the_slot() -> None:
+    async def never_answers(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(10)
+
+    async with scripted(never_answers, ok(b"after")) as server:
+        pool = Http1Pool(max_connections=1)
+        loop = asyncio.get_running_loop()
+        url = f"http://127.0.0.1:{server.port}/"
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await pool.request("GET", url, {}, None, deadline=started + 0.2)
+        assert 0.15 < loop.time() - started < 2
+        assert await fetch(pool, url) == (200, b"after")  # slot free, no half-done connection
+        await pool.close()
+    assert server.connections == 2
+
+
+async def test_a_deadline_bounds_a_body_that_drips_and_spans_the_readers_pauses() -> None:
+    async def drips(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        for _ in range(100):
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    async with scripted(drips) as server:
+        pool = Http1Pool()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.3
+        response = await pool.request(
+            "GET", f"http://127.0.0.1:{server.port}/", {}, None, deadline=deadline
+        )
+        got = b""
+        with pytest.raises(TimeoutError):
+            while data := await response.read_some():
+                got += data
+                await asyncio.sleep(0.01)  # the reader's own pauses count too
+        response.release()
+        assert 0 < len(got) < 100
+        assert loop.time() - deadline < 1
+        await pool.close()
+
+
+async def test_a_deadline_already_past_sends_nothing() -> None:
+    async with scripted(ok(b"never")) as server:
+        pool = Http1Pool()
+        past = asyncio.get_running_loop().time() - 1
+        with pytest.raises(TimeoutError):
+            await pool.request("GET", f"http://127.0.0.1:{server.port}/", {}, None, deadline=past)
+        await pool.close()
+    assert server.connections == 0

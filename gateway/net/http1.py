@@ -79,6 +79,7 @@ class _Connection(asyncio.Protocol):
         self.active = False
         self.head_request = False
         self._extra = False
+        self._timer: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
@@ -94,10 +95,12 @@ class _Connection(asyncio.Protocol):
         self.error: Exception | None = None
 
     # -- the exchange, driven by Http1Response --------------------------------------------
-    def begin(self, head_request: bool) -> None:
+    def begin(self, head_request: bool, deadline: float | None) -> None:
         self.head_request = head_request
         self.active = True
         self._extra = False
+        if deadline is not None:
+            self._timer = self.loop.call_at(deadline, self._expire)
         self._chunks.clear()
         self._buffered = self._head_bytes = 0
         self._header_list = []
@@ -129,6 +132,17 @@ class _Connection(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
         return data
+
+    def end(self) -> None:
+        """The exchange is over (its timer with it)."""
+        self.active = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._fail(TimeoutError())
 
     def close(self) -> None:
         self.closed = True
@@ -354,12 +368,16 @@ class Http1Pool:
         *,
         connect_timeout: float = 10.0,
         decode: bool = True,
+        deadline: float | None = None,
     ) -> Http1Response:
         """Send one request and wait for the response's head.
 
         ``url`` is sent as it is (already percent-encoded); ``body`` None sends no
         ``Content-Length`` on methods that take no body. ``decode`` False hands the body on in
-        its content coding (the caller decodes, under its own cap).
+        its content coding (the caller decodes, under its own cap). ``deadline`` (event-loop
+        time) bounds the whole exchange, body included: when it passes, the connection is
+        dropped and whatever waits on it raises :class:`TimeoutError` (a timer on the loop,
+        not a cancellation, so it may span the caller's ``yield``).
 
         Raises:
             ValueError: the URL is not http(s), or a header cannot go on the wire (CR, LF or
@@ -367,15 +385,25 @@ class Http1Pool:
                 Transfer-Encoding).
             Http1ConnectError: no connection could be made.
             Http1Error: no response head came (connection broken, not HTTP).
+            TimeoutError: the deadline passed.
             Exception: whatever ``resolve`` raises (the egress guard's refusal).
         """
         key, head = _request_head(method, url, headers, body)
         body = body or b""
-        await self._slots.acquire()
+        loop = asyncio.get_running_loop()
+        if deadline is not None:
+            connect_timeout = min(connect_timeout, deadline - loop.time())
+            if connect_timeout <= 0:
+                raise TimeoutError
+        if self._slots.locked() and deadline is not None:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        else:
+            await self._slots.acquire()
         conn: _Connection | None = None
         try:
             conn = await self._connection(key, connect_timeout)
-            conn.begin(method == "HEAD")
+            conn.begin(method == "HEAD", deadline)
             transport = conn.transport
             if transport is None or conn.closed:
                 raise Http1Error("the connection closed before the request was sent")
@@ -389,6 +417,7 @@ class Http1Pool:
             return Http1Response(self, key, conn, decode)
         except BaseException:
             if conn is not None:
+                conn.end()
                 conn.close()
             self._slots.release()
             raise
@@ -433,7 +462,7 @@ class Http1Pool:
 
     def _release(self, key: tuple[str, str, int], conn: _Connection) -> None:
         self._slots.release()
-        conn.active = False
+        conn.end()
         # A body left unread cannot be reused: its bytes would open the next response.
         reusable = conn.complete and conn.reusable and not conn.unread and not conn.closed
         if reusable and not self._closed:

@@ -243,8 +243,7 @@ class Outbound:
             attempt += 1
             last = attempt >= attempts
             try:
-                async with asyncio.timeout_at(deadline):
-                    response = await self._once(call)
+                response = await self._once(call)
             except Http1ConnectError as e:
                 # Never connected: the server cannot have seen the request, any method may retry.
                 if last or not await self._backoff(attempt, deadline, None):
@@ -281,6 +280,7 @@ class Outbound:
                 call.body,
                 connect_timeout=self._connect_timeout,
                 decode=False,
+                deadline=call.deadline,
             )
         except ValueError as e:  # a rendered header or URL that cannot go on the wire
             raise ConnectFailed(f"the request to {call.host} cannot be sent: {e}") from None

@@ -165,10 +165,12 @@ class Upstream:
             await self._http.close()
             self._http = None
 
-    async def _send(self, target: UpstreamTarget, payload: dict[str, Any]) -> Http1Response:
+    async def _send(
+        self, target: UpstreamTarget, payload: dict[str, Any], deadline: float
+    ) -> Http1Response:
         try:
             return await self._ensure().request(
-                "POST", target.url, self._headers(target), target.body(payload)
+                "POST", target.url, self._headers(target), target.body(payload), deadline=deadline
             )
         except ValueError as e:  # a header or URL that cannot go on the wire; never the key
             raise UpstreamError(
@@ -214,14 +216,14 @@ class Upstream:
         return self._stream(target, payload)
 
     async def _complete(self, target: UpstreamTarget, payload: dict[str, Any]) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + target.timeout_s
         try:
-            async with asyncio.timeout(target.timeout_s):
-                resp = await self._send(target, payload)
-                try:
-                    await self._raise_for(resp, target)
-                    raw = await resp.read(_MAX_BODY)
-                finally:
-                    resp.release()
+            resp = await self._send(target, payload, deadline)
+            try:
+                await self._raise_for(resp, target)
+                raw = await resp.read(_MAX_BODY)
+            finally:
+                resp.release()
             data = orjson.loads(raw)
         except TimeoutError:
             raise UpstreamError(
@@ -248,19 +250,17 @@ class Upstream:
     async def _stream(
         self, target: UpstreamTarget, payload: dict[str, Any]
     ) -> AsyncGenerator[dict[str, Any], None]:
-        # The deadline is checked around each read, never across a ``yield``: a timeout scope
-        # spanning a yield would cancel whichever task is consuming the stream at that moment.
+        # The deadline is the pool's timer on the connection, not a cancel scope: one spanning
+        # a ``yield`` would cancel whichever task is consuming the stream at that moment.
         deadline = asyncio.get_running_loop().time() + target.timeout_s
         resp: Http1Response | None = None
         try:
-            async with asyncio.timeout_at(deadline):
-                resp = await self._send(target, payload)
-                await self._raise_for(resp, target)
+            resp = await self._send(target, payload, deadline)
+            await self._raise_for(resp, target)
             lines = LineSplitter(_MAX_LINE)
             translate = _translator(target)
             while True:
-                async with asyncio.timeout_at(deadline):
-                    data = await resp.read_some()
+                data = await resp.read_some()
                 for line in lines.feed(data) if data else lines.finish():
                     chunk = _event(line, target)
                     if chunk is _END:
