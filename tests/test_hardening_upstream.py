@@ -4,6 +4,7 @@ exactly the bytes a test gives it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections import deque
@@ -251,6 +252,68 @@ async def test_a_call_that_raises_unexpectedly_is_an_outcome_and_the_others_keep
     assert any(
         rec.name == "actiongate.proxy" and rec.exc_info is not None for rec in caplog.records
     )
+
+
+async def test_a_lone_call_that_raises_unexpectedly_is_an_outcome_too(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One call in a round takes another path than several (no gathering): same outcome.
+    executor = gw.services.runtime.executor
+
+    async def broken(action: Any, conversation: Any, arguments: Any, **kw: Any) -> Any:
+        raise RuntimeError("a bug nobody foresaw")
+
+    monkeypatch.setattr(executor, "execute_action", broken)
+    calls = [tool_call("look_up_order", {"order_number": "A-3"}, "call_alone")]
+    gw.upstream.answer(
+        Reply(completion({"role": "assistant", "content": None, "tool_calls": calls})),
+        Reply(completion({"role": "assistant", "content": "Sorry."})),
+    )
+    r = await gw.chat()
+    assert r.status_code == 200, r.text
+    [tool] = [m for m in gw.upstream.requests[1]["messages"] if m["role"] == "tool"]
+    assert tool["content"].endswith("the gateway could not run it (an internal error, logged).")
+    assert {record.tool_call_id: record.outcome for record in await gw.records()} == {
+        "call_alone": "connect_error"
+    }
+
+
+@pytest.mark.parametrize("count", [1, 2], ids=["one call", "two calls"])
+async def test_a_client_that_goes_away_does_not_cut_its_actions_off_before_they_are_logged(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    executor = gw.services.runtime.executor
+    real = executor.execute_action
+    started, go_on = asyncio.Event(), asyncio.Event()
+
+    async def held(action: Any, conversation: Any, arguments: Any, **kw: Any) -> Any:
+        started.set()
+        await go_on.wait()
+        return await real(action, conversation, arguments, **kw)
+
+    monkeypatch.setattr(executor, "execute_action", held)
+    calls = [
+        tool_call("look_up_order", {"order_number": f"A-{n}"}, f"call_{n}") for n in range(count)
+    ]
+    gw.upstream.answer(
+        Reply(completion({"role": "assistant", "content": None, "tool_calls": calls})),
+        Reply(completion({"role": "assistant", "content": "Done."})),
+    )
+    request = asyncio.ensure_future(gw.chat())
+    await started.wait()
+    request.cancel()  # the client hangs up while its actions run
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    go_on.set()
+    for _ in range(250):  # the actions finish, and are logged, after the client left
+        records = await gw.records()
+        if len(records) >= count:
+            break
+        await asyncio.sleep(0.02)
+    assert sorted((r.tool_call_id, r.outcome) for r in records) == [
+        (f"call_{n}", "success") for n in range(count)
+    ]
+    assert len(gw.api.received) == count
 
 
 # --- item 9: malformed model output is a 502 in OpenAI's shape, and nothing runs -------------

@@ -323,9 +323,16 @@ class Proxy:
     ) -> list[Execution]:
         """Every job's execution, one that raised included (the others keep their results)."""
         # Shielded: a client that disconnects must not cut an action off before it is logged.
-        gathered = await asyncio.shield(
-            asyncio.gather(*(task for _, _, task in jobs), return_exceptions=True)
-        )
+        gathered: list[Execution | BaseException]
+        if len(jobs) == 1:  # the usual round: no gathering future around the one task
+            try:
+                gathered = [await asyncio.shield(jobs[0][2])]
+            except Exception as e:  # one call's failure is its outcome, as gather's below
+                gathered = [e]
+        else:
+            gathered = await asyncio.shield(
+                asyncio.gather(*(task for _, _, task in jobs), return_exceptions=True)
+            )
         return [
             self._unforeseen(turn, call_id, name[:64] or "(none)", result)
             if isinstance(result, BaseException)
