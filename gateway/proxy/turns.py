@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +106,7 @@ class Turn:
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         """A client-bound ``chat.completion.chunk``."""
         if not self.response_id:
-            self.response_id = f"chatcmpl-{uuid.uuid4().hex}"
+            self.response_id = f"chatcmpl-{secrets.token_hex(16)}"
         return {
             "id": self.response_id,
             "object": "chat.completion.chunk",
