@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from gateway.net import http1
-from gateway.net.http1 import BodyTooLarge, Http1ConnectError, Http1Error, Http1Pool
+from gateway.net.http1 import BodyTooLarge, HeaderBlock, Http1ConnectError, Http1Error, Http1Pool
 
 
 def ok(body: bytes, *extra: str) -> bytes:
@@ -496,3 +496,21 @@ async def test_a_deadline_already_past_sends_nothing() -> None:
             await pool.request("GET", f"http://127.0.0.1:{server.port}/", {}, None, deadline=past)
         await pool.close()
     assert server.connections == 0
+
+
+async def test_a_header_block_checked_once_sends_what_the_mapping_would() -> None:
+    headers = {"Authorization": "Bearer k", "Content-Type": "application/json"}
+    block = HeaderBlock(headers)
+    async with scripted(ok(b"1"), ok(b"2"), ok(b"3")) as server:
+        pool = Http1Pool()
+        url = f"http://127.0.0.1:{server.port}/v1"
+        for given in (headers, block, block):
+            response = await pool.request("POST", url, given, b"{}")
+            await response.read(10)
+            response.release()
+        await pool.close()
+    first, second, third = server.requests
+    assert first == second == third
+    assert b"Authorization: Bearer k\r\n" in first and b"Content-Length: 2\r\n" in first
+    with pytest.raises(ValueError, match="'Authorization' holds CR, LF or NUL"):
+        HeaderBlock({"Authorization": "Bearer k\r\nX-Evil: 1"})

@@ -40,6 +40,8 @@ __all__ = [
     "KEEPALIVE_S",
     "MAX_HEAD",
     "BodyTooLarge",
+    "HeaderBlock",
+    "Http1ConnectError",
     "Http1Error",
     "Http1Pool",
     "Http1Response",
@@ -363,7 +365,7 @@ class Http1Pool:
         self,
         method: str,
         url: str,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | HeaderBlock,
         body: bytes | None,
         *,
         connect_timeout: float = 10.0,
@@ -513,32 +515,56 @@ def _start(method: str, url: str) -> tuple[tuple[str, str, int], str]:
     return (scheme, host, port), f"{method} {target} HTTP/1.1\r\nHost: {authority}"
 
 
+class HeaderBlock:
+    """Request headers checked and joined once, for a caller that sends the same ones again
+    and again (the upstream's); the defaults (``User-Agent``, ``Accept``, ``Accept-Encoding``)
+    are added where the caller did not set them.
+
+    Raises:
+        ValueError: a name or value cannot go on the wire (CR, LF or NUL, not Latin-1, not a
+            token), or it is one this client sets (Host, Content-Length, Transfer-Encoding).
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        lines = []
+        names = set()
+        for name, value in headers.items():
+            if _BAD_HEADER_CHARS.intersection(name) or _BAD_HEADER_CHARS.intersection(value):
+                raise ValueError(f"the header {name[:64]!r} holds CR, LF or NUL")
+            if not name or ":" in name or " " in name:
+                raise ValueError(f"{name[:64]!r} is not a header name")
+            lowered = name.lower()
+            if lowered in _CLIENT_HEADERS:
+                raise ValueError(f"the header {name!r} is set by the client, not the caller")
+            names.add(lowered)
+            lines.append(f"{name}: {value}\r\n")
+        if "user-agent" not in names:
+            lines.append(_USER_AGENT + "\r\n")
+        if "accept" not in names:
+            lines.append("Accept: */*\r\n")
+        if "accept-encoding" not in names:
+            lines.append("Accept-Encoding: gzip, deflate\r\n")
+        self.text = "".join(lines)
+        try:
+            self.text.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError("a header holds characters outside Latin-1") from None
+
+
 def _request_head(
-    method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    method: str, url: str, headers: Mapping[str, str] | HeaderBlock, body: bytes | None
 ) -> tuple[tuple[str, str, int], bytes]:
     key, start = _start(method, url)
-    lines = [start]
-    names = set()
-    for name, value in headers.items():
-        if _BAD_HEADER_CHARS.intersection(name) or _BAD_HEADER_CHARS.intersection(value):
-            raise ValueError(f"the header {name[:64]!r} holds CR, LF or NUL")
-        if not name or ":" in name or " " in name:
-            raise ValueError(f"{name[:64]!r} is not a header name")
-        lowered = name.lower()
-        if lowered in _CLIENT_HEADERS:
-            raise ValueError(f"the header {name!r} is set by the client, not the caller")
-        names.add(lowered)
-        lines.append(f"{name}: {value}")
-    if body is not None or method not in _NO_BODY_METHODS:
-        lines.append(f"Content-Length: {len(body or b'')}")
-    if "user-agent" not in names:
-        lines.append(_USER_AGENT)
-    if "accept" not in names:
-        lines.append("Accept: */*")
-    if "accept-encoding" not in names:
-        lines.append("Accept-Encoding: gzip, deflate")
+    block = headers if isinstance(headers, HeaderBlock) else HeaderBlock(headers)
+    length = (
+        f"Content-Length: {len(body or b'')}\r\n"
+        if body is not None or method not in _NO_BODY_METHODS
+        else ""
+    )
     try:
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        head = f"{start}\r\n{block.text}{length}\r\n".encode("latin-1")
     except UnicodeEncodeError:
-        raise ValueError("a header holds characters outside Latin-1") from None
+        raise ValueError("the request line holds characters outside Latin-1") from None
     return key, head

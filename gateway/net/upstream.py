@@ -26,7 +26,7 @@ import orjson
 
 from gateway.errors import UpstreamError
 from gateway.net import dialects
-from gateway.net.http1 import BodyTooLarge, Http1Error, Http1Pool, Http1Response
+from gateway.net.http1 import BodyTooLarge, HeaderBlock, Http1Error, Http1Pool, Http1Response
 from gateway.net.sse import LineSplitter, LineTooLong, malformed
 
 __all__ = ["Upstream", "UpstreamHook", "UpstreamTarget", "completion_message"]
@@ -179,8 +179,8 @@ class Upstream:
 
     @staticmethod
     @functools.lru_cache(maxsize=256)
-    def _headers(target: UpstreamTarget) -> dict[str, str]:
-        # Built once per target; the pool only reads it, so sharing it is safe.
+    def _headers(target: UpstreamTarget) -> HeaderBlock:
+        # Checked and joined once per target (a refusal, never cached, names only the header).
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if target.api == "anthropic":
             headers["anthropic-version"] = dialects.ANTHROPIC_VERSION
@@ -188,7 +188,7 @@ class Upstream:
                 headers["x-api-key"] = target.api_key
         elif target.api_key:
             headers["Authorization"] = f"Bearer {target.api_key}"
-        return headers
+        return HeaderBlock(headers)
 
     async def _raise_for(self, resp: Http1Response, target: UpstreamTarget) -> None:
         if resp.status < 400:
