@@ -133,18 +133,29 @@ async def test_chunked_and_gzip_bodies_are_decoded_piece_by_piece() -> None:
     assert server.connections == 1
 
 
-async def test_a_coding_that_was_not_offered_is_an_error_not_text() -> None:
-    async with scripted(ok(b"xx", "Content-Encoding: br")) as server:
-        pool = Http1Pool()
-        with pytest.raises(Http1Error, match="'br'"):
-            await fetch(pool, f"http://127.0.0.1:{server.port}/")
-        await pool.close()
+_HUGE_HEAD = ("\r\n".join(["HTTP/1.1 200 OK", *["X-Filler: " + "f" * 8000] * 10]) + "\r\n").encode()
 
 
-async def test_a_body_that_does_not_decode_is_an_error() -> None:
-    async with scripted(ok(b"not gzip at all", "Content-Encoding: gzip")) as server:
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        (ok(b"xx", "Content-Encoding: br"), "content coding that was not offered: 'br'"),
+        (ok(b"not gzip at all", "Content-Encoding: gzip"), "does not decode"),
+        (_HUGE_HEAD, "head is longer than 65536 bytes"),  # and it never ends
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", r"not valid HTTP/1\.1"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "not valid",
+        ),
+    ],
+    ids=["coding not offered", "body does not decode", "head too long", "not HTTP", "smuggling"],
+)
+async def test_a_reply_that_cannot_be_used_is_an_error_never_text(
+    reply: bytes, message: str
+) -> None:
+    async with scripted(reply) as server:
         pool = Http1Pool()
-        with pytest.raises(Http1Error, match="does not decode"):
+        with pytest.raises(Http1Error, match=message):
             await fetch(pool, f"http://127.0.0.1:{server.port}/")
         await pool.close()
 
@@ -258,24 +269,6 @@ async def test_max_connections_makes_callers_wait_for_a_slot() -> None:
         assert await second == (200, b"quick")
         await pool.close()
     assert server.connections == 1
-
-
-async def test_a_head_longer_than_the_cap_is_refused() -> None:
-    huge = "X-Filler: " + "f" * 8000
-    reply = ("\r\n".join(["HTTP/1.1 200 OK", *[huge] * 10]) + "\r\n").encode()  # never ends
-    async with scripted(reply) as server:
-        pool = Http1Pool()
-        with pytest.raises(Http1Error, match="head is longer than 65536 bytes"):
-            await fetch(pool, f"http://127.0.0.1:{server.port}/")
-        await pool.close()
-
-
-async def test_garbage_instead_of_http_is_an_error() -> None:
-    async with scripted(b"SSH-2.0-OpenSSH_9.2\r\n\r\n") as server:
-        pool = Http1Pool()
-        with pytest.raises(Http1Error, match=r"not valid HTTP/1\.1"):
-            await fetch(pool, f"http://127.0.0.1:{server.port}/")
-        await pool.close()
 
 
 @pytest.mark.parametrize("pause", [0, 0.02], ids=["same packet", "while idle"])
