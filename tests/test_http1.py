@@ -12,7 +12,7 @@ import gzip
 import ssl
 import subprocess
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,14 @@ from pathlib import Path
 import pytest
 
 from gateway.net import http1
-from gateway.net.http1 import BodyTooLarge, HeaderBlock, Http1ConnectError, Http1Error, Http1Pool
+from gateway.net.http1 import (
+    BodyTooLarge,
+    HeaderBlock,
+    Http1ConnectError,
+    Http1Error,
+    Http1Pool,
+    Http1Response,
+)
 
 
 def ok(body: bytes, *extra: str) -> bytes:
@@ -176,22 +183,6 @@ async def test_a_body_delimited_by_close_ends_at_eof_and_is_not_reused() -> None
     assert server.connections == 2
 
 
-async def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> None:
-    async def answer_then_close(writer: asyncio.StreamWriter) -> None:
-        writer.write(ok(b"first"))
-        await writer.drain()
-        writer.close()  # keep-alive was promised, then the server hangs up while idle
-
-    async with scripted(answer_then_close, ok(b"second")) as server:
-        pool = Http1Pool()
-        url = f"http://127.0.0.1:{server.port}/"
-        assert await fetch(pool, url) == (200, b"first")
-        await asyncio.sleep(0.05)
-        assert await fetch(pool, url) == (200, b"second")
-        await pool.close()
-    assert server.connections == 2
-
-
 async def test_a_connection_idle_past_the_keepalive_time_is_not_reused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -206,24 +197,24 @@ async def test_a_connection_idle_past_the_keepalive_time_is_not_reused(
     assert server.connections == 2
 
 
-async def test_a_body_left_unread_closes_the_connection() -> None:
+async def _leave_unread(response: Http1Response) -> None:
+    pass  # released at once: the body's bytes must not open the next reply
+
+
+async def _read_past_the_cap(response: Http1Response) -> None:
+    with pytest.raises(BodyTooLarge, match="longer than 1000 bytes"):
+        await response.read(1000)
+
+
+@pytest.mark.parametrize("reader", [_leave_unread, _read_past_the_cap], ids=["unread", "over cap"])
+async def test_a_body_not_read_to_its_end_closes_the_connection(
+    reader: Callable[[Http1Response], Awaitable[None]],
+) -> None:
     async with scripted(ok(b"x" * 10_000), ok(b"fresh")) as server:
         pool = Http1Pool()
         url = f"http://127.0.0.1:{server.port}/"
         response = await pool.request("GET", url, {}, None)
-        response.release()  # the body was never read: its bytes must not open the next reply
-        assert await fetch(pool, url) == (200, b"fresh")
-        await pool.close()
-    assert server.connections == 2
-
-
-async def test_a_body_over_the_cap_stops_reading_and_closes() -> None:
-    async with scripted(ok(b"y" * 5000), ok(b"fresh")) as server:
-        pool = Http1Pool()
-        url = f"http://127.0.0.1:{server.port}/"
-        response = await pool.request("GET", url, {}, None)
-        with pytest.raises(BodyTooLarge, match="longer than 1000 bytes"):
-            await response.read(1000)
+        await reader(response)
         response.release()
         assert await fetch(pool, url) == (200, b"fresh")
         await pool.close()
@@ -271,16 +262,32 @@ async def test_max_connections_makes_callers_wait_for_a_slot() -> None:
     assert server.connections == 1
 
 
-@pytest.mark.parametrize("pause", [0, 0.02], ids=["same packet", "while idle"])
-async def test_a_second_unasked_response_drops_the_connection(pause: float) -> None:
-    async def answer_twice(writer: asyncio.StreamWriter) -> None:
-        writer.write(ok(b"asked"))
-        if pause:
-            await writer.drain()
-            await asyncio.sleep(pause)
-        writer.write(ok(b"never asked"))
+async def _then_hang_up(writer: asyncio.StreamWriter) -> None:
+    writer.write(ok(b"asked"))
+    await writer.drain()
+    writer.close()  # keep-alive was promised, then the server hangs up while idle
 
-    async with scripted(answer_twice, ok(b"clean")) as server:
+
+async def _then_answer_again(writer: asyncio.StreamWriter) -> None:
+    writer.write(ok(b"asked") + ok(b"never asked"))  # one packet: the parser sees both
+
+
+async def _then_answer_again_later(writer: asyncio.StreamWriter) -> None:
+    writer.write(ok(b"asked"))
+    await writer.drain()
+    await asyncio.sleep(0.02)
+    writer.write(ok(b"never asked"))  # while the connection is idle in the pool
+
+
+@pytest.mark.parametrize(
+    "first",
+    [_then_hang_up, _then_answer_again, _then_answer_again_later],
+    ids=["closed while idle", "second response, same packet", "second response while idle"],
+)
+async def test_a_connection_that_cannot_carry_another_exchange_is_not_reused(
+    first: Callable[[asyncio.StreamWriter], Awaitable[None]],
+) -> None:
+    async with scripted(first, ok(b"clean")) as server:
         pool = Http1Pool()
         url = f"http://127.0.0.1:{server.port}/"
         assert await fetch(pool, url) == (200, b"asked")
