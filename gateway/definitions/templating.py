@@ -272,7 +272,11 @@ _RENDER_ENVS = {escape: _environment(fn) for escape, fn in _ESCAPERS.items()}
 
 @lru_cache(maxsize=8192)
 def _compiled(source: str, escape: Escape) -> Any:
-    return _RENDER_ENVS[escape].from_string(source)
+    template = _RENDER_ENVS[escape].from_string(source)
+    # Jinja copies a template's globals into every render's context; as its ChainMap over the
+    # environment's globals (which never change here) that copy walked both maps in Python.
+    template.globals = dict(template.globals)
+    return template
 
 
 def render(source: str, values: Mapping[str, Any], escape: Escape) -> str:
