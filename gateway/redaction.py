@@ -127,6 +127,7 @@ def is_credential_param(name: str) -> bool:
     return name.lower() in CREDENTIAL_PARAMS or is_credential_name(name)
 
 
+@functools.lru_cache(maxsize=4096)  # JSON bodies repeat their keys: the regex once per name
 def _is_credential_json_key(name: str) -> bool:
     lowered = name.lower()
     if lowered in _NOT_CREDENTIAL_JSON_KEYS:
