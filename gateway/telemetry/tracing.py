@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -112,15 +112,24 @@ def enabled() -> bool:
     return _propagate
 
 
-@contextmanager
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
+"""What the span helpers give when nothing is recorded or carried: reused, no generator made."""
+
+
 def request_span(
     name: str, headers: Mapping[str, str], attributes: Mapping[str, Any]
-) -> Iterator[Span | None]:
+) -> AbstractContextManager[Span | None]:
     """The server span of one client request, continuing the client's ``traceparent``."""
+    if _tracer is None and not (_propagate and "traceparent" in headers):
+        return _NO_SPAN
+    return _request_span(name, headers, attributes)
+
+
+@contextmanager
+def _request_span(
+    name: str, headers: Mapping[str, str], attributes: Mapping[str, Any]
+) -> Iterator[Span | None]:
     if _tracer is None:
-        if not (_propagate and "traceparent" in headers):
-            yield None
-            return
         token = otel_context.attach(_PROPAGATOR.extract(headers))  # carried, not recorded
         try:
             yield None
@@ -179,16 +188,17 @@ def end_upstream(span: Span | None, status: int, usage: tuple[int, int] | None) 
     span.end()
 
 
-@contextmanager
-def action_span(tool: str, call_id: str | None) -> Iterator[Span | None]:
+def action_span(tool: str, call_id: str | None) -> AbstractContextManager[Span | None]:
     """``execute_tool {tool}``: one action call."""
-    if _tracer is None:
-        yield None
-        return
+    return _NO_SPAN if _tracer is None else _action_span(_tracer, tool, call_id)
+
+
+@contextmanager
+def _action_span(tracer: Tracer, tool: str, call_id: str | None) -> Iterator[Span | None]:
     attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool}
     if call_id:
         attributes["gen_ai.tool.call.id"] = call_id
-    with _tracer.start_as_current_span(
+    with tracer.start_as_current_span(
         f"execute_tool {tool}", kind=SpanKind.INTERNAL, attributes=attributes
     ) as span:
         yield span
