@@ -514,3 +514,19 @@ async def test_a_header_block_checked_once_sends_what_the_mapping_would() -> Non
     assert b"Authorization: Bearer k\r\n" in first and b"Content-Length: 2\r\n" in first
     with pytest.raises(ValueError, match="'Authorization' holds CR, LF or NUL"):
         HeaderBlock({"Authorization": "Bearer k\r\nX-Evil: 1"})
+
+
+async def test_an_idle_connection_already_closing_is_skipped_not_written_to() -> None:
+    # The server's close is seen (the transport is closing) before it is reported as lost: a
+    # request taking that connection would be lost with it, so it gets a fresh one.
+    async with scripted(ok(b"first"), ok(b"second")) as server:
+        pool = Http1Pool()
+        url = f"http://127.0.0.1:{server.port}/"
+        assert await fetch(pool, url) == (200, b"first")
+        [idle] = [conn for conns in pool._idle.values() for conn in conns]
+        assert idle.transport is not None
+        idle.transport.close()  # closing now, connection_lost comes on a later loop turn
+        assert not idle.closed
+        assert await fetch(pool, url) == (200, b"second")
+        await pool.close()
+    assert server.connections == 2

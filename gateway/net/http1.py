@@ -429,8 +429,8 @@ class Http1Pool:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
-            if conn.closed:
-                continue
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                continue  # the server hung up (its close may not have been reported yet)
             if loop.time() - conn.idle_since > KEEPALIVE_S:
                 conn.close()
                 continue
