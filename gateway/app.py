@@ -353,11 +353,16 @@ def create_app(
     )
     app.mount("/mcp", mcp)
     _install_error_handlers(app)
-    # A plain Starlette route: no dependency solving on the hottest path (OpenAI's API, not ours
-    # to document in the OpenAPI schema).
-    app.router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
-    app.router.add_route(fronts_anthropic.PATH, anthropic_messages, methods=["POST"])
-    app.router.add_route(fronts_responses.PATH, responses_create, methods=["POST"])
+    # The client fronts (OpenAI's and Anthropic's APIs, not ours to document in the OpenAPI
+    # schema): FrontRoutes below answers their POSTs; these plain routes only answer the other
+    # methods (405) like any other route.
+    fronts = {
+        "/v1/chat/completions": chat_completions,
+        fronts_anthropic.PATH: anthropic_messages,
+        fronts_responses.PATH: responses_create,
+    }
+    for path, endpoint in fronts.items():
+        app.router.add_route(path, endpoint, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=None)
     app.router.add_route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"])
     app.add_api_route("/healthz", health, methods=["GET"], response_model=None)
@@ -366,13 +371,7 @@ def create_app(
     app.include_router(build_router())
     app.include_router(build_dashboard(services_of))
     mount_static(app)
-    # Innermost: the fronts answered without the framework's routing (the routes above still
-    # answer every other method on their paths).
-    fronts = {
-        "/v1/chat/completions": chat_completions,
-        fronts_anthropic.PATH: anthropic_messages,
-        fronts_responses.PATH: responses_create,
-    }
+    # Innermost: POST to a front is answered without the framework's routing.
     app.add_middleware(FrontRoutes, routes=fronts, handlers=app.exception_handlers)
     policy = browser_policy(config, bind_host, lambda: app.state.services)
     app.add_middleware(BrowserGuard, policy=lambda: policy)
