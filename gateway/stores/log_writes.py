@@ -13,9 +13,9 @@ takes its stored version off its hour.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Dialect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +28,8 @@ from gateway.stores.hourly_stats import contributions
 from gateway.stores.log_records import COLUMNS, ExecutionRecord, redacted_row
 
 __all__ = ["ROWS_PER_STATEMENT", "BatchWriter", "chunk_sizes"]
+
+T = TypeVar("T")
 
 ROWS_PER_STATEMENT = 250
 """Rows per SQLite statement: 3,250 parameters, under SQLite's limit (32,766 since 3.32)."""
@@ -44,6 +46,14 @@ def chunk_sizes(count: int) -> list[int]:
     rest = count % ROWS_PER_STATEMENT
     sizes += [1 << bit for bit in range(rest.bit_length() - 1, -1, -1) if rest >> bit & 1]
     return sizes
+
+
+def _chunked(items: list[T]) -> Iterator[list[T]]:
+    """``items`` in consecutive pieces of :func:`chunk_sizes`."""
+    start = 0
+    for size in chunk_sizes(len(items)):
+        yield items[start : start + size]
+        start += size
 
 
 _CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
@@ -98,16 +108,13 @@ class BatchWriter:
                 # scans the whole table for the ids below until the first ANALYZE.
                 await connection.exec_driver_sql(_CUSTOM_PLANS)
             ids = [row[_ID] for row in rows]
-            # One IN list per chunk size on SQLite (each length is another prepared statement).
-            sizes = [len(ids)] if self._driver_sql is None else chunk_sizes(len(ids))
+            # One IN list per chunk on SQLite (each length is another prepared statement).
             stored: list[Any] = []
-            start = 0
-            for size in sizes:
+            for some in [ids] if self._driver_sql is None else _chunked(ids):
                 found = await connection.execute(
-                    self._stored_hours.where(executions.c.id.in_(ids[start : start + size]))
+                    self._stored_hours.where(executions.c.id.in_(some))
                 )
                 stored += found.mappings().all()
-                start += size
             changes = contributions(stored, [_hour_fields(r) for r in rows])
             if changes:
                 await connection.execute(self._add_hours, changes)
@@ -116,12 +123,9 @@ class BatchWriter:
                     self._upsert, [dict(zip(COLUMNS, r, strict=True)) for r in rows]
                 )
                 return
-            start = 0
-            for size in chunk_sizes(len(rows)):
-                chunk = rows[start : start + size]
+            for chunk in _chunked(rows):
                 params = tuple(value for row in chunk for value in row)
-                await connection.exec_driver_sql(self._many_rows_sql(size), params)
-                start += size
+                await connection.exec_driver_sql(self._many_rows_sql(len(chunk)), params)
 
     def _many_rows_sql(self, count: int) -> str:
         sql = self._sql_by_rows.get(count)
