@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -329,6 +330,17 @@ def browser_policy(
     )
 
 
+_WITHOUT_FRAMEWORK_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+"""FastAPI's own OpenTelemetry (newer releases) off: the gateway's middleware makes the request
+spans and metrics (``tracing``, ``/metrics``). On, a process-wide provider (``opentelemetry-
+instrument``, say) would get a second server span and request histogram per request, and every
+request would pay FastAPI's look-ups of the global providers."""
+
+
 def create_app(
     config: Config,
     *,
@@ -350,6 +362,7 @@ def create_app(
         title="actiongate",
         version=__version__,
         lifespan=_lifespan(config, database, mcp, health_tick_s),
+        **_WITHOUT_FRAMEWORK_TELEMETRY,
     )
     app.mount("/mcp", mcp)
     _install_error_handlers(app)

@@ -9,6 +9,9 @@ text in any span.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -220,3 +223,53 @@ async def test_exporter_none_records_nothing_yet_carries_the_clients_trace(gw: G
     first, second = gw.api.received
     assert {k.lower(): v for k, v in first.headers.items()}["traceparent"] == TRACEPARENT
     assert "traceparent" not in {k.lower() for k in second.headers}  # nothing to carry
+
+
+GLOBAL_PROVIDERS = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from tests.support.gateway import running_gateway
+
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+    async def main():
+        async with running_gateway(Path(sys.argv[1])) as gw:
+            gw.upstream.script([{"content": "Hello."}])
+            response = await gw.chat(messages=[{"role": "user", "content": "hi"}])
+            assert response.status_code == 200, response.text
+            assert (await gw.client.get("/healthz")).status_code == 200
+        data = reader.get_metrics_data()
+        names = [m.name for rm in (data.resource_metrics if data else ())
+                 for sm in rm.scope_metrics for m in sm.metrics]
+        print([s.name for s in exporter.get_finished_spans()], names)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_process_wide_provider_gets_no_second_server_span_or_metric(tmp_path: Path) -> None:
+    # Global OpenTelemetry providers, as opentelemetry-instrument would set them: the gateway's
+    # requests still make their spans and metrics only through its own telemetry (the
+    # framework's own instrumentation would add a server span and histogram per request).
+    # A fresh process: the global providers can be set once per process.
+    done = subprocess.run(
+        [sys.executable, "-c", GLOBAL_PROVIDERS, str(tmp_path)],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[] []"
