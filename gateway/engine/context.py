@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -21,6 +20,7 @@ from typing import Any, Literal
 
 from gateway.errors import RequestError
 from gateway.extras import MissingExtra, require_extra
+from gateway.ids import random_hex
 
 __all__ = [
     "MAX_LEAD_FIELDS",
@@ -174,8 +174,8 @@ def lead_text(value: Any) -> str:
 
 def new_conversation_id() -> str:
     """A fresh conversation id for requests that carry none (128 random bits, in hex)."""
-    # Not uuid4(): the same randomness at a quarter of the cost, and nothing reads it as a UUID.
-    return f"conv_{secrets.token_hex(16)}"
+    # Not uuid4(): nothing reads it as a UUID; the OS's random bytes, read in blocks.
+    return f"conv_{random_hex(16)}"
 
 
 class _MessageScope(Mapping[str, Any]):

@@ -13,7 +13,6 @@ accepted and not checked. Errors leave in Anthropic's shape (:func:`error_body`)
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +29,7 @@ from gateway.fronts.entry import (
     refuse_unknown_key,
     summary_headers,
 )
+from gateway.ids import random_hex
 from gateway.net.inbound import bearer_token, read_json_body
 from gateway.proxy.turns import Turn
 
@@ -322,7 +322,7 @@ async def messages(request: Request, backend: Backend) -> Response:
     refuse_unknown_key(backend, request, key)
     body = chat_body(await read_json_body(request))
     turn = await open_turn(backend, request, body, headers, key)
-    message_id = f"msg_{uuid.uuid4().hex[:24]}"
+    message_id = f"msg_{random_hex(12)}"
     if turn.stream:
         # The first delta is awaited before anything is sent: an upstream failing at once is
         # still a plain HTTP error.

@@ -20,7 +20,6 @@ OpenAI's shape.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
@@ -37,6 +36,7 @@ from gateway.fronts.entry import (
     refuse_unknown_key,
     summary_headers,
 )
+from gateway.ids import random_hex
 from gateway.net.inbound import bearer_token, read_json_body
 from gateway.proxy.turns import Turn
 from gateway.stores.responses import ResponseStore
@@ -257,7 +257,7 @@ class _Answer:
     """The ``response`` object under construction, shared by both answer modes."""
 
     def __init__(self, body: dict[str, Any], turn: Turn) -> None:
-        self.id = f"resp_{uuid.uuid4().hex}"
+        self.id = f"resp_{random_hex(16)}"
         self.created = int(time.time())
         self.body = body
         self.turn = turn
@@ -299,7 +299,7 @@ class _Answer:
 def _message_item(text: str, status: str = "completed") -> dict[str, Any]:
     part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
     return {
-        "id": f"msg_{uuid.uuid4().hex}",
+        "id": f"msg_{random_hex(16)}",
         "type": "message",
         "role": "assistant",
         "status": status,
@@ -310,7 +310,7 @@ def _message_item(text: str, status: str = "completed") -> dict[str, Any]:
 def _call_item(call: dict[str, Any]) -> dict[str, Any]:
     function = call.get("function") or {}
     return {
-        "id": f"fc_{uuid.uuid4().hex}",
+        "id": f"fc_{random_hex(16)}",
         "type": "function_call",
         "call_id": call.get("id"),
         "name": function.get("name"),

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -55,6 +54,7 @@ from gateway.engine.executor import Execution, Executor
 from gateway.engine.runtime import Runtime, open_runtime
 from gateway.engine.workspace import AgentView, Workspace
 from gateway.errors import ConfigError
+from gateway.ids import random_hex
 from gateway.mcp.calls import run_form, run_http
 from gateway.mcp.elicitation import Asker, InputNeeded, asker_for, input_required
 from gateway.version import __version__
@@ -109,7 +109,7 @@ async def call_tool(
     """
     asker = asker or Asker()
     executor, conversation = caller.executor, caller.conversation
-    call_id = f"mcp_{uuid.uuid4().hex[:24]}"
+    call_id = f"mcp_{random_hex(12)}"
     action = caller.agent.actions.get(name)
     execution: Execution | None
     if isinstance(action, HttpAction):

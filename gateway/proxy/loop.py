@@ -20,7 +20,6 @@ import asyncio
 import logging
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from gateway.engine.limits import SlidingWindow
 from gateway.engine.rendering import render_request
 from gateway.engine.workspace import Workspace
 from gateway.errors import ExecutionRefused, RequestError, UpstreamError
+from gateway.ids import random_hex
 from gateway.net.browser import CrossOrigin
 from gateway.net.sse import DONE, ChunkAssembler, sse
 from gateway.net.upstream import Upstream, completion_message
@@ -260,7 +260,7 @@ class Proxy:
         notes: list[dict[str, Any]] = []  # text-mode answers with nothing run
         handed_to_client = False
         for position, call in enumerate(calls):
-            call_id = str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}")
+            call_id = str(call.get("id") or f"call_{random_hex(12)}")
             call["id"] = call_id
             function = call.get("function") or {}
             name = str(function.get("name") or "")

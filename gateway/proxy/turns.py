@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from gateway.engine.context import (
 from gateway.engine.executor import Execution, Executor
 from gateway.engine.workspace import AgentView, Workspace
 from gateway.errors import RequestError
+from gateway.ids import random_hex
 from gateway.net.browser import CrossOrigin
 from gateway.proxy.interactive import (
     click_button,
@@ -106,7 +106,7 @@ class Turn:
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         """A client-bound ``chat.completion.chunk``."""
         if not self.response_id:
-            self.response_id = f"chatcmpl-{secrets.token_hex(16)}"
+            self.response_id = f"chatcmpl-{random_hex(16)}"
         return {
             "id": self.response_id,
             "object": "chat.completion.chunk",

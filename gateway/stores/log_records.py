@@ -6,9 +6,6 @@ The record's fields are listed in the README's "Execution engine" section;
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -17,6 +14,7 @@ from typing import Any, Literal, get_args
 import orjson
 from sqlalchemy import RowMapping
 
+from gateway.ids import new_execution_id
 from gateway.redaction import Redactor
 from gateway.stores.db import executions
 
@@ -36,49 +34,6 @@ Outcome = Literal["success", "http_error", "timeout", "connect_error", "blocked"
                   "pending_confirmation", "declined"]
 # fmt: on
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
-
-
-class _IdClock:
-    """Issues UUIDv7-layout ids as 32 hex digits: sortable by time, monotonic per process."""
-
-    _POOL_BYTES = 4000  # random bytes read from the OS at once: 400 ids
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last_ms = self._counter = 0
-        self._pool, self._used = b"", 0
-        # A forked child must not reuse the random bytes its parent has yet to use.
-        os.register_at_fork(after_in_child=self._forget_pool)
-
-    def _forget_pool(self) -> None:
-        self._pool, self._used = b"", 0
-
-    def next(self) -> str:
-        ms = time.time_ns() // 1_000_000
-        with self._lock:
-            # Reading the OS's random source is a system call (~5 µs here), more than the rest
-            # of an id: so read it in chunks and take 10 bytes per id, 62 random bits for the
-            # tail and 11 for a fresh counter start.
-            if self._used + 10 > len(self._pool):
-                self._pool, self._used = os.urandom(self._POOL_BYTES), 0
-            bits = int.from_bytes(self._pool[self._used : self._used + 10])
-            self._used += 10
-            # The 12-bit counter orders ids of one millisecond; its random start leaves room
-            # for ~2000 ids before borrowing the next millisecond.
-            if ms > self._last_ms:
-                counter = bits >> 69
-            elif self._counter < 0xFFF:
-                ms, counter = self._last_ms, self._counter + 1
-            else:
-                ms, counter = self._last_ms + 1, bits >> 69
-            self._last_ms, self._counter = ms, counter
-        tail = bits & ((1 << 62) - 1)
-        value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | tail
-        return f"{value:032x}"
-
-
-new_execution_id = _IdClock().next
-"""A new record id (32 hex digits, UUIDv7 layout); later ids sort after earlier ones."""
 
 
 def isoformat(moment: datetime) -> str:
