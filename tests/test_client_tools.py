@@ -254,7 +254,8 @@ async def test_retrieve_model_answers_for_agents_this_key_may_use(gw: Gateway) -
 
 
 @pytest.mark.parametrize(
-    "conversation", ["conv-plain_1", "conv-\u2067evil\u2069", "50%-off", "a\r\nb"]
+    "conversation",
+    ["conv-plain_1", "a b~!", "conv-\u2067evil\u2069", "50%-off", "a\r\nb", "t\tab", "del\x7f"],
 )
 async def test_the_conversation_id_header_survives_any_id(gw: Gateway, conversation: str) -> None:
     gw.upstream.script([{"content": "hi"}])
@@ -265,3 +266,5 @@ async def test_the_conversation_id_header_survives_any_id(gw: Gateway, conversat
     header = r.headers["x-actiongate-conversation-id"]
     assert header.isascii() and "\r" not in header and "\n" not in header
     assert unquote(header) == r.json()["actiongate"]["conversation_id"] == conversation
+    plain = all(" " <= c <= "~" for c in conversation) and "%" not in conversation
+    assert (header == conversation) is plain  # printable ASCII goes as it is, the rest encoded

@@ -30,7 +30,7 @@ from gateway.fronts.entry import (
     summary_headers,
 )
 from gateway.ids import random_hex
-from gateway.net.inbound import bearer_token, read_json_body
+from gateway.net.inbound import bearer_token, header_map, read_json_body
 from gateway.proxy.turns import Turn
 
 __all__ = ["PATH", "error_body", "messages"]
@@ -317,7 +317,7 @@ async def _chain(first: str | None, rest: AsyncIterator[str]) -> AsyncIterator[s
 
 async def messages(request: Request, backend: Backend) -> Response:
     """Anthropic Messages, streamed or not, with the agent's actions as tools."""
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = header_map(request)
     key = headers.get("x-api-key") or bearer_token(headers.get("authorization"))
     refuse_unknown_key(backend, request, key)
     body = chat_body(await read_json_body(request))

@@ -13,14 +13,14 @@ from gateway.fronts.entry import (
     refuse_unknown_key,
     summary_headers,
 )
-from gateway.net.inbound import bearer_token, read_json_body
+from gateway.net.inbound import bearer_token, header_map, read_json_body
 
 __all__ = ["chat_completions"]
 
 
 async def chat_completions(request: Request, backend: Backend) -> Response:
     """OpenAI Chat Completions, streamed or not, with the agent's actions as tools."""
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = header_map(request)
     key = bearer_token(headers.get("authorization"))
     refuse_unknown_key(backend, request, key)
     body = await read_json_body(request)

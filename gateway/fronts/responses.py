@@ -37,7 +37,7 @@ from gateway.fronts.entry import (
     summary_headers,
 )
 from gateway.ids import random_hex
-from gateway.net.inbound import bearer_token, read_json_body
+from gateway.net.inbound import bearer_token, header_map, read_json_body
 from gateway.proxy.turns import Turn
 from gateway.stores.responses import ResponseStore
 
@@ -443,7 +443,7 @@ async def _previous(
 
 async def create_response(request: Request, backend: ResponsesBackend) -> Response:
     """OpenAI Responses, streamed or not, with the agent's actions as tools."""
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = header_map(request)
     key = bearer_token(headers.get("authorization"))
     refuse_unknown_key(backend, request, key)
     body = await read_json_body(request)

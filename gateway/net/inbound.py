@@ -15,6 +15,7 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "bearer_token",
     "check_declared_length",
+    "header_map",
     "read_body_bytes",
     "read_json_body",
     "replay_receive",
@@ -36,6 +37,14 @@ def bearer_token(authorization: str | None) -> str | None:
 
 def _too_large(cap: int) -> RequestError:
     return RequestError(413, f"request body larger than {cap} bytes", "too_large")
+
+
+def header_map(request: Request) -> dict[str, str]:
+    """The request's headers by lower-case name (the last of a repeated one), as Latin-1 text.
+
+    Read from the ASGI scope in one pass: no framework header object, no second decoding.
+    """
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]}
 
 
 def check_declared_length(request: Request, cap: int = MAX_REQUEST_BYTES) -> None:
@@ -117,4 +126,6 @@ def conversation_header(conversation_id: str) -> dict[str, str]:
     control characters. Ids of printable ASCII without ``%`` are sent as they are; others
     percent-encoded (UTF-8), so ``urllib.parse.unquote`` always gives the id back.
     """
+    if conversation_id.isascii() and conversation_id.isprintable() and "%" not in conversation_id:
+        return {CONVERSATION_HEADER: conversation_id}  # the usual case, and what quote() gives
     return {CONVERSATION_HEADER: quote(conversation_id, safe=_HEADER_SAFE)}
