@@ -277,7 +277,9 @@ def test_serve_prints_one_line_once_listening_and_shows_a_new_token(
         )
         with httpx.Client(base_url=match.group(1), trust_env=False, timeout=10) as client:
             # Listening when the line came, and the token shown is the one stored.
-            assert client.get("/healthz").status_code == 200
+            health = client.get("/healthz")
+            assert health.status_code == 200
+            assert "server" not in health.headers  # no server software or version given away
             bearer = {"Authorization": f"Bearer {token}"}
             assert client.get("/api/actions", headers=bearer).status_code == 200
             wrong = {"Authorization": f"Bearer {token}x"}

@@ -3,6 +3,9 @@ actions at once, redacted everywhere."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -113,3 +116,40 @@ async def test_a_secret_too_short_to_redact_is_refused_and_never_stored(gw: Gate
         s["name"] for s in (await gw.client.get("/api/secrets", headers=auth())).json()["items"]
     ]
     assert "SHORT" not in names
+
+
+ONLY_WHEN_USED = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from pathlib import Path
+    from tests.support.gateway import running_gateway
+
+    os.environ["ACTIONGATE_ADMIN_TOKEN"] = "admin-SECRET-token-77"
+    auth = {"Authorization": "Bearer admin-SECRET-token-77"}
+
+    async def main():
+        async with running_gateway(Path(sys.argv[1])) as gw:
+            gw.upstream.script([{"content": "Hello."}])
+            assert (await gw.chat(messages=[{"role": "user", "content": "hi"}])).status_code == 200
+            print("cryptography" in sys.modules)
+            body = {"value": "stored-SECRET-value-5f1e"}
+            assert (await gw.client.put("/api/secrets/K1", json=body, headers=auth)).is_success
+            print("cryptography" in sys.modules)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_openssl_is_loaded_only_once_a_secret_is_stored(tmp_path: Path) -> None:
+    # cryptography's OpenSSL bindings take ~8 MB of every worker: a gateway that serves
+    # completions with no stored secret and no dashboard login never loads them.
+    done = subprocess.run(
+        [sys.executable, "-c", ONLY_WHEN_USED, str(tmp_path)],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["False", "True"]

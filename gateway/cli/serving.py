@@ -200,6 +200,7 @@ def run_server(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=30,
+        server_header=False,  # no Server header naming the server software
         log_config=uvicorn_config("json")
         if log_format == "json"
         else uvicorn.config.LOGGING_CONFIG,

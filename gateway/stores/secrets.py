@@ -22,10 +22,8 @@ import re
 import secrets as pysecrets
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,6 +32,9 @@ from gateway.errors import RequestError
 from gateway.redaction import MIN_SECRET_LENGTH
 from gateway.stores.db import secrets as secrets_table
 from gateway.stores.engines import upsert_statement
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "NAME_PATTERN",
@@ -88,20 +89,31 @@ class SecretStore:
 
     def __init__(self, engine: AsyncEngine, key: bytes) -> None:
         self._engine = engine
-        self._aead = AESGCM(key)
+        self._key = key
+        self._aead: AESGCM | None = None
         self._upsert = upsert_statement(secrets_table, engine.dialect)
+
+    def _cipher(self) -> AESGCM:
+        # Made on first use: OpenSSL's bindings take ~8 MB of a worker with no stored secret.
+        if self._aead is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._aead = AESGCM(self._key)
+        return self._aead
 
     def _seal(self, name: str, value: str) -> str:
         nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, value.encode(), name.encode())
+        sealed = self._cipher().encrypt(nonce, value.encode(), name.encode())
         return _VERSION + base64.b64encode(nonce + sealed).decode()
 
     def _open(self, name: str, stored: str) -> str | None:
         if not stored.startswith(_VERSION):
             return None
         raw = base64.b64decode(stored[len(_VERSION) :])
+        from cryptography.exceptions import InvalidTag
+
         try:
-            return self._aead.decrypt(raw[:12], raw[12:], name.encode()).decode()
+            return self._cipher().decrypt(raw[:12], raw[12:], name.encode()).decode()
         except InvalidTag:
             return None  # written under another key: unreadable, reported by names()
 

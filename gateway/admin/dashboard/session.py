@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from itsdangerous import BadData, URLSafeTimedSerializer
 
 __all__ = ["COOKIE", "MAX_AGE_S", "Session", "SessionSigner", "csrf_matches", "session_key"]
@@ -40,6 +38,10 @@ class Session:
 
 def session_key(secret: bytes) -> bytes:
     """The cookie-signing key for ``secret``: HKDF-SHA256 with this use's own label."""
+    # Imported here: OpenSSL's bindings take ~8 MB of every worker that never serves a login.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=_HKDF_INFO)
     return hkdf.derive(secret)
 
