@@ -4,6 +4,7 @@ then through the executor against a real local API (refusals logged, nothing sen
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from gateway.definitions.actions import HttpAction
 from gateway.definitions.config import parse_action
 from gateway.engine.context import Conversation
 from gateway.engine.executor import Executor
-from gateway.engine.limits import Limits, LimitsConfig, Permit
+from gateway.engine.limits import Limits, LimitsConfig, Permit, SlidingWindow
 from gateway.net.egress import EgressPolicy
 from gateway.net.outbound import Outbound
 from gateway.stores.db import migrate
@@ -116,6 +117,32 @@ async def test_conversations_idle_for_a_whole_window_are_forgotten_and_the_rest_
     assert len(limits._calls) == 401  # the memory is what this test is about
     refused = await limits.acquire("api", "busy")
     assert isinstance(refused, str) and "2 action calls in 60 s" in refused
+
+
+def test_a_window_of_one_event_per_period() -> None:
+    # A key's first event is kept as a bare number: the second call must still be counted.
+    window: SlidingWindow[str] = SlidingWindow()
+    assert window.admit("c", 1, 10.0, now=100.0) is None
+    assert window.admit("c", 1, 10.0, now=104.0) == pytest.approx(6.0)
+    assert window.admit("c", 1, 10.0, now=110.0) is None  # the first left the window
+    assert window.admit("c", 1, 10.0, now=119.5) == pytest.approx(0.5)
+    assert window.admit("c", 2, 10.0, now=119.5) is None  # another caller's larger rate
+    assert window.admit("c", 2, 10.0, now=119.6) == pytest.approx(0.4)
+
+
+def test_a_conversation_with_one_call_costs_little_memory() -> None:
+    # At a thousand new conversations a second, a minute's window holds 60,000 of them.
+    keys = [f"support\x00conv_{n:032x}" for n in range(20_000)]
+    window: SlidingWindow[str] = SlidingWindow(clock=lambda: 0.0)
+    tracemalloc.start()
+    try:
+        for n, key in enumerate(keys):
+            assert window.admit(key, 30, 60.0, now=n * 1e-3) is None
+        per_key = tracemalloc.get_traced_memory()[0] / len(keys)
+    finally:
+        tracemalloc.stop()
+    assert len(window) == len(keys)
+    assert per_key < 100  # was ~200 (a list per key in an OrderedDict)
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ await, so each check-and-count stays atomic on the event loop.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeVar
@@ -197,15 +196,18 @@ class SlidingWindow(Generic[K]):
 
     Used for action calls per conversation (:class:`Limits`) and for browser requests to an
     agent with a ``widget_rate``, keyed by client address. Memory follows the keys active in
-    the last window, not every key ever seen: keys are kept in order of last use, and those
-    whose every event has expired are dropped from the front as new events come (a busy
-    gateway sees a new conversation id on almost every request). At most
+    the last window, not every key ever seen: keys are kept in order of last use (a plain
+    dict, re-inserted on use), and those whose every event has expired are dropped from the
+    front as new events come (a busy gateway sees a new conversation id on almost every
+    request). A key's first event is a bare float, a list only from its second: most
+    conversations call one action, and at a thousand new ones a second a minute's window
+    holds 60,000 keys (~60 bytes each besides the key, ~200 with a list). At most
     :data:`_MAX_CONVERSATIONS` keys are kept in any case.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._events: OrderedDict[K, list[float]] = OrderedDict()
+        self._events: dict[K, float | list[float]] = {}
         self._longest = 0.0
 
     def __len__(self) -> int:
@@ -216,22 +218,24 @@ class SlidingWindow(Generic[K]):
         now = self._clock() if now is None else now
         self._longest = max(self._longest, per_s)
         events = self._events
-        window = events.get(key)
-        if window is None:
+        seen = events.pop(key, None)  # put back below: the most recently used key goes last
+        if seen is None:
             self._forget_expired(now)
-            window = events[key] = []
+            events[key] = now
             if len(events) > _MAX_CONVERSATIONS:
-                events.popitem(last=False)
-        else:
-            events.move_to_end(key)
-            expired = 0
-            while expired < len(window) and window[expired] <= now - per_s:
-                expired += 1
-            if expired:
-                del window[:expired]
+                del events[next(iter(events))]
+            return None
+        window = seen if isinstance(seen, list) else [seen]
+        expired = 0
+        while expired < len(window) and window[expired] <= now - per_s:
+            expired += 1
+        if expired:
+            del window[:expired]
         if len(window) >= requests:
+            events[key] = window
             return window[0] + per_s - now
         window.append(now)
+        events[key] = window
         return None
 
     def _forget_expired(self, now: float) -> None:
@@ -241,7 +245,8 @@ class SlidingWindow(Generic[K]):
         for _ in range(4):  # amortised: a few per new key keep up with one new key per event
             if not events:
                 return
-            key, window = next(iter(events.items()))
-            if window and window[-1] > horizon:
+            key, seen = next(iter(events.items()))
+            last = seen[-1] if isinstance(seen, list) else seen
+            if last > horizon:
                 return
             del events[key]
