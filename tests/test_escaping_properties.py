@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.definitions.actions import HttpRequest
@@ -111,3 +112,36 @@ def test_whole_json_body_from_one_argument_is_sent_as_json() -> None:
     )
     rendered = render_request(req, {"args": {"body": {"a": [1, {"b": None}]}}})
     assert rendered.body is not None and json.loads(rendered.body) == {"a": [1, {"b": None}]}
+
+
+# Text around plain variables is rendered without Jinja2: it must be what Jinja2 renders.
+literal_texts = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="{}"), max_size=12
+)
+placeholders = st.sampled_from(
+    ["{{args.v}}", "{{ lead.email }}", "{{- args.v }}", "{{ args.v -}}", "{{ args['v'] }}"]
+)
+template_sources = st.lists(st.one_of(literal_texts, placeholders), min_size=1, max_size=6).map(
+    "".join
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(template_sources, texts, st.sampled_from(["path", "query", "header", "raw"]))
+def test_text_and_plain_variables_render_as_jinja_renders_them(
+    source: str, v: str, escape: str
+) -> None:
+    from gateway.definitions.templating import _compiled, analyze, render
+
+    assume("{{" in source)  # a template without variables is sent as written, Jinja2 unused
+    assert analyze(source).pieces is not None
+
+    def outcome(fn: Any) -> tuple[str, str]:
+        try:
+            return "ok", fn()
+        except Exception as e:  # the same refusal either way (a header value with CR/LF)
+            return "error", f"{type(e).__name__}: {e}"
+
+    ours = outcome(lambda: render(source, values(v), escape))  # type: ignore[arg-type]
+    jinja = outcome(lambda: str(_compiled(source, escape).render(values(v))))
+    assert ours == jinja

@@ -82,6 +82,9 @@ class TemplateInfo:
     """Dotted names, e.g. ``lead.email``."""
     single: str | None
     """The variable's name when the template is exactly ``{{ ns.name }}`` with no filter."""
+    pieces: tuple[tuple[bool, str], ...] | None = None
+    """Text and variables in order, ``(is_variable, text or dotted name)``, when the template
+    is only those (no filter, no literal in braces): rendered without Jinja2."""
 
     @property
     def is_static(self) -> bool:
@@ -160,6 +163,7 @@ def analyze(source: str) -> TemplateInfo:
         raise TemplateProblem(f"template syntax error: {e.message}") from e
     found: set[str] = set()
     outputs = 0
+    pieces: list[tuple[bool, str]] | None = []
     for stmt in tree.body:
         if not isinstance(stmt, nodes.Output):
             raise TemplateProblem(
@@ -168,16 +172,23 @@ def analyze(source: str) -> TemplateInfo:
             )
         for child in stmt.nodes:
             if isinstance(child, nodes.TemplateData):
+                # The lexer has applied whitespace control ({{- -}}) to this text already.
+                if pieces is not None:
+                    pieces.append((False, child.data))
                 continue
             outputs += 1
             _expression(child, found)
+            if isinstance(child, nodes.Filter | nodes.Const):
+                pieces = None
+            elif pieces is not None:
+                pieces.append((True, _dotted(child)))
     single = None
     body = tree.body
     if outputs == 1 and len(body) == 1 and isinstance(body[0], nodes.Output):
         only = body[0].nodes
         if len(only) == 1 and not isinstance(only[0], nodes.Filter | nodes.Const):
             single = next(iter(found))
-    return TemplateInfo(source, frozenset(found), single)
+    return TemplateInfo(source, frozenset(found), single, None if pieces is None else tuple(pieces))
 
 
 # --- values ---------------------------------------------------------------------------------
@@ -290,6 +301,13 @@ def render(source: str, values: Mapping[str, Any], escape: Escape) -> str:
     if info.single is not None:
         # Fast path for the common ``{{ lead.email }}``: skip Jinja2 entirely.
         return _ESCAPERS[escape](lookup(values, info.single))
+    if info.pieces is not None:
+        # Text and plain variables (``/orders/{{ args.id }}``, ``Bearer {{ secrets.K }}``): what
+        # Jinja2 renders, each variable through the same escaper as its ``finalize``.
+        escaper = _ESCAPERS[escape]
+        return "".join(
+            escaper(lookup(values, text)) if variable else text for variable, text in info.pieces
+        )
     return str(_compiled(source, escape).render(values))
 
 
