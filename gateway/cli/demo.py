@@ -222,7 +222,7 @@ async def _serve(ports: DemoPorts, check: bool, sock: socket.socket) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.cli.serving import JoinedWritesProtocol, ReadyServer
+    from gateway.cli.serving import ReadyServer
 
     # A known token, so the printed instructions can say how to open the dashboard.
     os.environ.setdefault("ACTIONGATE_ADMIN_TOKEN", DEMO_ADMIN_TOKEN)
@@ -230,10 +230,7 @@ async def _serve(ports: DemoPorts, check: bool, sock: socket.socket) -> int:
         key = demo_config(ports).upstream.api_key
         ports = await _start_samples(stack, ports, key)
         app = create_app(demo_config(ports), bind_host=HOST)
-        config = uvicorn.Config(
-            app, log_level="warning", access_log=False, http=JoinedWritesProtocol
-        )
-        server = ReadyServer(config)
+        server = ReadyServer(uvicorn.Config(app, log_level="warning", access_log=False))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         await server.ready.wait()  # a failed start-up ends the loop with SystemExit instead
         if not check:
