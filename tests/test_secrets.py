@@ -3,14 +3,13 @@ actions at once, redacted everywhere."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.fresh_process import run_script
 from tests.support.gateway import CRM_SECRET, Gateway, running_gateway
 
 TOKEN = "admin-SECRET-token-77"
@@ -144,12 +143,5 @@ ONLY_WHEN_USED = textwrap.dedent(
 def test_openssl_is_loaded_only_once_a_secret_is_stored(tmp_path: Path) -> None:
     # cryptography's OpenSSL bindings take ~8 MB of every worker: a gateway that serves
     # completions with no stored secret and no dashboard login never loads them.
-    done = subprocess.run(
-        [sys.executable, "-c", ONLY_WHEN_USED, str(tmp_path)],
-        cwd=Path(__file__).parent.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["False", "True"]
+    out = run_script(ONLY_WHEN_USED, str(tmp_path))
+    assert out.split() == ["False", "True"]

@@ -9,8 +9,6 @@ text in any span.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from gateway.definitions.actions import HttpAction
 from gateway.errors import ConfigError
 from gateway.telemetry import tracing
+from tests.support.fresh_process import run_script
 from tests.support.gateway import CRM_SECRET, UPSTREAM_KEY, Gateway, running_gateway
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -264,12 +263,5 @@ def test_a_process_wide_provider_gets_no_second_server_span_or_metric(tmp_path: 
     # requests still make their spans and metrics only through its own telemetry (the
     # framework's own instrumentation would add a server span and histogram per request).
     # A fresh process: the global providers can be set once per process.
-    done = subprocess.run(
-        [sys.executable, "-c", GLOBAL_PROVIDERS, str(tmp_path)],
-        cwd=Path(__file__).parent.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == "[] []"
+    out = run_script(GLOBAL_PROVIDERS, str(tmp_path))
+    assert out.strip() == "[] []"
