@@ -162,7 +162,6 @@ def analyze(source: str) -> TemplateInfo:
     except TemplateSyntaxError as e:
         raise TemplateProblem(f"template syntax error: {e.message}") from e
     found: set[str] = set()
-    outputs = 0
     pieces: list[tuple[bool, str]] | None = []
     for stmt in tree.body:
         if not isinstance(stmt, nodes.Output):
@@ -176,19 +175,19 @@ def analyze(source: str) -> TemplateInfo:
                 if pieces is not None:
                     pieces.append((False, child.data))
                 continue
-            outputs += 1
-            _expression(child, found)
             if isinstance(child, nodes.Filter | nodes.Const):
+                _expression(child, found)
                 pieces = None
-            elif pieces is not None:
-                pieces.append((True, _dotted(child)))
-    single = None
-    body = tree.body
-    if outputs == 1 and len(body) == 1 and isinstance(body[0], nodes.Output):
-        only = body[0].nodes
-        if len(only) == 1 and not isinstance(only[0], nodes.Filter | nodes.Const):
-            single = next(iter(found))
-    return TemplateInfo(source, frozenset(found), single, None if pieces is None else tuple(pieces))
+            else:
+                name = _dotted(child)
+                found.add(name)
+                if pieces is not None:
+                    pieces.append((True, name))
+    if pieces is None:
+        return TemplateInfo(source, frozenset(found), None)
+    only = pieces[0] if len(pieces) == 1 else None
+    single = only[1] if only is not None and only[0] else None
+    return TemplateInfo(source, frozenset(found), single, tuple(pieces))
 
 
 # --- values ---------------------------------------------------------------------------------
@@ -298,11 +297,8 @@ def render(source: str, values: Mapping[str, Any], escape: Escape) -> str:
     info = analyze(source)
     if info.is_static:
         return source
-    if info.single is not None:
-        # Fast path for the common ``{{ lead.email }}``: skip Jinja2 entirely.
-        return _ESCAPERS[escape](lookup(values, info.single))
     if info.pieces is not None:
-        # Text and plain variables (``/orders/{{ args.id }}``, ``Bearer {{ secrets.K }}``): what
+        # Text and plain variables (``{{ lead.email }}``, ``/orders/{{ args.id }}``): what
         # Jinja2 renders, each variable through the same escaper as its ``finalize``.
         escaper = _ESCAPERS[escape]
         return "".join(
