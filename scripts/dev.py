@@ -166,7 +166,14 @@ def cmd_conformance(args: list[str]) -> None:
             )
         finally:
             serve.terminate()
-            serve.wait(timeout=30)
+            try:
+                # serve drains open connections for up to 30 s (uvicorn's graceful shutdown), then
+                # closes the app: a process still there well after that is stuck.
+                serve.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+                serve.wait()
+                sys.exit("actiongate serve did not exit within 45 s of SIGTERM")
     sys.exit(code)
 
 
