@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import signal
 import socket
 import sys
@@ -160,9 +161,20 @@ class ReadyServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start as uvicorn does (a failed lifespan exits), then report readiness."""
         await super().startup(sockets=sockets)
+        _freeze_start_up_heap()
         if self._on_ready is not None:
             self._on_ready()
         self.ready.set()
+
+
+def _freeze_start_up_heap() -> None:
+    # What start-up built (modules, pydantic validators, SQLAlchemy's metadata: ~130,000
+    # objects) lives as long as the process. Left in the collector's oldest generation, every
+    # full collection walks all of it: 60-75 ms with the event loop stopped, about once a second
+    # under load, which is the whole p99 tail. Frozen, a full collection walks only what requests
+    # made since.
+    gc.collect()
+    gc.freeze()
 
 
 @contextlib.contextmanager
