@@ -167,6 +167,10 @@ class ReadyServer(uvicorn.Server):
         self.ready.set()
 
 
+YOUNG_COLLECTION_THRESHOLD = 20_000
+"""Net new container objects between two young collections while serving (Python's is 700)."""
+
+
 def _freeze_start_up_heap() -> None:
     # What start-up built (modules, pydantic validators, SQLAlchemy's metadata: ~130,000
     # objects) lives as long as the process. Left in the collector's oldest generation, every
@@ -175,6 +179,12 @@ def _freeze_start_up_heap() -> None:
     # made since.
     gc.collect()
     gc.freeze()
+    # A request in flight holds a few thousand objects (parsed bodies, frames, futures), so 32 of
+    # them cross Python's 700 many times a second although almost nothing they make is cyclic
+    # garbage (DEBUG_SAVEALL under bench_proxy's load: ~4,000 objects in 20 s). Young collections
+    # then only walk live requests and promote them. At 20,000: 2,316 -> 278 young collections
+    # per run, the collector's time 0.53 -> 0.09 s.
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
 
 @contextlib.contextmanager
