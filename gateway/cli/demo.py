@@ -222,7 +222,7 @@ async def _serve(ports: DemoPorts, check: bool, sock: socket.socket) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.cli.serving import ReadyServer
+    from gateway.cli.serving import JoinedWritesProtocol, ReadyServer
 
     # A known token, so the printed instructions can say how to open the dashboard.
     os.environ.setdefault("ACTIONGATE_ADMIN_TOKEN", DEMO_ADMIN_TOKEN)
@@ -230,7 +230,10 @@ async def _serve(ports: DemoPorts, check: bool, sock: socket.socket) -> int:
         key = demo_config(ports).upstream.api_key
         ports = await _start_samples(stack, ports, key)
         app = create_app(demo_config(ports), bind_host=HOST)
-        server = ReadyServer(uvicorn.Config(app, log_level="warning", access_log=False))
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, http=JoinedWritesProtocol
+        )
+        server = ReadyServer(config)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         await server.ready.wait()  # a failed start-up ends the loop with SystemExit instead
         if not check:
