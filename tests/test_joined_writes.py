@@ -41,19 +41,25 @@ async def next_pass() -> None:
     await asyncio.sleep(0)
 
 
-async def test_writes_of_one_pass_go_out_as_one() -> None:
+async def test_a_head_leaves_with_its_body_and_a_lone_write_when_the_pass_ends() -> None:
     raw = RecordingTransport()
     joined = _JoinedWrites(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
     joined.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    assert raw.writes == []  # held for the body
     joined.write(b"ok")
-    assert raw.writes == []  # not yet: the pass is not over
-    await next_pass()
+    # At once, as one write: a whole response does not wait for the pass to end.
     assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
-    joined.write(b"data: 1\n\n")  # a stream's later chunks: one write per pass
+    await next_pass()
+    assert len(raw.writes) == 1  # the flush scheduled for the head found nothing held
+    joined.write(b"data: 1\n\n")  # a stream's chunks, one per pass: each leaves as it ends
+    assert raw.writes[1:] == []
     await next_pass()
     joined.write(b"data: 2\n\n")
     await next_pass()
     assert raw.writes[1:] == [b"data: 1\n\n", b"data: 2\n\n"]
+    joined.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    joined.write(b"x" * 70_000)  # a large body is not copied onto the head
+    assert raw.writes[3:] == [b"HTTP/1.1 200 OK\r\n\r\n", b"x" * 70_000]
     assert joined.get_extra_info("peername") == ("127.0.0.1", 5)  # the rest is the transport's
 
 
@@ -62,11 +68,10 @@ async def test_close_sends_what_was_gathered_first_and_abort_drops_it() -> None:
     raw = RecordingTransport()
     joined = _JoinedWrites(raw, loop)  # type: ignore[arg-type]
     joined.write(b"head")
-    joined.write(b"body")
     joined.close()
-    assert raw.writes == [b"headbody"] and raw.closed
+    assert raw.writes == [b"head"] and raw.closed
     await next_pass()
-    assert raw.writes == [b"headbody"]  # the pending flush found nothing more
+    assert raw.writes == [b"head"]  # the scheduled flush found nothing more
     aborted = RecordingTransport()
     joined = _JoinedWrites(aborted, loop)  # type: ignore[arg-type]
     joined.write(b"never sent")
