@@ -61,6 +61,9 @@ async def test_a_head_leaves_with_its_body_and_a_lone_write_when_the_pass_ends()
     joined.write(b"x" * 70_000)  # a large body is not copied onto the head
     assert raw.writes[3:] == [b"HTTP/1.1 200 OK\r\n\r\n", b"x" * 70_000]
     assert joined.get_extra_info("peername") == ("127.0.0.1", 5)  # the rest is the transport's
+    assert not joined.is_closing()
+    raw.closed = True
+    assert joined.is_closing()  # the transport's own state, asked after every response
 
 
 async def test_close_sends_what_was_gathered_first_and_abort_drops_it() -> None:

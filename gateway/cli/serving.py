@@ -194,6 +194,10 @@ class _JoinedWrites:
         self._held = None
         self._transport.abort()
 
+    def is_closing(self) -> bool:
+        # Asked after every response: spelled out rather than found through __getattr__.
+        return self._transport.is_closing()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
