@@ -214,7 +214,11 @@ class SlidingWindow(Generic[K]):
         return len(self._events)
 
     def admit(self, key: K, requests: int, per_s: float, now: float | None = None) -> float | None:
-        """Record one event for ``key``; None if admitted, else the seconds until one would be."""
+        """Record one event for ``key``; None if admitted, else the seconds until one would be.
+
+        ``requests`` is at least 1 (the configuration's bounds): a key's first event is admitted
+        without a look at it.
+        """
         now = self._clock() if now is None else now
         self._longest = max(self._longest, per_s)
         events = self._events
